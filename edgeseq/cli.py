@@ -1,0 +1,204 @@
+"""Command line: a thin layer that parses options, calls one public function, and prints.
+
+Library code raises :class:`edgeseq.EdgeseqError`; only this module turns it into
+``Error: ...`` on stderr and exit status 1.  Usage errors exit 2 (click's convention).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import EdgeseqError
+
+
+def _err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeseqError as exc:
+            _err(f"Error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            _err("Interrupted; no partial output was written.")
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeseq")
+def main() -> None:
+    """Export PyTorch sequence models to ONNX, verify them, and run them at the edge."""
+
+
+# --------------------------------------------------------------------------------------- export
+@main.command()
+@click.argument("ref")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="State dict (.pt via weights_only=True, or .safetensors).")
+@click.option("--input-shape", help="Example input shape, e.g. 1,100,6 (any rank). Default: model.example_inputs() or inferred.")
+@click.option("--dynamic-axes", help="Comma-separated axes that vary (default: batch and sequence).")
+@click.option("--time-first", is_flag=True, help="The model takes (seq, batch, features).")
+@click.option("--exporter", type=click.Choice(["auto", "torchscript", "dynamo"]), default="auto", show_default=True)
+@click.option("--opset", type=int, help="ONNX opset (default 17 for torchscript, 18 for dynamo).")
+@click.option("--check/--no-check", default=True, show_default=True, help="Run the parity gate before writing.")
+@click.option("--streaming", is_flag=True, help="Add every recurrent layer's state as inputs/outputs (for StreamingSession).")
+@click.option("--lengths", "with_lengths", is_flag=True, help="Add a 'lengths' input so zero-padded steps do not change results.")
+def export(ref: str, output: str, weights: str | None, input_shape: str | None, dynamic_axes: str | None,
+           time_first: bool, exporter: str, opset: int | None, check: bool, streaming: bool, with_lengths: bool) -> None:
+    """Export REF to ONNX with dynamic batch and sequence axes.
+
+    REF is path/to/file.py:factory, package.module:factory, or a Keras file (.keras/.h5).
+    The factory returns an nn.Module. Note: loading a .py file runs its code; only use files
+    you trust. Weights are never unpickled as arbitrary objects.
+    """
+    from .inputs import parse_axes, parse_shape
+
+    shape = parse_shape(input_shape) if input_shape else None
+    axes = parse_axes(dynamic_axes) if dynamic_axes else None
+    if streaming or with_lengths:
+        from .export.stateful import export_with_extras
+
+        result = export_with_extras(ref, output, weights=weights, input_shape=shape, dynamic_axes=axes,
+                                    time_first=time_first, exporter=exporter, opset=opset, check=check,
+                                    streaming=streaming, lengths=with_lengths, log=_err)
+    else:
+        from .export.exporter import export as do_export
+
+        result = do_export(ref, output, weights=weights, input_shape=shape, dynamic_axes=axes, time_first=time_first,
+                           exporter=exporter, opset=opset, check=check, log=_err)
+    parity_note = "parity not checked (--no-check)"
+    if result.report is not None:
+        s = result.report.summary()
+        parity_note = f"parity ok: max abs error {s['max_abs']:.2g} over {s['cases']} cases"
+    click.echo(f"exported {ref} -> {result.path} (exporter: {result.exporter}; {parity_note}; {result.seconds:.1f}s)")
+
+
+# ---------------------------------------------------------------------------------------- check
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--against", required=True, help="PyTorch model REF (file.py:factory, pkg.mod:factory) or Keras file.")
+@click.option("--weights", type=click.Path(dir_okay=False))
+@click.option("--batch-sizes", default="1,3,16", show_default=True)
+@click.option("--lengths", default="1,2,17,100,1000", show_default=True)
+@click.option("--atol", type=float, help="Absolute tolerance (default per precision: 1e-5 for float32).")
+@click.option("--rtol", type=float, help="Relative tolerance (default per precision: 1e-5 for float32).")
+@click.option("--eval", "eval_data", type=click.Path(dir_okay=False), help="Eval set (.npz with x, y) to compare task metrics.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
+def check(model: str, against: str, weights: str | None, batch_sizes: str, lengths: str, atol: float | None,
+          rtol: float | None, eval_data: str | None, device: str, json_out: str | None) -> None:
+    """Compare MODEL (ONNX) with its PyTorch source over a batch x length sweep; exit 0 only if all pass."""
+    from .export.check import check as do_check
+    from .inputs import parse_int_list
+    from .runtime.io import atomic_path
+
+    report = do_check(model, against, weights=weights, batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
+                      lengths=parse_int_list(lengths, "--lengths"), atol=atol, rtol=rtol, device=device,
+                      eval_data=eval_data)
+    click.echo(format_parity_table(report))
+    if json_out:
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    if not report.passed:
+        failing = len(report.failures)
+        _err(f"Error: parity FAILED in {failing} case(s) (atol {report.atol:g}, rtol {report.rtol:g})")
+        sys.exit(1)
+    click.echo(f"parity ok on {report.provider}: all {report.summary()['cases']} cases within atol {report.atol:g}, rtol {report.rtol:g}")
+
+
+def format_parity_table(report: Any) -> str:
+    rows = ["batch  length  output   max_abs      max_rel      sqnr_dB   result"]
+    for c in report.cases:
+        if c.skipped:
+            rows.append(f"{c.batch:>5}  {c.length:>6}  {c.output:<7}  {'':<11}  {'':<11}  {'':<8}  skipped: {c.note}")
+            continue
+        sqnr = "inf" if c.sqnr_db == float("inf") else f"{c.sqnr_db:.1f}"
+        verdict = "ok" if c.passed else f"FAIL {c.note}".strip()
+        rows.append(f"{c.batch:>5}  {c.length:>6}  {c.output:<7}  {c.max_abs:<11.3g}  {c.max_rel:<11.3g}  {sqnr:<8}  {verdict}")
+    for line in report.extra.get("metric_lines", []):
+        rows.append(line)
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------- infer
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "input_path", type=click.Path(dir_okay=False), help="Input .npy/.npz/.csv/.jsonl.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output .npy/.json/.csv (default: stdout, one JSON array per sample).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (default: all cores up to 8).")
+@click.option("--allow-nonfinite", is_flag=True, help="Let NaN/Inf inputs through instead of refusing them.")
+@click.option("--stream", is_flag=True, help="Read one time step per line from stdin, print one output line per step.")
+@click.option("--reset-on-blank", is_flag=True, help="With --stream: an empty line starts a new sequence.")
+def infer(model: str, input_path: str | None, output: str | None, device: str, batch_size: int, threads: int | None,
+          allow_nonfinite: bool, stream: bool, reset_on_blank: bool) -> None:
+    """Run MODEL on an input file (or, with --stream, on stdin step by step)."""
+    if stream:
+        from .runtime.streaming import stream_stdin
+
+        stream_stdin(model, sys.stdin, sys.stdout, device=device, threads=threads, reset_on_blank=reset_on_blank,
+                     allow_nonfinite=allow_nonfinite)
+        return
+    if not input_path:
+        raise click.UsageError("give --input FILE (or --stream to read steps from stdin)")
+    from .runtime.infer import infer_file
+
+    result = infer_file(model, input_path, output, device=device, batch_size=batch_size, threads=threads,
+                        allow_nonfinite=allow_nonfinite, log=_err)
+    if output is None:
+        from .runtime.io import format_lines
+
+        click.echo(format_lines(result.outputs))
+    _err(f"{result.samples} sample(s) on {result.provider} in {result.seconds * 1000:.1f} ms"
+         + (f" -> {result.written}" if result.written else ""))
+
+
+# -------------------------------------------------------------------------------------- inspect
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+def inspect(model: str, as_json: bool) -> None:
+    """Show MODEL's inputs/outputs (with dynamic dims), operators, size and model card."""
+    from .inspect import describe
+
+    info = describe(model)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{info['path']}  ({info['size_kib']:.1f} KiB)")
+    click.echo("inputs:")
+    for t in info["inputs"]:
+        click.echo(f"  {t['name']}: {t['dtype']}[{', '.join(map(str, t['shape']))}]")
+    click.echo("outputs:")
+    for t in info["outputs"]:
+        click.echo(f"  {t['name']}: {t['dtype']}[{', '.join(map(str, t['shape']))}]")
+    click.echo("operators: " + ", ".join(f"{k} x{v}" for k, v in info["operators"].items()))
+    card = info["card"]
+    if not card:
+        click.echo("model card: none (not exported by edgeseq)")
+        return
+    click.echo("model card:")
+    for key in ("source", "exporter", "opset", "precision", "layout", "features", "example_length"):
+        if key in card:
+            click.echo(f"  {key}: {card[key]}")
+    if "parity" in card:
+        p = card["parity"]
+        click.echo(f"  parity: {'passed' if p.get('passed') else p.get('note', 'failed')}"
+                   + (f" (max abs {p['max_abs']:.2g}, lengths {p.get('lengths')})" if p.get("max_abs") is not None else ""))
+    for key in ("quantization", "streaming", "lengths_input", "versions"):
+        if key in card:
+            click.echo(f"  {key}: {json.dumps(card[key])}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

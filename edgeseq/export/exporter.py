@@ -1,0 +1,284 @@
+"""PyTorch ``nn.Module`` -> ONNX with dynamic batch/sequence axes, verified before it is written.
+
+>>> from edgeseq.export import export
+>>> result = export("models/motion_lstm.py:build", "motion.onnx")    # doctest: +SKIP
+>>> result.exporter                                                  # doctest: +SKIP
+'torchscript'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..card import set_card
+from ..errors import EdgeseqError, ExportError, ParityError, require
+from ..inputs import InputSpec
+from ..runtime.io import atomic_path
+from . import parity
+from .loading import load_model
+from .signature import check_supported, infer_signature
+
+EXPORTERS = ("auto", "torchscript", "dynamo")
+RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
+DEFAULT_OPSET = {"torchscript": 17, "dynamo": 18}
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export` wrote and how it was verified."""
+
+    path: Path
+    exporter: str
+    card: dict[str, Any]
+    report: parity.ParityReport | None
+    attempts: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _quiet() -> contextlib.ExitStack:
+    """Silence the exporters' warnings and log chatter (they go to stderr and confuse users)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    for name in ("torch", "torch.onnx", "torch._dynamo", "torch.export", "torch._export", "onnxscript", "torch.fx",
+                 "torch.__trace"):
+        logger = logging.getLogger(name)
+        previous = logger.level
+        logger.setLevel(logging.ERROR)
+        stack.callback(logger.setLevel, previous)
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    return stack
+
+
+def output_names_for(model: Any, examples: list[Any]) -> list[str]:
+    import torch
+
+    with torch.inference_mode():
+        out = parity.flatten_outputs(model(*examples))
+    return ["y"] if len(out) == 1 else [f"y{i}" for i in range(len(out))]
+
+
+def _export_torchscript(model: Any, examples: list[Any], path: Path, spec: InputSpec, outputs: list[str], opset: int) -> None:
+    import torch
+
+    dynamic = {i.name: dict(i.dynamic) for i in spec.inputs if i.dynamic}
+    with _quiet():
+        torch.onnx.export(
+            model, tuple(examples), str(path), dynamo=False, input_names=spec.names, output_names=outputs,
+            dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True,
+        )
+
+
+def _export_dynamo(model: Any, examples: list[Any], path: Path, spec: InputSpec, outputs: list[str], opset: int) -> None:
+    import torch
+    from torch.export import Dim
+
+    _reset_rnn_dispatch_cache(torch)
+    shapes = tuple({a: Dim.DYNAMIC for a in i.dynamic} or None for i in spec.inputs)
+    with _quiet():
+        program = torch.onnx.export(
+            model, tuple(examples), dynamo=True, dynamic_shapes=shapes, input_names=spec.names,
+            output_names=outputs, opset_version=opset, optimize=True,
+        )
+        program.save(str(path), external_data=False)
+
+
+def _reset_rnn_dispatch_cache(torch: Any) -> None:
+    # torch.onnx swaps in while-loop LSTM/GRU decompositions during a dynamo export and restores the
+    # originals afterwards without clearing the ops' dispatch caches, so every later export in the same
+    # process specializes the sequence length ("tracing inferred a static shape").  Clearing fixes it.
+    for op in (torch.ops.aten.lstm.input, torch.ops.aten.gru.input, torch.ops.aten.rnn_tanh.input,
+               torch.ops.aten.rnn_relu.input):
+        cache = getattr(op, "_dispatch_cache", None)
+        if cache is not None:
+            cache.clear()
+
+
+def _error_text(exc: BaseException) -> str:
+    """The informative line of an exporter exception (torch.onnx wraps the cause in boilerplate)."""
+    text = str(exc)
+    marker = "## Exception summary"
+    if marker in text:
+        tail = [ln.strip() for ln in text.split(marker, 1)[1].splitlines() if ln.strip()]
+        tail = [ln for ln in tail if not ln.startswith("(Refer to")]
+        text = " ".join(tail)
+    text = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return text[:300]
+
+
+_EXPORT_FUNCS: dict[str, Callable[..., None]] = {"torchscript": _export_torchscript, "dynamo": _export_dynamo}
+
+
+def graph_problems(proto: Any, spec: InputSpec, model: Any) -> list[str]:
+    """Structural checks: dynamic axes kept symbolic, recurrent layers kept as native nodes."""
+    import torch.nn as nn
+
+    problems = []
+    by_name = {i.name: i for i in proto.graph.input}
+    for info in spec.inputs:
+        graph_input = by_name.get(info.name)
+        if graph_input is None:
+            problems.append(f"input {info.name!r} missing from the graph")
+            continue
+        dims = graph_input.type.tensor_type.shape.dim
+        for axis, axis_name in info.dynamic.items():
+            if axis < len(dims) and dims[axis].HasField("dim_value"):
+                problems.append(
+                    f"the {axis_name} axis (axis {axis}) of input {info.name!r} was frozen at {dims[axis].dim_value}"
+                )
+    ops = {n.op_type for n in proto.graph.node}
+    has_rnn = any(isinstance(m, (nn.LSTM, nn.GRU, nn.RNN)) for m in model.modules())
+    if has_rnn and not ops & RECURRENT_OPS and not any(n.op_type in {"Loop", "Scan"} for n in proto.graph.node):
+        problems.append("the recurrent layers were unrolled instead of exported as native LSTM/GRU/RNN nodes")
+    return problems
+
+
+def _cell_hint(model: Any) -> str:
+    import torch.nn as nn
+
+    cells = [n for n, m in model.named_modules() if isinstance(m, (nn.LSTMCell, nn.GRUCell, nn.RNNCell))]
+    if cells:
+        return (f" The model steps {', '.join(repr(c) for c in cells[:3])} in a Python loop, which the exporter unrolls "
+                "to the example's length; use nn.LSTM/nn.GRU over the whole sequence instead.")
+    return " The model's forward probably depends on the sequence length in Python (a loop over time steps or a shape used as a number)."
+
+
+def quick_lengths(example_length: int) -> list[int]:
+    """Lengths for the export-time gate: 1, the example's, and a longer one (catches frozen/unrolled graphs)."""
+    return sorted({1, max(2, example_length // 2), example_length, 2 * example_length + 5})
+
+
+def export(
+    model_or_ref: Any,
+    output: str | Path,
+    *,
+    weights: str | Path | None = None,
+    input_shape: Sequence[int] | None = None,
+    dynamic_axes: Sequence[int] | None = None,
+    time_first: bool = False,
+    exporter: str = "auto",
+    opset: int | None = None,
+    check: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export a model to ONNX with dynamic batch and sequence axes; never leaves a file that fails parity.
+
+    ``model_or_ref`` is an ``nn.Module`` or a reference ``"file.py:factory"`` / ``"pkg.mod:factory"``.
+
+    >>> export("models/fashion_lstm.py:build", "fashion.onnx").exporter   # doctest: +SKIP
+    'torchscript'
+    """
+    require("torch", "export")
+    onnx = require("onnx", "export")
+    say = log or (lambda _msg: None)
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+    start = time.perf_counter()
+    source = model_or_ref if isinstance(model_or_ref, str) else type(model_or_ref).__name__
+    model = load_model(model_or_ref, weights) if isinstance(model_or_ref, (str, Path)) else model_or_ref.eval()
+    if weights is not None and not isinstance(model_or_ref, (str, Path)):
+        from .loading import load_weights
+
+        load_weights(model, weights)
+    check_supported(model)
+    spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
+    try:
+        outputs = output_names_for(model, examples)
+    except Exception as exc:
+        raise ExportError(f"the model fails on its example input {[tuple(e.shape) for e in examples]}: "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; pass --input-shape") from None
+    order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
+    attempts: list[str] = []
+    frozen = False
+    with tempfile.TemporaryDirectory(prefix="edgeseq-export-") as tmp:
+        for name in order:
+            candidate = Path(tmp) / f"{name}.onnx"
+            version = opset or DEFAULT_OPSET[name]
+            say(f"exporting with the {name} exporter (opset {version}) ...")
+            try:
+                _EXPORT_FUNCS[name](model, examples, candidate, spec, outputs, version)
+            except EdgeseqError:
+                raise
+            except Exception as exc:
+                text = _error_text(exc)
+                if any(k in text.lower() for k in ("constraint", "specializ", "guard", "static shape")):
+                    frozen = True
+                attempts.append(f"{name}: export failed: {text}")
+                say(f"  {name} exporter failed: {text}")
+                continue
+            proto = onnx.load(str(candidate))
+            try:
+                onnx.checker.check_model(proto)
+            except Exception as exc:
+                attempts.append(f"{name}: invalid ONNX: {str(exc).splitlines()[0][:200]}")
+                continue
+            problems = graph_problems(proto, spec, model)
+            if problems:
+                frozen = frozen or any("frozen" in p or "unrolled" in p for p in problems)
+                attempts.append(f"{name}: {'; '.join(problems)}")
+                say(f"  {name}: {'; '.join(problems)}")
+                continue
+            report = None
+            if check:
+                lengths = quick_lengths(spec.example_length)
+                say(f"checking parity with PyTorch (batch 1,3 x length {','.join(map(str, lengths))}) ...")
+                try:
+                    report = parity.measure(candidate, model, spec, batch_sizes=(1, 3), lengths=lengths, device="cpu")
+                    parity.gate(report, f"{name} export")
+                except ParityError as exc:
+                    if report is not None and report.failures:
+                        # right at the example's length, wrong elsewhere: the length was baked into the graph
+                        frozen = frozen or all(c.length != spec.example_length for c in report.failures)
+                    attempts.append(str(exc))
+                    say(f"  {exc}")
+                    continue
+            card = build_card(spec, outputs, name, version, source, report, time_first)
+            set_card(proto, card)
+            out_path = Path(output)
+            with atomic_path(out_path) as tmp_out:
+                onnx.save(proto, str(tmp_out))
+            say(f"wrote {out_path} ({out_path.stat().st_size / 1024:.0f} KiB) with the {name} exporter")
+            return ExportResult(out_path, name, card, report, attempts, time.perf_counter() - start)
+    if frozen:
+        raise ExportError(
+            f"refused: the sequence length is frozen or unrolled in the exported graph (exported at length "
+            f"{spec.example_length}; other lengths fail or give wrong numbers).{_cell_hint(model)} "
+            f"[{' | '.join(attempts)}]"
+        )
+    raise ExportError("no exporter produced a correct file: " + " | ".join(attempts))
+
+
+def build_card(spec: InputSpec, outputs: list[str], exporter: str, opset: int, source: str,
+               report: parity.ParityReport | None, time_first: bool) -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    from .. import __version__
+
+    return {
+        "inputs": spec.to_card(),
+        "outputs": outputs,
+        "layout": "time_first" if time_first else "batch_first",
+        "features": spec.inputs[0].features,
+        "example_length": spec.example_length,
+        "exporter": exporter,
+        "opset": opset,
+        "precision": "float32",
+        "source": str(source),
+        "versions": {
+            "edgeseq": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "parity": report.summary() if report else {"passed": None, "note": "skipped (--no-check)"},
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+

@@ -1,0 +1,154 @@
+"""Load a PyTorch model from a reference (``file.py:factory`` or ``package.module:factory``) and weights.
+
+Loading ``file.py:factory`` *runs that file's code* (by design, like ``python file.py``);
+only load files you trust.  Weights, in contrast, are never unpickled as arbitrary
+objects: ``torch.load(weights_only=True)`` or safetensors.
+
+>>> model = load_model("models/motion_lstm.py:build")        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelLoadError, require
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def is_keras_ref(ref: str) -> bool:
+    return str(ref).lower().endswith(KERAS_SUFFIXES)
+
+
+def load_model(ref: str, weights: str | Path | None = None) -> Any:
+    """Return the ``nn.Module`` that ``ref`` names, with ``weights`` loaded, in eval mode."""
+    torch = require("torch", "export")
+    if is_keras_ref(ref):
+        if not Path(ref).exists():
+            raise ModelLoadError(f"{ref}: no such file")
+        from ..keras import load_keras
+
+        model = load_keras(ref)
+    else:
+        factory = resolve_factory(ref)
+        try:
+            model = factory()
+        except TypeError as exc:
+            raise ModelLoadError(f"{ref}: calling the factory failed ({exc}); it must take no required arguments") from None
+        if not isinstance(model, torch.nn.Module):
+            raise ModelLoadError(f"{ref}: the factory returned {type(model).__name__}, expected a torch.nn.Module")
+    if weights is not None:
+        load_weights(model, weights)
+    return model.eval()
+
+
+def resolve_factory(ref: str) -> Any:
+    """Import the module named in ``ref`` and return its factory callable."""
+    target, sep, attr = str(ref).rpartition(":")
+    if not sep or not target or not attr:
+        raise ModelLoadError(
+            f"model reference {ref!r} must look like 'path/to/file.py:factory' or 'package.module:factory'"
+        )
+    module = _import_file(target) if target.endswith(".py") or "/" in target or "\\" in target else _import_module(target)
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+            raise ModelLoadError(f"{target} has no attribute {attr!r}; callables there: {', '.join(names[:12]) or 'none'}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ModelLoadError(f"{ref}: {attr!r} is not callable; name a function or class returning an nn.Module")
+    return obj
+
+
+def _import_module(name: str) -> Any:
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            raise ModelLoadError(f"cannot import module {name!r}: {exc}; use 'path/to/file.py:factory' for a file") from None
+        raise ModelLoadError(f"importing {name!r} failed: {exc}; install the missing package") from None
+    except Exception as exc:
+        raise ModelLoadError(f"importing {name!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _import_file(target: str) -> Any:
+    path = Path(target).resolve()
+    if not path.exists():
+        raise ModelLoadError(f"{target}: no such file")
+    # A file inside a package is imported under its dotted name so its own package imports work.
+    parts = [path.stem]
+    root = path.parent
+    while (root / "__init__.py").exists():
+        parts.insert(0, root.name)
+        root = root.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    name = ".".join(parts)
+    try:
+        if len(parts) > 1:
+            return importlib.import_module(name)
+        spec = importlib.util.spec_from_file_location(f"edgeseq_user_{path.stem}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+    except ModelLoadError:
+        raise
+    except SyntaxError as exc:
+        raise ModelLoadError(f"{target}: syntax error at line {exc.lineno}: {exc.msg}") from None
+    except ImportError as exc:
+        raise ModelLoadError(f"{target}: import failed: {exc}") from None
+    except Exception as exc:
+        raise ModelLoadError(f"{target}: running the file failed: {type(exc).__name__}: {exc}") from exc
+
+
+def load_weights(model: Any, weights: str | Path) -> None:
+    """Load a state dict into ``model`` safely (never unpickles arbitrary objects)."""
+    torch = require("torch", "export")
+    path = Path(weights)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        st = require("safetensors.torch", "export")
+        try:
+            state = st.load_file(str(path))  # type: ignore[attr-defined]
+        except Exception as exc:
+            raise ModelLoadError(f"{path}: not a valid safetensors file ({exc})") from None
+    else:
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            text = str(exc)
+            if "weights_only" in text or "Unpickl" in text or "GLOBAL" in text:
+                raise ModelLoadError(
+                    f"{path}: refused to load: the file contains pickled Python objects other than tensors, "
+                    "which could run code; save a plain state_dict (torch.save(model.state_dict(), path)) or safetensors"
+                ) from None
+            raise ModelLoadError(f"{path}: not a valid PyTorch checkpoint ({text.splitlines()[0][:200]})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path}: expected a state_dict (a dict of tensors), found {type(state).__name__}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).split("\n\t")
+        detail = "; ".join(s.strip() for s in first[1:3]) or first[0]
+        raise ModelLoadError(f"{path}: weights do not fit the model: {detail[:400]}") from None
+
+
+def accepts_lengths(model: Any) -> bool:
+    """True when ``model.forward`` takes a ``lengths`` argument (for padded-batch references)."""
+    try:
+        return "lengths" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,225 @@
+"""Parity: measure how closely an ONNX file reproduces the PyTorch model, then gate on it.
+
+:func:`measure` returns a :class:`ParityReport` and never raises for a mismatch;
+:func:`gate` raises :class:`ParityError` when the report fails.
+
+>>> report = measure("m.onnx", model, spec, batch_sizes=[1, 3], lengths=[1, 17])  # doctest: +SKIP
+>>> gate(report)                                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import EdgeseqError, ParityError
+from ..inputs import InputSpec
+from ..tolerances import Tolerance, tolerance_for
+
+
+@dataclass
+class ParityCase:
+    """One output at one (batch, length): errors and verdict."""
+
+    batch: int
+    length: int
+    output: str
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    sqnr_db: float = math.inf
+    passed: bool = True
+    skipped: bool = False
+    note: str = ""
+
+
+@dataclass
+class ParityReport:
+    """All cases of a sweep with the tolerances used."""
+
+    cases: list[ParityCase]
+    atol: float
+    rtol: float
+    precision: str = "float32"
+    min_sqnr_db: float | None = None
+    provider: str = "CPUExecutionProvider"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        checked = [c for c in self.cases if not c.skipped]
+        return bool(checked) and all(c.passed for c in checked)
+
+    @property
+    def failures(self) -> list[ParityCase]:
+        return [c for c in self.cases if not c.skipped and not c.passed]
+
+    def summary(self) -> dict[str, Any]:
+        checked = [c for c in self.cases if not c.skipped]
+        return {
+            "passed": self.passed,
+            "cases": len(checked),
+            "skipped": len(self.cases) - len(checked),
+            "max_abs": max((c.max_abs for c in checked), default=0.0),
+            "min_sqnr_db": min((c.sqnr_db for c in checked), default=math.inf),
+            "batch_sizes": sorted({c.batch for c in checked}),
+            "lengths": sorted({c.length for c in checked}),
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "precision": self.precision,
+            "provider": self.provider,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": _jsonable(self.summary()), "cases": [_jsonable(asdict(c)) for c in self.cases], **self.extra}
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def flatten_outputs(out: Any) -> list[Any]:
+    """Flatten a model's return value (tensor, tuple/list, dict, nested) into a list of tensors."""
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in flatten_outputs(o)]
+    if isinstance(out, dict):
+        return [t for o in out.values() for t in flatten_outputs(o)]
+    return [out]
+
+
+def torch_runner(model: Any) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """Wrap an nn.Module as a function from numpy inputs to a list of numpy outputs."""
+    import torch
+
+    def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        with torch.inference_mode():
+            out = model(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
+        return [t.detach().cpu().numpy() for t in flatten_outputs(out)]
+
+    return run
+
+
+def compare(onnx_out: np.ndarray, ref: np.ndarray, tol: Tolerance) -> tuple[float, float, float, bool, str]:
+    """Return (max_abs, max_rel, sqnr_db, passed, note) for one output."""
+    if onnx_out.shape != ref.shape:
+        return math.inf, math.inf, -math.inf, False, f"shape {onnx_out.shape} != PyTorch {ref.shape}"
+    a = onnx_out.astype(np.float64)
+    b = ref.astype(np.float64)
+    if a.size == 0:
+        return 0.0, 0.0, math.inf, True, ""
+    if not np.isfinite(a).all() and not np.array_equal(np.isnan(a), np.isnan(b)):
+        return math.inf, math.inf, -math.inf, False, "ONNX output has NaN/Inf where PyTorch has none"
+    diff = np.abs(a - b)
+    max_abs = float(np.nanmax(diff))
+    denom = np.abs(b) + (tol.atol if math.isfinite(tol.atol) else 1e-12)
+    max_rel = float(np.nanmax(diff / denom))
+    noise = float(np.sum(diff**2))
+    signal = float(np.sum(b**2))
+    sqnr = math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)
+    ok = bool(np.all(diff <= tol.atol + tol.rtol * np.abs(b))) if math.isfinite(tol.atol) else True
+    if tol.min_sqnr_db is not None and sqnr < tol.min_sqnr_db:
+        ok = False
+    return max_abs, max_rel, sqnr, ok, ""
+
+
+def measure_runners(
+    run_onnx: Callable[[list[np.ndarray]], list[np.ndarray]],
+    run_ref: Callable[[list[np.ndarray]], list[np.ndarray]],
+    spec: InputSpec,
+    output_names: Sequence[str],
+    batch_sizes: Iterable[int] = (1, 3),
+    lengths: Iterable[int] = (1, 17),
+    tol: Tolerance | None = None,
+    precision: str = "float32",
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> ParityReport:
+    """Compare two runners over every (batch, length) in the sweep on the same random inputs."""
+    tol = tol or tolerance_for(precision)
+    cases: list[ParityCase] = []
+    for length in lengths:
+        for batch in batch_sizes:
+            arrays = spec.random(batch, length, seed=seed + 7919 * length + batch)
+            try:
+                ref = run_ref(arrays)
+            except Exception as exc:  # the reference model itself rejects this shape (e.g. conv too short)
+                msg = f"PyTorch rejects this shape: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__}"
+                cases.append(ParityCase(batch, length, "*", skipped=True, note=msg))
+                continue
+            try:
+                got = run_onnx(arrays)
+            except EdgeseqError as exc:
+                cases.append(ParityCase(batch, length, "*", math.inf, math.inf, -math.inf, False, note=f"ONNX Runtime failed: {exc}"[:240]))
+                continue
+            if len(got) != len(ref):
+                cases.append(ParityCase(batch, length, "*", passed=False, note=f"ONNX has {len(got)} outputs, PyTorch {len(ref)}"))
+                continue
+            for name, o, r in zip(output_names, got, ref):
+                max_abs, max_rel, sqnr, ok, note = compare(o, r, tol)
+                cases.append(ParityCase(batch, length, name, max_abs, max_rel, sqnr, ok, note=note))
+            if progress:
+                progress(f"batch {batch} length {length}: {'ok' if all(c.passed for c in cases[-len(ref):]) else 'MISMATCH'}")
+    return ParityReport(cases, tol.atol, tol.rtol, precision, tol.min_sqnr_db)
+
+
+def measure(
+    onnx_path: str | Path,
+    model: Any,
+    spec: InputSpec | None = None,
+    batch_sizes: Iterable[int] = (1, 3, 16),
+    lengths: Iterable[int] = (1, 2, 17, 100, 1000),
+    atol: float | None = None,
+    rtol: float | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> ParityReport:
+    """Measure ONNX Runtime vs PyTorch on random inputs over a batch x length sweep.
+
+    >>> report = measure("m.onnx", model)          # doctest: +SKIP
+    >>> report.passed                              # doctest: +SKIP
+    True
+    """
+    from ..runtime.session import Session
+
+    session = Session(onnx_path, device=device)
+    if spec is None:
+        spec = spec_of_session(session)
+    precision = session.card.get("precision", "float32")
+    base = tolerance_for(precision)
+    tol = Tolerance(atol if atol is not None else base.atol, rtol if rtol is not None else base.rtol, base.min_sqnr_db)
+    names = [o.name for o in session.outputs]
+    data_names = spec.names
+
+    def run_onnx(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        out = session.run(dict(zip(data_names, arrays)))
+        return [out[n] for n in names]
+
+    report = measure_runners(run_onnx, torch_runner(model), spec, names, batch_sizes, lengths, tol, precision, seed, progress)
+    report.provider = session.providers[0]
+    return report
+
+
+def spec_of_session(session: Any) -> InputSpec:
+    """Input spec from the file's model card, or guessed from its symbolic dims."""
+    if session.card.get("inputs"):
+        return InputSpec.from_card(session.card["inputs"])
+    return InputSpec.from_session_inputs(session.data_inputs())
+
+
+def gate(report: ParityReport, what: str = "ONNX file") -> None:
+    """Raise :class:`ParityError` naming the worst failing case when ``report`` did not pass."""
+    if report.passed:
+        return
+    fails = report.failures
+    if not fails:
+        raise ParityError(f"{what}: no case could be checked (every shape was rejected by the PyTorch model)")
+    worst = max(fails, key=lambda c: (c.max_abs if math.isfinite(c.max_abs) else 1e300))
+    detail = worst.note or f"max abs error {worst.max_abs:.3g} > atol {report.atol:g} + rtol {report.rtol:g}"
+    raise ParityError(
+        f"{what} does not match PyTorch: output {worst.output!r} at batch {worst.batch}, length {worst.length}: "
+        f"{detail} ({len(fails)} failing case(s))"
+    )

@@ -1,0 +1,153 @@
+"""Work out a PyTorch model's input signature: declared, given on the command line, or inferred.
+
+Order of precedence: ``input_shape`` argument > the model's ``example_inputs()`` method >
+inference from the first layer (``nn.Embedding`` -> int64 ids, ``nn.LSTM``/``GRU``/``RNN``
+-> ``input_size`` features, ``nn.Conv1d`` -> ``in_channels``, ``nn.Linear`` -> ``in_features``).
+
+A model declares its own example input like this::
+
+    class MyModel(nn.Module):
+        def example_inputs(self):
+            return (torch.zeros(2, 100, 6),)      # (batch, seq, features)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..errors import ExportError, UnsupportedModelError
+from ..inputs import InputInfo, InputSpec
+
+DEFAULT_EXAMPLE_LENGTH = 8
+DEFAULT_EXAMPLE_BATCH = 2
+
+
+def first_layer(model: Any) -> Any | None:
+    """The first leaf module that fixes the input's meaning (embedding, recurrent, conv, linear)."""
+    import torch.nn as nn
+
+    kinds = (nn.Embedding, nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell, nn.Conv1d, nn.Linear)
+    for module in model.modules():
+        if isinstance(module, kinds):
+            return module
+    return None
+
+
+def vocab_size(model: Any) -> int | None:
+    import torch.nn as nn
+
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            return int(module.num_embeddings)
+    return None
+
+
+def check_supported(model: Any) -> None:
+    """Refuse layers ONNX's recurrent operators cannot express, naming the layer."""
+    import torch.nn as nn
+
+    for name, module in model.named_modules():
+        if isinstance(module, nn.LSTM) and getattr(module, "proj_size", 0):
+            raise UnsupportedModelError(
+                f"layer '{name}' is nn.LSTM(proj_size={module.proj_size}): ONNX's LSTM operator has no projection, "
+                "so it cannot be exported as a native LSTM node; use proj_size=0 followed by nn.Linear"
+            )
+
+
+def _axes(time_first: bool) -> tuple[int, int]:
+    return (1, 0) if time_first else (0, 1)
+
+
+def infer_signature(
+    model: Any,
+    input_shape: Sequence[int] | None = None,
+    dynamic_axes: Sequence[int] | None = None,
+    time_first: bool = False,
+) -> tuple[InputSpec, list[Any]]:
+    """Return the input spec and example tensors for exporting ``model``."""
+    import torch
+
+    batch_axis, seq_axis = _axes(time_first)
+    vocab = vocab_size(model)
+    layer = first_layer(model)
+    is_tokens = isinstance(layer, torch.nn.Embedding)
+
+    if input_shape is not None:
+        shape = list(input_shape)
+        dtype = "int64" if is_tokens else "float32"
+        examples = [_example(shape, dtype, vocab)]
+        infos = [_info("x", dtype, shape, batch_axis, seq_axis, dynamic_axes, vocab)]
+        return InputSpec(infos), examples
+
+    declared = getattr(model, "example_inputs", None)
+    if callable(declared):
+        try:
+            examples = declared()
+        except Exception as exc:
+            raise ExportError(f"model.example_inputs() failed: {type(exc).__name__}: {exc}") from None
+        if isinstance(examples, torch.Tensor):
+            examples = [examples]
+        examples = list(examples)
+        if not examples or not all(isinstance(t, torch.Tensor) for t in examples):
+            raise ExportError("model.example_inputs() must return a tensor or a tuple of tensors")
+        infos = []
+        for i, t in enumerate(examples):
+            name = "x" if i == 0 else f"x{i}"
+            dtype = str(t.dtype).replace("torch.", "")
+            sa = seq_axis if t.dim() >= 2 else None
+            infos.append(_info(name, dtype, list(t.shape), batch_axis if t.dim() >= 1 else None, sa, dynamic_axes,
+                               vocab if dtype.startswith("int") else None))
+        return InputSpec(infos), examples
+
+    if layer is None:
+        raise ExportError(
+            "cannot infer the input shape (no Embedding/LSTM/GRU/RNN/Conv1d/Linear layer found); "
+            "pass --input-shape B,T,F or give the model an example_inputs() method"
+        )
+    b, t = DEFAULT_EXAMPLE_BATCH, DEFAULT_EXAMPLE_LENGTH
+    if is_tokens:
+        shape = [t, b] if time_first else [b, t]
+        dtype = "int64"
+    else:
+        features = _features_of(layer)
+        shape = [t, b, features] if time_first else [b, t, features]
+        dtype = "float32"
+    examples = [_example(shape, dtype, vocab)]
+    return InputSpec([_info("x", dtype, shape, batch_axis, seq_axis, dynamic_axes, vocab)]), examples
+
+
+def _features_of(layer: Any) -> int:
+    for attr in ("input_size", "in_channels", "in_features"):
+        if hasattr(layer, attr):
+            return int(getattr(layer, attr))
+    raise ExportError("cannot infer the feature count; pass --input-shape B,T,F")
+
+
+def _info(name: str, dtype: str, shape: list[int], batch_axis: int | None, seq_axis: int | None,
+          dynamic_axes: Sequence[int] | None, vocab: int | None) -> InputInfo:
+    rank = len(shape)
+    if batch_axis is not None and batch_axis >= rank:
+        batch_axis = None
+    if seq_axis is not None and seq_axis >= rank:
+        seq_axis = None
+    if dynamic_axes is not None:
+        bad = [a for a in dynamic_axes if not 0 <= a < rank]
+        if bad:
+            raise ExportError(f"--dynamic-axes {bad} out of range for an input of rank {rank}")
+        dyn = sorted(set(dynamic_axes))
+        if batch_axis not in dyn:
+            batch_axis = None
+        rest = [a for a in dyn if a != batch_axis]
+        seq_axis = seq_axis if seq_axis in rest else (rest[0] if rest else None)
+        names = {a: ("batch" if a == batch_axis else "seq" if a == seq_axis else f"dim{a}") for a in dyn}
+        return InputInfo(name, dtype, shape, batch_axis, seq_axis, names, vocab)
+    return InputInfo(name, dtype, shape, batch_axis, seq_axis, {}, vocab)
+
+
+def _example(shape: list[int], dtype: str, vocab: int | None) -> Any:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    if dtype.startswith("int"):
+        return torch.randint(0, vocab or 2, shape, generator=g, dtype=torch.int64)
+    return torch.randn(shape, generator=g)

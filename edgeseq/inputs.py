@@ -1,0 +1,155 @@
+"""Input signatures: what a model takes, which axes vary, and random inputs for parity sweeps.
+
+Shared by the exporter (from a PyTorch model) and the checker (from an ONNX file's
+model card), so this module needs only numpy.
+
+>>> spec = InputSpec([InputInfo("x", "float32", [2, 8, 6])])
+>>> spec.random(batch=3, length=17)[0].shape
+(3, 17, 6)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass
+class InputInfo:
+    """One graph input: example shape, dtype, which axes are batch/seq, token range for ids."""
+
+    name: str
+    dtype: str  # numpy dtype name: "float32" or "int64"
+    shape: list[int]  # example shape
+    batch_axis: int | None = 0
+    seq_axis: int | None = 1
+    dynamic: dict[int, str] = field(default_factory=dict)  # axis -> name
+    vocab_size: int | None = None  # int inputs: ids must be < vocab_size
+
+    def __post_init__(self) -> None:
+        self.dynamic = {int(k): v for k, v in (self.dynamic or {}).items()}
+        if not self.dynamic:
+            if self.batch_axis is not None:
+                self.dynamic[self.batch_axis] = "batch"
+            if self.seq_axis is not None and self.seq_axis < len(self.shape):
+                self.dynamic[self.seq_axis] = "seq"
+
+    @property
+    def layout(self) -> str:
+        return "time_first" if self.seq_axis == 0 else "batch_first"
+
+    @property
+    def features(self) -> int | None:
+        if self.dtype.startswith("int") or len(self.shape) < 3:
+            return None
+        return int(self.shape[-1])
+
+    def shape_for(self, batch: int, length: int) -> list[int]:
+        shape = list(self.shape)
+        if self.batch_axis is not None:
+            shape[self.batch_axis] = batch
+        if self.seq_axis is not None and self.seq_axis < len(shape):
+            shape[self.seq_axis] = length
+        return shape
+
+    def symbolic_shape(self) -> list[int | str]:
+        return [self.dynamic.get(i, d) for i, d in enumerate(self.shape)]
+
+
+@dataclass
+class InputSpec:
+    """All inputs of a model, in order."""
+
+    inputs: list[InputInfo]
+
+    @property
+    def example_length(self) -> int:
+        first = self.inputs[0]
+        return int(first.shape[first.seq_axis]) if first.seq_axis is not None and first.seq_axis < len(first.shape) else 1
+
+    @property
+    def names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    def random(self, batch: int, length: int, seed: int = 0) -> list[np.ndarray]:
+        """Random inputs at ``batch`` x ``length``: standard normal floats, uniform ids in range."""
+        rng = np.random.default_rng(seed)
+        arrays = []
+        for info in self.inputs:
+            shape = info.shape_for(batch, length)
+            if info.dtype.startswith("int"):
+                high = info.vocab_size or 2
+                arrays.append(rng.integers(0, high, size=shape).astype(info.dtype))
+            else:
+                arrays.append(rng.standard_normal(shape).astype(info.dtype))
+        return arrays
+
+    def to_card(self) -> list[dict[str, Any]]:
+        out = []
+        for info in self.inputs:
+            d = asdict(info)
+            d["dynamic"] = {str(k): v for k, v in info.dynamic.items()}
+            d["layout"] = info.layout
+            d["symbolic_shape"] = info.symbolic_shape()
+            d["features"] = info.features
+            out.append(d)
+        return out
+
+    @classmethod
+    def from_card(cls, entries: list[dict[str, Any]]) -> "InputSpec":
+        fields_ = set(InputInfo.__dataclass_fields__)
+        return cls([InputInfo(**{k: v for k, v in e.items() if k in fields_}) for e in entries])
+
+    @classmethod
+    def from_session_inputs(cls, inputs: list[Any], time_first: bool = False, example_length: int = 8) -> "InputSpec":
+        """Best-effort spec for an ONNX file without a card: symbolic dims become batch/seq."""
+        infos = []
+        for spec in inputs:
+            shape, dynamic = [], {}
+            batch_axis, seq_axis = (1, 0) if time_first else (0, 1)
+            for axis, dim in enumerate(spec.shape):
+                if isinstance(dim, int) and dim > 0:
+                    shape.append(dim)
+                else:
+                    shape.append(2 if axis == batch_axis else example_length)
+                    dynamic[axis] = str(dim)
+            dtype = np.dtype(spec.dtype).name
+            infos.append(InputInfo(spec.name, dtype, shape, batch_axis, seq_axis if len(shape) > 1 else None, dynamic))
+        return cls(infos)
+
+
+def parse_shape(text: str) -> list[int]:
+    """Parse ``"1,10,4"`` into ``[1, 10, 4]``."""
+    try:
+        shape = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        raise InputError(f"--input-shape {text!r}: expected comma-separated integers like 1,100,6") from None
+    if not shape or any(d < 1 for d in shape):
+        raise InputError(f"--input-shape {text!r}: every dimension must be a positive integer")
+    return shape
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """Parse ``"1,3,16"`` into ``[1, 3, 16]`` (positive integers)."""
+    try:
+        values = [int(p) for p in str(text).split(",") if p.strip()]
+    except ValueError:
+        raise InputError(f"{what} {text!r}: expected comma-separated positive integers like 1,3,16") from None
+    if not values or any(v < 1 for v in values):
+        raise InputError(f"{what} {text!r}: expected comma-separated positive integers like 1,3,16")
+    return values
+
+
+def parse_axes(text: str) -> list[int]:
+    """Parse ``"0,1"`` into ``[0, 1]`` (non-negative axis indices)."""
+    try:
+        values = [int(p) for p in str(text).split(",") if p.strip()]
+    except ValueError:
+        raise InputError(f"--dynamic-axes {text!r}: expected comma-separated axis numbers like 0,1") from None
+    if not values or any(v < 0 for v in values):
+        raise InputError(f"--dynamic-axes {text!r}: expected comma-separated axis numbers like 0,1")
+    return values

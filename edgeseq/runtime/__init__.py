@@ -1,0 +1,11 @@
+"""The embeddable runtime: numpy + onnxruntime only (never imports torch).
+
+>>> from edgeseq.runtime import Session
+"""
+
+from __future__ import annotations
+
+from .providers import DeviceChoice, resolve_device
+from .session import Session, TensorSpec
+
+__all__ = ["Session", "TensorSpec", "DeviceChoice", "resolve_device"]

@@ -1,0 +1,77 @@
+"""Models that cannot be exported correctly are refused with one clear line and no file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from edgeseq.errors import ExportError, UnsupportedModelError
+from edgeseq.export import export
+
+
+class CellLoop(nn.Module):
+    """Steps an LSTMCell in a Python loop: the exporters unroll it to the example's length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(4, 16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.new_zeros(x.shape[0], 16)
+        c = x.new_zeros(x.shape[0], 16)
+        for t in range(x.shape[1]):
+            h, c = self.cell(x[:, t], (h, c))
+        return self.head(h)
+
+
+@pytest.mark.parametrize("exporter", ["auto", "torchscript", "dynamo"])
+def test_python_loop_over_lstmcell_is_refused(tmp_path, exporter):
+    out = tmp_path / "loop.onnx"
+    with pytest.raises(ExportError, match="frozen or unrolled") as info:
+        export(CellLoop(), out, exporter=exporter)
+    assert "LSTMCell" in str(info.value) or "'cell'" in str(info.value)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_projection_lstm_is_refused_naming_the_layer(tmp_path):
+    class Proj(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(4, 16, proj_size=8, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    out = tmp_path / "proj.onnx"
+    with pytest.raises(UnsupportedModelError, match="layer 'rnn'.*proj_size=8"):
+        export(Proj(), out)
+    assert not out.exists()
+
+
+def test_no_check_skips_the_gate_but_still_writes_a_card(tmp_path):
+    from edgeseq.card import read_card
+    from models.families import gru
+
+    out = tmp_path / "g.onnx"
+    export(gru(), out, check=False)
+    assert read_card(out)["parity"]["passed"] is None
+
+
+def test_input_shape_and_dynamic_axes_for_rank4(tmp_path):
+    from edgeseq.card import read_card
+    from edgeseq.export import parity
+    from models.families import CNNLSTM
+
+    class Undeclared(CNNLSTM):
+        example_inputs = None  # no declared example: --input-shape must be used
+
+    out = tmp_path / "cnn.onnx"
+    model = Undeclared(sub_len=4)
+    export(model, out, input_shape=[1, 10, 4, 1], dynamic_axes=[0, 1])
+    card = read_card(out)
+    assert card["inputs"][0]["symbolic_shape"] == ["batch", "seq", 4, 1]
+    report = parity.measure(out, model, batch_sizes=[1, 5], lengths=[1, 3, 40])
+    assert report.passed

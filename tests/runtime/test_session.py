@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeseq import EdgeseqError, Session
+from edgeseq.errors import InputError, ModelFileError, ProviderError
+
+
+@pytest.fixture(scope="module")
+def lstm_path(exported):
+    return exported("stacked_lstm")
+
+
+def test_predict_batches_and_matches_run(lstm_path):
+    s = Session(lstm_path, device="cpu")
+    x = np.random.default_rng(0).standard_normal((10, 7, 28)).astype(np.float32)
+    whole = s.run({"x": x})["y"]
+    chunked = s.predict(x, batch_size=3)
+    np.testing.assert_allclose(chunked, whole, atol=1e-6)
+    assert s.providers == ["CPUExecutionProvider"]
+    assert s.inputs[0].shape == ("batch", "seq", 28)
+    assert s.card["exporter"] == "torchscript"
+
+
+def test_float64_and_int_inputs_are_cast_safely(lstm_path):
+    s = Session(lstm_path, device="cpu")
+    x = np.random.default_rng(0).standard_normal((2, 5, 28))
+    np.testing.assert_allclose(s.predict(x), s.predict(x.astype(np.float32)), atol=1e-6)
+    assert s.predict(np.ones((1, 3, 28), dtype=np.int32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize(
+    "x, match",
+    [
+        (np.zeros((5, 28), np.float32), r"expects rank 3.*add a batch axis"),
+        (np.zeros((1, 5, 27), np.float32), r"axis 2 must be 28, got 27"),
+        (np.zeros((1, 0, 28), np.float32), r"empty axis"),
+        (np.full((1, 5, 28), np.nan, np.float32), r"NaN/Inf at index \(0, 0, 0\).*sample 0, step 0"),
+        (np.array([[["a"] * 28]]), r"not numeric"),
+        (np.ones((1, 2, 28), bool), r"boolean"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(lstm_path, x, match):
+    s = Session(lstm_path, device="cpu")
+    with pytest.raises(InputError, match=match):
+        s.predict(x)
+
+
+def test_nonfinite_allowed_on_request(lstm_path):
+    s = Session(lstm_path, device="cpu", allow_nonfinite=True)
+    assert s.predict(np.full((1, 2, 28), np.nan, np.float32)).shape == (1, 10)
+
+
+def test_token_ids_reject_fractional_floats(exported):
+    s = Session(exported("text_bilstm"), device="cpu")
+    assert s.predict(np.array([[1.0, 2.0, 3.0]])).shape == (1, 2)
+    with pytest.raises(InputError, match="integer ids"):
+        s.predict(np.array([[1.5, 2.0]]))
+
+
+def test_lengths_without_lengths_input_runs_groups_unpadded(lstm_path):
+    s = Session(lstm_path, device="cpu")
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((1, 4, 28)), rng.standard_normal((1, 9, 28))
+    padded = np.zeros((2, 9, 28), np.float32)
+    padded[0, :4], padded[1] = a[0], b[0]
+    y = s.predict(padded, lengths=[4, 9])
+    np.testing.assert_allclose(y[0], s.predict(a)[0], atol=1e-6)
+    np.testing.assert_allclose(y[1], s.predict(b)[0], atol=1e-6)
+
+
+def test_missing_and_corrupt_files(tmp_path, lstm_path):
+    with pytest.raises(ModelFileError, match="no such file"):
+        Session(tmp_path / "nope.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not onnx at all")
+    with pytest.raises(ModelFileError):
+        Session(bad)
+    truncated = tmp_path / "trunc.onnx"
+    truncated.write_bytes(lstm_path.read_bytes()[:5000])
+    with pytest.raises(ModelFileError, match="truncated|corrupt|cannot load"):
+        Session(truncated)
+
+
+def test_device_errors_are_precise(lstm_path):
+    with pytest.raises(ProviderError, match="unknown device 'tpu'"):
+        Session(lstm_path, device="tpu")
+    s = Session(lstm_path, device="auto")
+    assert s.providers[0] in ("CPUExecutionProvider", "CUDAExecutionProvider")
+
+
+def test_cuda_without_cuda_says_why(lstm_path):
+    from edgeseq.runtime.providers import cuda_unusable_reason
+
+    reason = cuda_unusable_reason()
+    if reason is None:
+        pytest.skip("CUDA is usable here")
+    with pytest.raises(ProviderError, match="cannot be used: " + reason.split(" ")[0]):
+        Session(lstm_path, device="cuda")
+
+
+def test_errors_share_one_root():
+    assert issubclass(InputError, EdgeseqError) and issubclass(ProviderError, EdgeseqError)

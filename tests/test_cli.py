@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeseq.cli import main
+
+REF = "models/families.py:gru"
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def gru_file(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "gru.onnx"
+    result = CliRunner().invoke(main, ["export", REF, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "exporter: torchscript" in result.output
+    return out
+
+
+def test_export_reports_exporter_and_parity(gru_file):
+    assert gru_file.exists()
+
+
+def test_check_prints_table_and_passes(runner, gru_file, tmp_path):
+    report = tmp_path / "r.json"
+    result = runner.invoke(main, ["check", str(gru_file), "--against", REF, "--batch-sizes", "1,3",
+                                  "--lengths", "1,2,17,100", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "max_abs" in result.output and "parity ok" in result.output
+    data = json.loads(report.read_text())
+    assert data["summary"]["passed"] is True
+    assert 21 in data["summary"]["lengths"]  # a length longer than the export example is always added
+
+
+def test_check_fails_against_a_different_model(runner, gru_file):
+    result = runner.invoke(main, ["check", str(gru_file), "--against", "models/families.py:bigru",
+                                  "--lengths", "1,5", "--batch-sizes", "1"])
+    assert result.exit_code == 1
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".json", ".csv"])
+def test_infer_writes_each_output_format(runner, gru_file, tmp_path, suffix):
+    x = np.random.default_rng(0).standard_normal((4, 6, 12)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / f"y{suffix}"
+    result = runner.invoke(main, ["infer", str(gru_file), "--input", str(tmp_path / "x.npy"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+    if suffix == ".npy":
+        assert np.load(out).shape == (4, 9)
+
+
+def test_infer_reads_csv_and_jsonl(runner, gru_file, tmp_path):
+    csv = tmp_path / "seq.csv"
+    csv.write_text("\n".join(",".join(["0.5"] * 12) for _ in range(5)))
+    r = runner.invoke(main, ["infer", str(gru_file), "--input", str(csv)])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout.splitlines()[0])) == 9
+    jl = tmp_path / "seqs.jsonl"
+    jl.write_text(json.dumps([[0.1] * 12] * 3) + "\n" + json.dumps([[0.2] * 12] * 7) + "\n")
+    r = runner.invoke(main, ["infer", str(gru_file), "--input", str(jl)])
+    assert r.exit_code == 0, r.output
+    assert len(r.stdout.strip().splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["infer", "missing.onnx", "--input", "x.npy"], "no such file"),
+        (["infer", "GRU", "--input", "x.npy", "--device", "tpu"], "unknown device"),
+        (["infer", "GRU", "--input", "wrong.npy"], "axis 2 must be 12"),
+        (["export", "nope.py:build", "-o", "o.onnx"], "no such file"),
+        (["export", "models/families.py:nothing", "-o", "o.onnx"], "has no attribute 'nothing'"),
+        (["export", "not-a-ref", "-o", "o.onnx"], "must look like"),
+    ],
+)
+def test_errors_are_one_line_exit_1_no_output(runner, gru_file, tmp_path, args, message):
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 12), np.float32))
+    np.save(tmp_path / "wrong.npy", np.zeros((1, 3, 5), np.float32))
+    args = [str(gru_file) if a == "GRU" else (str(tmp_path / a) if a.endswith((".npy", ".onnx")) else a) for a in args]
+    result = runner.invoke(main, args + ["-o", str(tmp_path / "out.npy")] if args[0] == "infer" else args)
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out.npy").exists() and not (tmp_path / "o.onnx").exists()
+
+
+def test_inspect_shows_dynamic_dims_ops_and_card(runner, gru_file):
+    r = runner.invoke(main, ["inspect", str(gru_file)])
+    assert r.exit_code == 0, r.output
+    assert "x: float32[batch, seq, 12]" in r.output
+    assert "GRU x1" in r.output
+    assert "exporter: torchscript" in r.output
+
+
+def test_real_subprocess_export_then_infer(tmp_path):
+    """The installed console script, end to end, as a user runs it."""
+    exe = [sys.executable, "-m", "edgeseq.cli"]
+    out = tmp_path / "m.onnx"
+    r = subprocess.run(exe + ["export", "models/families.py:bilstm", "-o", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    np.save(tmp_path / "x.npy", np.zeros((2, 4, 6), np.float32))
+    r = subprocess.run(exe + ["infer", str(out), "--input", str(tmp_path / "x.npy")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip().splitlines()) == 2
+    r = subprocess.run(exe + ["infer", str(out), "--input", str(tmp_path / "nope.npy")], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
