@@ -21,7 +21,36 @@ def _err(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+# Commands that live in their own modules, imported only when used (keeps start-up small).
+LAZY_COMMANDS = {
+    "quantize": "edgeseq.commands.quantize:quantize",
+    "bench": "edgeseq.commands.bench:bench",
+    "doctor": "edgeseq.commands.doctor:doctor",
+}
+
+
 class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | {n for n in LAZY_COMMANDS if self._lazy(n)})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return super().get_command(ctx, name) or self._lazy(name)
+
+    @staticmethod
+    def _lazy(name: str) -> click.Command | None:
+        import importlib
+
+        target = LAZY_COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                return None  # command not available in this build
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
