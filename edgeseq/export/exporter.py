@@ -151,6 +151,34 @@ def _cell_hint(model: Any) -> str:
     return " The model's forward probably depends on the sequence length in Python (a loop over time steps or a shape used as a number)."
 
 
+def check_layout(model: Any, spec: InputSpec, time_first: bool) -> None:
+    """Refuse when the model's outputs follow the sequence axis instead of the batch axis.
+
+    A time-first model exported as batch-first (or the reverse) still passes parity, because both
+    runtimes misread the axes the same way, but ``Session.predict`` would then batch over time.
+    """
+    if spec.inputs[0].batch_axis is None or spec.inputs[0].seq_axis is None:
+        return
+    runner = parity.torch_runner(model)
+    probes = [(3, 5), (2, 7)]
+    follows_batch = follows_seq = True
+    for batch, length in probes:
+        try:
+            outs = runner(spec.random(batch, length))
+        except Exception:
+            return  # the model rejects these shapes; the parity gate will speak for it
+        dims = {d for o in outs for d in o.shape}
+        follows_batch &= batch in dims
+        follows_seq &= length in dims
+    if not follows_batch and follows_seq:
+        flag = "drop --time-first" if time_first else "pass --time-first"
+        raise ExportError(
+            f"the model's outputs follow the {'batch' if time_first else 'sequence'} axis, not the "
+            f"{'sequence' if time_first else 'batch'} axis: it looks like a "
+            f"{'batch-first' if time_first else 'time-first (seq, batch, features)'} model; {flag}"
+        )
+
+
 def quick_lengths(example_length: int) -> list[int]:
     """Lengths for the export-time gate: 1, the example's, and a longer one (catches frozen/unrolled graphs)."""
     return sorted({1, max(2, example_length // 2), example_length, 2 * example_length + 5})
@@ -195,6 +223,7 @@ def export(
     except Exception as exc:
         raise ExportError(f"the model fails on its example input {[tuple(e.shape) for e in examples]}: "
                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; pass --input-shape") from None
+    check_layout(model, spec, time_first)
     order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
     attempts: list[str] = []
     frozen = False

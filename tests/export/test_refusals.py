@@ -75,3 +75,30 @@ def test_input_shape_and_dynamic_axes_for_rank4(tmp_path):
     assert card["inputs"][0]["symbolic_shape"] == ["batch", "seq", 4, 1]
     report = parity.measure(out, model, batch_sizes=[1, 5], lengths=[1, 3, 40])
     assert report.passed
+
+
+def test_time_first_model_without_flag_is_refused_then_exports_with_it(tmp_path):
+    class TimeFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.GRU(5, 8)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):  # (seq, batch, features)
+            return self.fc(self.rnn(x)[0][-1])
+
+    out = tmp_path / "tf.onnx"
+    with pytest.raises(ExportError, match="pass --time-first"):
+        export(TimeFirst(), out)
+    assert not out.exists()
+    model = TimeFirst().eval()
+    result = export(model, out, time_first=True)
+    assert result.card["layout"] == "time_first"
+    import numpy as np
+
+    from edgeseq import Session
+
+    x = torch.randn(6, 4, 5)  # 6 steps, 4 samples
+    expected = model(x).detach().numpy()
+    got = Session(out, device="cpu").predict(x.numpy(), batch_size=3)  # chunks along the batch axis (1)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
