@@ -7,5 +7,6 @@ from __future__ import annotations
 
 from .providers import DeviceChoice, resolve_device
 from .session import Session, TensorSpec
+from .streaming import StreamingSession, StreamPool
 
-__all__ = ["Session", "TensorSpec", "DeviceChoice", "resolve_device"]
+__all__ = ["Session", "StreamingSession", "StreamPool", "TensorSpec", "DeviceChoice", "resolve_device"]

@@ -1,0 +1,620 @@
+"""Export extras for sequences at the edge: carried recurrent state (streaming) and a ``lengths`` input.
+
+*Streaming* wraps the unchanged user model: during export each ``nn.LSTM``/``nn.GRU``/``nn.RNN``
+takes its initial state from an extra graph input and hands its final state to an extra output,
+named ``<layer>.h_in`` / ``<layer>.h_out`` (and ``.c_in``/``.c_out`` for an LSTM's cell state).
+The file is then stepped chunk by chunk against PyTorch on the whole sequence; a model that mixes
+time steps outside its recurrent layers (e.g. a Conv1d front-end) is refused.
+
+*Lengths* adds an int64 ``lengths`` [batch] input by graph surgery: it feeds every recurrent node's
+``sequence_lens`` (so padded steps never touch the state, and the reverse direction starts at each
+sample's last valid step) and makes each node's per-step output hold the last valid step from there
+on (``Y[t] = Y[min(t, len - 1)]``), so models reading ``out[:, -1]`` read the last valid step.
+
+>>> export_with_extras("models/motion_lstm.py:build", "motion-stream.onnx", streaming=True)  # doctest: +SKIP
+>>> export_with_extras("models/vowels_bigru.py:build", "vowels.onnx", lengths=True)         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..card import set_card, update_card
+from ..errors import EdgeseqError, ExportError, UnsupportedModelError, require
+from ..inputs import InputInfo, InputSpec
+from ..runtime.io import atomic_path
+from ..tolerances import Tolerance, tolerance_for
+from . import parity
+from .exporter import DEFAULT_OPSET, EXPORTERS, ExportResult, build_card, graph_problems
+from .loading import load_model
+from .signature import check_supported, infer_signature
+
+LENGTHS_INPUT = "lengths"
+RECURRENT_NODE_OPS = ("LSTM", "GRU", "RNN")
+STREAM_CHUNKS = (1, 3)  # plus the whole sequence
+STREAM_CHECK_LENGTH = 17  # odd and not a multiple of 3: the last chunk is a partial one
+LENGTHS_CHECK_LENGTH = 13
+# layers that look across time steps; named in the refusal when stepping changes the result
+_TIME_MIXING = ("Conv1d", "Conv2d", "ConvTranspose1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d",
+                "AdaptiveMaxPool1d", "MultiheadAttention", "TransformerEncoderLayer", "BatchNorm1d")
+
+
+# ------------------------------------------------------------------------------------ streaming
+@dataclass
+class RecurrentLayer:
+    """One recurrent module whose state the streaming graph carries."""
+
+    name: str
+    kind: str  # "lstm" | "gru" | "rnn"
+    module: Any
+    num_layers: int
+    hidden_size: int
+    calls: int = 0
+
+    @property
+    def state_names(self) -> list[str]:
+        return ["h", "c"] if self.kind == "lstm" else ["h"]
+
+    def io_name(self, which: str, direction: str) -> str:
+        return f"{self.name}.{which}_{direction}"
+
+    def example_state(self, batch: int) -> list[Any]:
+        import torch
+
+        g = torch.Generator().manual_seed(1)
+        shape = (self.num_layers, batch, self.hidden_size)
+        return [0.1 * torch.randn(shape, generator=g) for _ in self.state_names]
+
+    def to_card(self) -> dict[str, Any]:
+        shape = [self.num_layers, "batch", self.hidden_size]
+        return {
+            "name": self.name, "kind": self.kind, "num_layers": self.num_layers, "hidden_size": self.hidden_size,
+            "states": [{"name": w, "input": self.io_name(w, "in"), "output": self.io_name(w, "out"), "shape": shape,
+                        "batch_axis": 1} for w in self.state_names],
+        }
+
+
+def recurrent_layers(model: Any) -> list[RecurrentLayer]:
+    """The model's recurrent modules, refusing ones that cannot stream (bidirectional, projections)."""
+    import torch.nn as nn
+
+    kinds = {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: "rnn"}
+    layers = []
+    for name, module in model.named_modules():
+        kind = kinds.get(type(module))
+        if kind is None:
+            continue
+        label = name or kind
+        if module.bidirectional:
+            raise UnsupportedModelError(
+                f"refused --streaming: layer '{label}' is a bidirectional nn.{type(module).__name__}; its backward "
+                "direction reads the sequence from the end, so it cannot run step by step. Export without "
+                "--streaming (use --lengths for padded batches), or use a unidirectional layer"
+            )
+        layers.append(RecurrentLayer(label, kind, module, module.num_layers, module.hidden_size))
+    if not layers:
+        raise UnsupportedModelError(
+            "refused --streaming: the model has no nn.LSTM/nn.GRU/nn.RNN layer, so there is no state to carry"
+        )
+    return layers
+
+
+class _StateRouter:
+    """Replaces each recurrent layer's forward so its state comes from, and goes back to, the wrapper."""
+
+    def __init__(self, layers: list[RecurrentLayer], example_batch: int) -> None:
+        self.layers = layers
+        self.example_batch = example_batch
+        self.incoming: dict[str, Any] = {}
+        self.outgoing: dict[str, Any] = {}
+        self.probing = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        for layer in self.layers:
+            layer.module.forward = self._forward_for(layer)
+        try:
+            yield
+        finally:
+            for layer in self.layers:
+                layer.module.__dict__.pop("forward", None)
+
+    def _forward_for(self, layer: RecurrentLayer) -> Callable[..., Any]:
+        original = type(layer.module).forward.__get__(layer.module)
+
+        def forward(input: Any, hx: Any = None) -> Any:
+            if self.probing:
+                self._probe(layer, input, hx)
+            state = self.incoming[layer.name]
+            out, new_state = original(input, state if layer.kind == "lstm" else state[0])
+            self.outgoing[layer.name] = list(new_state) if layer.kind == "lstm" else [new_state]
+            return out, new_state
+
+        return forward
+
+    def _probe(self, layer: RecurrentLayer, input: Any, hx: Any) -> None:
+        import torch
+        from torch.nn.utils.rnn import PackedSequence
+
+        layer.calls += 1
+        if layer.calls > 1:
+            raise UnsupportedModelError(
+                f"refused --streaming: layer '{layer.name}' runs {layer.calls} times in one forward; a carried state "
+                "needs each recurrent layer to run once per step"
+            )
+        if isinstance(input, PackedSequence):
+            raise UnsupportedModelError(
+                f"refused --streaming: layer '{layer.name}' receives a PackedSequence; streaming feeds fixed chunks, "
+                "so call the model without lengths (padding) during export"
+            )
+        if input.dim() != 3:
+            raise UnsupportedModelError(f"refused --streaming: layer '{layer.name}' gets an unbatched input "
+                                        f"of shape {tuple(input.shape)}; streaming needs (batch, seq, features)")
+        batch = input.shape[0] if layer.module.batch_first else input.shape[1]
+        if batch != self.example_batch:
+            raise UnsupportedModelError(
+                f"refused --streaming: layer '{layer.name}' runs over a batch of {batch} rows for an input batch of "
+                f"{self.example_batch}; its state cannot be carried per sample"
+            )
+        given = [hx] if isinstance(hx, torch.Tensor) else list(hx or [])
+        if any(bool(torch.count_nonzero(t)) for t in given):
+            raise UnsupportedModelError(
+                f"refused --streaming: the model passes a non-zero initial state to layer '{layer.name}'; streaming "
+                "starts every stream from zeros and carries the state itself. Pass no state (or zeros) to the layer"
+            )
+
+
+def _make_wrapper(model: Any, router: _StateRouter, n_data: int, arg_names: list[str]) -> Any:
+    import torch.nn as nn
+
+    class StreamingWrapper(nn.Module):
+        """forward(*data, *states) -> (*model outputs, *final states)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args: Any) -> tuple[Any, ...]:
+            flat = list(args[n_data:])
+            for layer in router.layers:
+                k = len(layer.state_names)
+                router.incoming[layer.name], flat = flat[:k], flat[k:]
+            out = parity.flatten_outputs(self.model(*args[:n_data]))
+            states = [t for layer in router.layers for t in router.outgoing[layer.name]]
+            return (*out, *states)
+
+    # torch.export matches dynamic_shapes to forward's parameters by signature: spell out one per input
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in arg_names]
+    StreamingWrapper.forward.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *params])
+    return StreamingWrapper().eval()
+
+
+def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]:
+    """For each model output (by position): which axis follows the batch and which the sequence length."""
+    import torch
+
+    base = max(spec.example_length, 4)
+    shapes = {}
+    for key, (b, t) in {"base": (2, base), "batch": (3, base), "seq": (2, base + 1)}.items():
+        arrays = spec.random(b, t, seed=3)
+        with torch.inference_mode():
+            out = parity.flatten_outputs(model(*[torch.from_numpy(a) for a in arrays]))
+        shapes[key] = [tuple(o.shape) for o in out]
+    axes = {}
+    for i, shape in enumerate(shapes["base"]):
+        def changed(other: tuple[int, ...]) -> int | None:
+            diff = [a for a, (p, q) in enumerate(zip(shape, other)) if p != q]
+            return diff[0] if len(diff) == 1 and len(other) == len(shape) else None
+
+        axes[i] = {"batch_axis": changed(shapes["batch"][i]), "seq_axis": changed(shapes["seq"][i])}
+    return axes
+
+
+def _time_mixing_layers(model: Any) -> list[str]:
+    return [f"'{n}' ({type(m).__name__})" for n, m in model.named_modules() if type(m).__name__ in _TIME_MIXING]
+
+
+def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any], folder: Path, exporter: str,
+                                opset: int | None, say: Callable[[str], None]
+                                ) -> tuple[Path, str, int, list[RecurrentLayer], list[str], list[str]]:
+    """Export the wrapped model; return (file, exporter, opset, layers, data outputs, attempts)."""
+    import torch
+
+    from .exporter import _EXPORT_FUNCS, _error_text
+
+    onnx = require("onnx", "export")
+    layers = recurrent_layers(model)
+    info = spec.inputs[0]
+    batch = int(examples[0].shape[info.batch_axis]) if info.batch_axis is not None else 1
+    router = _StateRouter(layers, batch)
+    states = {layer.name: layer.example_state(batch) for layer in layers}
+    with router.installed(), torch.inference_mode():
+        router.probing = True
+        try:
+            for layer in layers:
+                router.incoming[layer.name] = [torch.zeros_like(t) for t in states[layer.name]]
+            model(*examples)
+        finally:
+            router.probing = False
+    unused = [layer.name for layer in layers if layer.calls == 0]
+    layers = [layer for layer in layers if layer.calls == 1]
+    if unused:
+        say(f"  layers never called in forward (no state carried): {', '.join(unused)}")
+    router.layers = layers
+    n_data = len(parity.flatten_outputs(model(*examples)))
+    data_outputs = ["y"] if n_data == 1 else [f"y{i}" for i in range(n_data)]
+    state_infos = [InputInfo(layer.io_name(w, "in"), "float32", [layer.num_layers, batch, layer.hidden_size],
+                             batch_axis=1, seq_axis=None, dynamic={1: "batch"})
+                   for layer in layers for w in layer.state_names]
+    full_spec = InputSpec(list(spec.inputs) + state_infos)
+    wrapper = _make_wrapper(model, router, len(examples), [re.sub(r"\W", "_", n) for n in full_spec.names])
+    full_examples = list(examples) + [t for layer in layers for t in states[layer.name]]
+    outputs = data_outputs + [layer.io_name(w, "out") for layer in layers for w in layer.state_names]
+    order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
+    attempts: list[str] = []
+    for name in order:
+        version = opset or DEFAULT_OPSET[name]
+        candidate = folder / f"stream-{name}.onnx"
+        say(f"exporting the streaming graph with the {name} exporter (opset {version}) ...")
+        try:
+            with router.installed():
+                _EXPORT_FUNCS[name](wrapper, full_examples, candidate, full_spec, outputs, version)
+        except EdgeseqError:
+            raise
+        except Exception as exc:
+            attempts.append(f"{name}: export failed: {_error_text(exc)}")
+            say(f"  {attempts[-1]}")
+            continue
+        proto = onnx.load(str(candidate))
+        try:
+            onnx.checker.check_model(proto)
+        except Exception as exc:
+            attempts.append(f"{name}: invalid ONNX: {str(exc).splitlines()[0][:200]}")
+            continue
+        problems = graph_problems(proto, full_spec, model)
+        missing = sorted(set(full_spec.names) - {i.name for i in proto.graph.input})
+        if missing:
+            problems.append(f"state input(s) {', '.join(missing)} were dropped from the graph")
+        if problems:
+            attempts.append(f"{name}: {'; '.join(problems)}")
+            say(f"  {attempts[-1]}")
+            continue
+        return candidate, name, version, layers, data_outputs, attempts
+    raise ExportError("no exporter produced a streaming graph: " + " | ".join(attempts))
+
+
+def _name_state_batch_dims(proto: Any, data: InputInfo, layers: list[RecurrentLayer]) -> None:
+    """Give the state tensors the data input's batch dim name (the exporters invent names for outputs)."""
+    dims = next(i for i in proto.graph.input if i.name == data.name).type.tensor_type.shape.dim
+    batch = dims[data.batch_axis].dim_param if data.batch_axis is not None else ""
+    names = {layer.io_name(w, d) for layer in layers for w in layer.state_names for d in ("in", "out")}
+    for value in [*proto.graph.input, *proto.graph.output]:
+        if batch and value.name in names and len(value.type.tensor_type.shape.dim) > 1:
+            value.type.tensor_type.shape.dim[1].dim_param = batch
+
+
+def verify_streaming(path: str | Path, model: Any, spec: InputSpec, axes: dict[str, dict[str, int | None]],
+                     chunks: Sequence[int] = STREAM_CHUNKS, length: int = STREAM_CHECK_LENGTH, batch: int = 3,
+                     tol: Tolerance | None = None, seed: int = 0) -> parity.ParityReport:
+    """Step a streaming file through one random sequence in chunks of each size (and whole) vs PyTorch.
+
+    Outputs with a sequence axis are compared with PyTorch on the whole sequence (the chunk's steps);
+    outputs without one (e.g. a head on ``out[:, -1]``) with PyTorch on the sequence up to the chunk's end.
+    """
+    import torch
+
+    from ..runtime.streaming import StreamingSession
+
+    tol = tol or tolerance_for("float32")
+    info = spec.inputs[0]
+    sa = info.seq_axis if info.seq_axis is not None else 1
+    x = spec.random(batch, length, seed=seed)[0]
+    prefix: dict[int, list[np.ndarray] | str] = {}
+
+    def ref_at(end: int) -> list[np.ndarray] | str:
+        if end not in prefix:
+            try:
+                with torch.inference_mode():
+                    out = model(torch.from_numpy(np.ascontiguousarray(np.take(x, range(end), axis=sa))))
+                prefix[end] = [t.numpy() for t in parity.flatten_outputs(out)]
+            except Exception as exc:  # the model itself rejects this length (e.g. a kernel longer than it)
+                prefix[end] = f"PyTorch rejects length {end}: {str(exc).strip().splitlines()[0][:120]}"
+        return prefix[end]
+
+    whole = ref_at(length)
+    session = StreamingSession(path, device="cpu", threads=1, allow_nonfinite=True)
+    names = session.output_names
+    cases: list[parity.ParityCase] = []
+    for chunk in sorted(set(chunks) | {length}):
+        session.reset()
+        worst = {n: parity.ParityCase(batch, chunk, n) for n in names}
+        for start in range(0, length, chunk):
+            end = min(start + chunk, length)
+            try:
+                got = session.run_step(np.take(x, range(start, end), axis=sa))
+            except EdgeseqError as exc:
+                cases.append(parity.ParityCase(batch, chunk, "*", math.inf, math.inf, -math.inf, False,
+                                               note=f"ONNX Runtime failed at step {end}: {exc}"[:240]))
+                break
+            for i, n in enumerate(names):
+                seq_axis = axes[n]["seq_axis"]
+                ref = whole if seq_axis is not None else ref_at(end)
+                if isinstance(ref, str):
+                    worst[n] = parity.ParityCase(batch, chunk, n, math.inf, math.inf, -math.inf, False, note=ref)
+                    continue
+                r = ref[i] if seq_axis is None else np.take(ref[i], range(start, end), axis=seq_axis)
+                max_abs, max_rel, sqnr, ok, note = parity.compare(got[n], r, tol)
+                case = worst[n]
+                if (case.passed and not ok) or (case.passed == ok and max_abs > case.max_abs):
+                    worst[n] = parity.ParityCase(batch, chunk, n, max_abs, max_rel, sqnr, ok,
+                                                 note=note or ("" if ok else f"at step {end}"))
+        else:
+            cases.extend(worst.values())
+    return parity.ParityReport(cases, tol.atol, tol.rtol, "float32", extra={"check": "streaming"})
+
+
+def _streaming_refusal(report: parity.ParityReport, model: Any) -> UnsupportedModelError:
+    worst = max(report.failures, key=lambda c: (c.max_abs if math.isfinite(c.max_abs) else 1e300))
+    mixing = _time_mixing_layers(model)
+    hint = (f"; layers that look across time steps: {', '.join(mixing[:4])} (a convolution over time needs its "
+            "neighbouring steps, which a chunk does not have)") if mixing else ""
+    what = worst.note if not math.isfinite(worst.max_abs) else f"max abs error {worst.max_abs:.3g} {worst.note}"
+    return UnsupportedModelError(
+        f"refused --streaming: stepping the model in chunks of {worst.length} changes output {worst.output!r} "
+        f"vs PyTorch on the whole sequence ({what.strip()}){hint}. Export without --streaming"
+    )
+
+
+# -------------------------------------------------------------------------------------- lengths
+def add_lengths_input(proto: Any, name: str = LENGTHS_INPUT, data_input: str | None = None,
+                      batch_axis: int = 0) -> int:
+    """Add an int64 ``name`` [batch] input wired into every recurrent node; return how many nodes it feeds.
+
+    ``sequence_lens`` makes padded steps leave the state alone; each node's per-step output ``Y`` is
+    replaced by one that repeats the last valid step over the padding.
+    """
+    onnx = require("onnx", "export")
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    nodes = [n for n in graph.node if n.op_type in RECURRENT_NODE_OPS and n.domain in ("", "ai.onnx")]
+    if not nodes:
+        raise UnsupportedModelError("refused --lengths: the graph has no native LSTM/GRU/RNN node to feed lengths to")
+    if any(len(n.input) > 4 and n.input[4] for n in nodes):
+        raise ExportError("refused --lengths: the graph's recurrent nodes already take sequence lengths")
+    if any(i.name == name for i in graph.input):
+        raise ExportError(f"refused --lengths: the graph already has an input named {name!r}")
+    first = next(i for i in graph.input if data_input in (None, i.name))
+    dims = first.type.tensor_type.shape.dim
+    batch_dim = (dims[batch_axis].dim_param if batch_axis < len(dims) else "") or "batch"
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)
+    consumed = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+
+    prefix = "edgeseq_lengths/"
+    const = {"zero": np.array(0, np.int64), "one": np.array(1, np.int64)}
+    for key, value in const.items():
+        graph.initializer.append(numpy_helper.from_array(value, prefix + key))
+
+    def unsqueeze(inp: str, out: str, axes: list[int]) -> Any:
+        if opset >= 13:
+            axes_name = f"{out}_axes"
+            graph.initializer.append(numpy_helper.from_array(np.array(axes, np.int64), axes_name))
+            return helper.make_node("Unsqueeze", [inp, axes_name], [out])
+        return helper.make_node("Unsqueeze", [inp], [out], axes=axes)
+
+    lens32, last = prefix + "lens_int32", prefix + "last_index"
+    new_nodes = [
+        helper.make_node("Cast", [name], [lens32], to=TensorProto.INT32),
+        helper.make_node("Sub", [name, prefix + "one"], [last]),
+    ]
+    for k, node in enumerate(graph.node):
+        if node not in nodes:
+            new_nodes.append(node)
+            continue
+        while len(node.input) < 5:
+            node.input.append("")
+        node.input[4] = lens32
+        new_nodes.append(node)
+        y = node.output[0] if node.output else ""
+        if not y or y not in consumed:
+            continue
+        # Y is [seq, dirs, batch, hidden] (layout 0) or [batch, seq, dirs, hidden] (layout 1)
+        layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+        t_axis, t_unsq, b_unsq = (1, [0, 2, 3], [1, 2, 3]) if layout == 1 else (0, [1, 2, 3], [0, 1, 3])
+        p = f"{prefix}{k}/"
+        raw = p + "Y_all"
+        node.output[0] = raw
+        new_nodes += [
+            helper.make_node("Shape", [raw], [p + "shape"]),
+            helper.make_node("Gather", [p + "shape", p + "t_axis"], [p + "steps"], axis=0),
+            helper.make_node("Range", [prefix + "zero", p + "steps", prefix + "one"], [p + "t"]),
+            unsqueeze(p + "t", p + "t4", t_unsq),
+            unsqueeze(last, p + "last4", b_unsq),
+            helper.make_node("Min", [p + "t4", p + "last4"], [p + "index"]),
+            helper.make_node("Expand", [p + "index", p + "shape"], [p + "index_full"]),
+            helper.make_node("GatherElements", [raw, p + "index_full"], [y], axis=t_axis),
+        ]
+        graph.initializer.append(numpy_helper.from_array(np.array(t_axis, np.int64), p + "t_axis"))
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT64, [batch_dim]))
+    onnx.checker.check_model(proto)
+    return len(nodes)
+
+
+def verify_lengths(path: str | Path, model: Any, spec: InputSpec, axes: dict[str, dict[str, int | None]],
+                   length: int = LENGTHS_CHECK_LENGTH, tol: Tolerance | None = None, seed: int = 0
+                   ) -> parity.ParityReport:
+    """A padded batch (random values in the padding) with lengths vs each sample alone, unpadded, in PyTorch."""
+    import torch
+
+    from ..runtime.session import Session
+
+    tol = tol or tolerance_for("float32")
+    info = spec.inputs[0]
+    sa = info.seq_axis if info.seq_axis is not None else 1
+    ba = info.batch_axis if info.batch_axis is not None else 0
+    lengths = np.array([length, 1, max(2, length // 2), length - 1], np.int64)
+    x = spec.random(len(lengths), length, seed=seed)[0]
+    session = Session(path, device="cpu", threads=1, allow_nonfinite=True)
+    names = [o.name for o in session.outputs if o.name not in set(session.card.get("state_outputs", []))]
+    got = session.run({info.name: x, session.card["lengths_input"]: lengths})
+    cases: list[parity.ParityCase] = []
+    for i, n_steps in enumerate(lengths):
+        sample = np.take(np.take(x, [i], axis=ba), range(int(n_steps)), axis=sa)
+        with torch.inference_mode():
+            ref = [t.numpy() for t in parity.flatten_outputs(model(torch.from_numpy(np.ascontiguousarray(sample))))]
+        for j, n in enumerate(names):
+            o_ba, o_sa = axes[n]["batch_axis"], axes[n]["seq_axis"]
+            mine = np.take(got[n], [i], axis=o_ba) if o_ba is not None else got[n]
+            if o_sa is not None:
+                mine = np.take(mine, range(int(n_steps)), axis=o_sa)
+            max_abs, max_rel, sqnr, ok, note = parity.compare(mine, ref[j], tol)
+            cases.append(parity.ParityCase(len(lengths), int(n_steps), n, max_abs, max_rel, sqnr, ok,
+                                           note=note or ("" if ok else f"sample {i} (length {n_steps} of {length})")))
+    return parity.ParityReport(cases, tol.atol, tol.rtol, "float32", extra={"check": "lengths"})
+
+
+# ----------------------------------------------------------------------------------- entry point
+def export_with_extras(
+    ref_or_model: Any,
+    output: str | Path,
+    *,
+    weights: str | Path | None = None,
+    input_shape: Sequence[int] | None = None,
+    dynamic_axes: Sequence[int] | None = None,
+    time_first: bool = False,
+    exporter: str = "auto",
+    opset: int | None = None,
+    check: bool = True,
+    streaming: bool = False,
+    lengths: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export with carried state (``streaming``) and/or a ``lengths`` input, verified before writing.
+
+    >>> export_with_extras("models/motion_lstm.py:build", "m.onnx", streaming=True).card["state_inputs"]  # doctest: +SKIP
+    ['lstm.h_in', 'lstm.c_in']
+    """
+    from .exporter import export
+
+    require("torch", "export")
+    onnx = require("onnx", "export")
+    say = log or (lambda _msg: None)
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+    if not streaming and not lengths:
+        return export(ref_or_model, output, weights=weights, input_shape=input_shape, dynamic_axes=dynamic_axes,
+                      time_first=time_first, exporter=exporter, opset=opset, check=check, log=log)
+    start = time.perf_counter()
+    is_ref = isinstance(ref_or_model, (str, Path))
+    source = str(ref_or_model) if is_ref else type(ref_or_model).__name__
+    model = load_model(str(ref_or_model), weights) if is_ref else ref_or_model.eval()
+    if weights is not None and not is_ref:
+        from .loading import load_weights
+
+        load_weights(model, weights)
+    check_supported(model)
+    spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
+    if len(spec.inputs) != 1:
+        raise UnsupportedModelError(f"refused: --streaming/--lengths need a model with one input; this one takes "
+                                    f"{len(spec.inputs)} ({', '.join(spec.names)})")
+    if spec.inputs[0].batch_axis is None or spec.inputs[0].seq_axis is None:
+        raise UnsupportedModelError("refused: --streaming/--lengths need dynamic batch and sequence axes; "
+                                    "drop --dynamic-axes or include both")
+    if lengths:
+        _check_lengths_layers(model)
+    tol = tolerance_for("float32")
+    with tempfile.TemporaryDirectory(prefix="edgeseq-extras-") as tmp:
+        folder = Path(tmp)
+        report = None
+        attempts: list[str] = []
+        if streaming:
+            candidate, used, version, layers, data_outputs, attempts = _export_streaming_candidate(
+                model, spec, examples, folder, exporter, opset, say)
+            proto = onnx.load(str(candidate))
+            _name_state_batch_dims(proto, spec.inputs[0], layers)
+            card = build_card(spec, data_outputs, used, version, source, None, time_first)
+            card["state_inputs"] = [s["input"] for layer in layers for s in layer.to_card()["states"]]
+            card["state_outputs"] = [s["output"] for layer in layers for s in layer.to_card()["states"]]
+            axes_by_pos = output_axes(model, spec)
+            axes = {n: axes_by_pos[i] for i, n in enumerate(data_outputs)}
+            card["streaming"] = {"layers": [layer.to_card() for layer in layers]}
+        else:
+            base = folder / "base.onnx"
+            result = export(model, base, input_shape=input_shape, dynamic_axes=dynamic_axes, time_first=time_first,
+                            exporter=exporter, opset=opset, check=check,
+                            log=lambda m: None if m.startswith("wrote ") else say(m))  # not the temp file
+            used, attempts, report = result.exporter, result.attempts, result.report
+            proto = onnx.load(str(base))
+            card = dict(result.card, source=source)
+            axes_by_pos = output_axes(model, spec)
+            axes = {n: axes_by_pos[i] for i, n in enumerate(card["outputs"])}
+        if lengths:
+            info = spec.inputs[0]
+            count = add_lengths_input(proto, LENGTHS_INPUT, info.name, info.batch_axis or 0)
+            say(f"added input {LENGTHS_INPUT!r} -> sequence_lens of {count} recurrent node(s)")
+            card["lengths_input"] = LENGTHS_INPUT
+        card["output_axes"] = axes
+        set_card(proto, card)
+        candidate = folder / "final.onnx"
+        onnx.save(proto, str(candidate))
+        if check:
+            if streaming:
+                say(f"checking streaming: chunks of {', '.join(map(str, STREAM_CHUNKS))} and the whole sequence "
+                    f"({STREAM_CHECK_LENGTH} steps) vs PyTorch ...")
+                report = verify_streaming(candidate, model, spec, axes, tol=tol)
+                if not report.passed:
+                    raise _streaming_refusal(report, model)
+            if lengths:
+                say(f"checking lengths: a padded batch vs each sample alone ({LENGTHS_CHECK_LENGTH} steps) ...")
+                len_report = verify_lengths(candidate, model, spec, axes, tol=tol)
+                if not len_report.passed:
+                    raise _lengths_refusal(len_report, model)
+                report = _merge(report, len_report)
+        summary = (dict(report.summary(), check=report.extra.get("check", "parity")) if report
+                   else {"passed": None, "note": "skipped (--no-check)"})
+        card = update_card(proto, parity=summary)
+        out_path = Path(output)
+        with atomic_path(out_path) as tmp_out:
+            onnx.save(proto, str(tmp_out))
+    say(f"wrote {out_path} ({out_path.stat().st_size / 1024:.0f} KiB) with the {used} exporter")
+    return ExportResult(out_path, used, card, report, attempts, time.perf_counter() - start)
+
+
+def _check_lengths_layers(model: Any) -> None:
+    import torch.nn as nn
+
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.LSTMCell, nn.GRUCell, nn.RNNCell)):
+            raise UnsupportedModelError(f"refused --lengths: layer '{name}' is a {type(module).__name__} stepped in "
+                                        "Python; lengths need nn.LSTM/nn.GRU over the whole sequence")
+
+
+def _lengths_refusal(report: parity.ParityReport, model: Any) -> UnsupportedModelError:
+    worst = max(report.failures, key=lambda c: (c.max_abs if math.isfinite(c.max_abs) else 1e300))
+    mixing = _time_mixing_layers(model)
+    hint = f" (layers that look across time steps: {', '.join(mixing[:4])})" if mixing else ""
+    return UnsupportedModelError(
+        f"refused --lengths: padded steps still change output {worst.output!r} for {worst.note} (max abs error "
+        f"{worst.max_abs:.3g}): the model reads the padding outside its recurrent layers{hint}. Export without "
+        "--lengths; Session.predict(x, lengths=...) then runs each length group unpadded"
+    )
+
+
+def _merge(a: parity.ParityReport | None, b: parity.ParityReport) -> parity.ParityReport:
+    if a is None:
+        return b
+    label = f"{a.extra.get('check', 'parity')}+{b.extra.get('check', 'parity')}"
+    return parity.ParityReport(a.cases + b.cases, b.atol, b.rtol, b.precision, extra={"check": label})

@@ -1,0 +1,98 @@
+"""StreamPool: many streams in one batched run per tick, joining and leaving, with no cross-talk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeseq import StreamingSession
+from edgeseq.errors import InputError
+from edgeseq.runtime.streaming import StreamPool
+from models.families import FAMILIES
+
+
+@pytest.fixture(scope="module")
+def gru_stream(extras):
+    return extras("gru", FAMILIES["gru"], streaming=True)[0]
+
+
+def solo(path, steps: np.ndarray) -> list[np.ndarray]:
+    """Outputs of one stream run alone, step by step, in its own session."""
+    s = StreamingSession(path, device="cpu")
+    return [s.step(step[None, None])[0] for step in steps]
+
+
+def test_streams_joining_leaving_and_resetting_match_solo_runs(gru_stream):
+    rng = np.random.default_rng(0)
+    data = {k: rng.standard_normal((30, 12)).astype(np.float32) for k in "abcde"}
+    pool = StreamPool(gru_stream, device="cpu")
+    seen: dict[str, list[np.ndarray]] = {k: [] for k in data}
+    pos = dict.fromkeys(data, 0)
+    schedule = {0: ["a", "b"], 3: ["c"], 7: ["d"], 12: ["e"]}  # tick -> streams joining
+    leaving = {9: "b"}
+    resets = {15: "a"}
+    for tick in range(24):
+        for k in schedule.get(tick, []):
+            pool.join(k)
+        if tick in leaving:
+            pool.leave(leaving[tick])
+        if tick in resets:
+            pool.reset(resets[tick])
+            cut = len(seen["a"])  # where a's second sequence starts
+        # every third tick 'c' sends nothing: a tick with a subset of the streams
+        batch = {k: data[k][pos[k]] for k in pool.keys if not (k == "c" and tick % 3 == 0)}
+        for k, y in pool.step(batch).items():
+            seen[k].append(y)
+            pos[k] += 1
+    for k in "bcde":
+        np.testing.assert_allclose(np.stack(seen[k]), np.stack(solo(gru_stream, data[k][: pos[k]])), atol=1e-6)
+    first, second = seen["a"][:cut], seen["a"][cut:]
+    np.testing.assert_allclose(np.stack(first), np.stack(solo(gru_stream, data["a"][:cut])), atol=1e-6)
+    np.testing.assert_allclose(np.stack(second), np.stack(solo(gru_stream, data["a"][cut : pos["a"]])), atol=1e-6)
+    assert "b" not in pool and len(pool) == 4
+
+
+def test_a_stream_output_does_not_depend_on_its_neighbours(gru_stream):
+    """1000 streams in one run; changing every other stream's input leaves stream 0's output bit-identical."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1000, 4, 12)).astype(np.float32)
+    outs = []
+    for noise in (0.0, 5.0):
+        pool = StreamPool(gru_stream, device="cpu")
+        for _ in range(1000):
+            pool.join()
+        y = x.copy()
+        y[1:] += noise
+        outs.append([pool.step_all(y[:, t : t + 1]) for t in range(4)][-1])
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    assert np.abs(outs[0][1:] - outs[1][1:]).max() > 1e-3
+
+
+def test_step_all_matches_dict_step_and_order_is_keys(gru_stream):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 1, 12)).astype(np.float32)
+    pool_a, pool_b = StreamPool(gru_stream, device="cpu"), StreamPool(gru_stream, device="cpu")
+    for k in ("x", "y", "z"):
+        pool_a.join(k)
+        pool_b.join(k)
+    ya = pool_a.step_all(x)
+    yb = pool_b.step({"z": x[2, 0], "x": x[0, 0], "y": x[1, 0]})  # any order in, matched by key
+    np.testing.assert_array_equal(np.stack([yb[k] for k in pool_b.keys]), ya)
+
+
+def test_pool_errors(gru_stream):
+    pool = StreamPool(gru_stream, device="cpu")
+    a = pool.join()
+    with pytest.raises(InputError, match="already joined"):
+        pool.join(a)
+    with pytest.raises(InputError, match="have not joined"):
+        pool.step({"ghost": np.zeros(12)})
+    b = pool.join()
+    with pytest.raises(InputError, match="chunks of one shape"):
+        pool.step({a: np.zeros((2, 12)), b: np.zeros((3, 12))})
+    with pytest.raises(InputError, match="one row per stream"):
+        pool.step_all(np.zeros((5, 1, 12), np.float32))
+    pool.leave(a)
+    pool.leave(b)
+    with pytest.raises(InputError, match="no streams"):
+        pool.step_all(np.zeros((0, 1, 12), np.float32))

@@ -1,0 +1,200 @@
+"""Streaming exports: state as graph inputs/outputs, stepping == PyTorch on the whole sequence, refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgeseq import StreamingSession
+from edgeseq.card import read_card
+from edgeseq.errors import InputError, UnsupportedModelError
+from edgeseq.export.stateful import export_with_extras
+from models.families import FAMILIES
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def first_output(model, x):
+    with torch.inference_mode():
+        out = model(torch.from_numpy(np.ascontiguousarray(x)))
+    return (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+
+
+class StepEncoder(nn.Module):
+    """Outside the repo: Linear -> LSTM (given zero h0/c0, tutorial style) -> 2-layer GRU, per-step outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(5, 8)
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.gru = nn.GRU(16, 12, num_layers=2, batch_first=True)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        zeros = torch.zeros(1, x.shape[0], 16)
+        z, _ = self.lstm(torch.tanh(self.inp(x)), (zeros, zeros))
+        z, _ = self.gru(z)
+        return self.head(z)  # (batch, seq, 3): one output per step
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        return (torch.randn(2, 9, 5),)
+
+
+def step_encoder() -> nn.Module:
+    torch.manual_seed(0)
+    return StepEncoder().eval()
+
+
+def motion():
+    from models.motion_lstm import build
+
+    return build()
+
+
+@pytest.fixture(scope="module")
+def motion_stream(extras):
+    return extras("motion_lstm", motion, streaming=True)
+
+
+def test_card_names_every_state(motion_stream):
+    path, _ = motion_stream
+    card = read_card(path)
+    assert card["state_inputs"] == ["lstm.h_in", "lstm.c_in"]
+    assert card["state_outputs"] == ["lstm.h_out", "lstm.c_out"]
+    (layer,) = card["streaming"]["layers"]
+    assert (layer["name"], layer["kind"], layer["num_layers"], layer["hidden_size"]) == ("lstm", "lstm", 2, 64)
+    assert [(s["name"], s["shape"]) for s in layer["states"]] == [("h", [2, "batch", 64]), ("c", [2, "batch", 64])]
+    assert card["output_axes"] == {"y": {"batch_axis": 0, "seq_axis": None}}
+    s = StreamingSession(path, device="cpu")
+    assert [i.name for i in s.session.inputs] == ["x", "lstm.h_in", "lstm.c_in"]
+    assert s.output_names == ["y"] and s.state_names == ["lstm.h", "lstm.c"]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 100])
+def test_motion_lstm_stepping_matches_pytorch_on_real_data(motion_stream, chunk):
+    """After every chunk, the output equals PyTorch on the whole sequence up to that step (real recordings)."""
+    path, model = motion_stream
+    data = np.load("models/data/motion_lstm-test.npz")
+    x = data["x"][::10]  # 4 recordings x 100 steps x 6 channels
+    s = StreamingSession(path, device="cpu")
+    for start in range(0, x.shape[1], chunk):
+        end = min(start + chunk, x.shape[1])
+        y = s.step(x[:, start:end])
+        if end % 9 == 0 or end == x.shape[1]:
+            np.testing.assert_allclose(y, first_output(model, x[:, :end]), **TOL)
+    assert s.step(np.zeros_like(x[:, :1])).shape == (4, 4)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 23])
+def test_per_step_outputs_of_a_model_outside_the_repo(extras, chunk):
+    """LSTM -> stacked GRU with per-step outputs: concatenated chunk outputs == PyTorch on the whole sequence."""
+    path, model = extras("step_encoder", step_encoder, streaming=True)
+    assert read_card(path)["output_axes"]["y"] == {"batch_axis": 0, "seq_axis": 1}
+    x = np.random.default_rng(5).standard_normal((3, 23, 5)).astype(np.float32)
+    s = StreamingSession(path, device="cpu")
+    got = np.concatenate([s.step(x[:, i : i + chunk]) for i in range(0, 23, chunk)], axis=1)
+    np.testing.assert_allclose(got, first_output(model, x), **TOL)
+    assert [layer["kind"] for layer in read_card(path)["streaming"]["layers"]] == ["lstm", "gru"]
+
+
+def test_state_can_be_read_restored_and_reset(extras):
+    path, model = extras("gru", FAMILIES["gru"], streaming=True)
+    x = np.random.default_rng(1).standard_normal((2, 12, 12)).astype(np.float32)
+    s = StreamingSession(path, device="cpu")
+    assert s.state == {} and s.batch_size is None
+    s.step(x[:, :5])
+    saved = s.state
+    assert saved["gru.h"].shape == (1, 2, 48)
+    after = s.step(x[:, 5:])
+    s.reset()
+    s.state = saved
+    np.testing.assert_array_equal(s.step(x[:, 5:]), after)
+    np.testing.assert_allclose(after, first_output(model, x), **TOL)
+    with pytest.raises(InputError, match="batch 3 but the carried state has batch 2; call reset"):
+        s.step(np.zeros((3, 1, 12), np.float32))
+    s.reset()  # a new batch size after reset
+    np.testing.assert_allclose(s.step(x[:1]), first_output(model, x[:1]), **TOL)
+    with pytest.raises(InputError, match="state needs exactly the keys gru.h"):
+        s.state = {"nope": saved["gru.h"]}
+    with pytest.raises(InputError, match="NaN/Inf"):
+        s.step(np.full((1, 1, 12), np.nan, np.float32))
+
+
+def test_time_first_model_streams(tmp_path):
+    class TimeFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(4, 8)  # (seq, batch, features)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lstm(x)[0]
+
+    torch.manual_seed(0)
+    model = TimeFirst().eval()
+    path = tmp_path / "tf.onnx"
+    export_with_extras(model, path, input_shape=[6, 2, 4], time_first=True, streaming=True)
+    x = np.random.default_rng(2).standard_normal((10, 3, 4)).astype(np.float32)
+    s = StreamingSession(path, device="cpu")
+    got = np.concatenate([s.step(x[i : i + 3]) for i in range(0, 10, 3)], axis=0)
+    np.testing.assert_allclose(got, first_output(model, x), **TOL)
+
+
+def test_bidirectional_layers_are_refused_by_name(tmp_path):
+    with pytest.raises(UnsupportedModelError, match=r"layer 'rnn' is a bidirectional nn.LSTM.*cannot run step by step"):
+        export_with_extras(FAMILIES["bilstm"](), tmp_path / "x.onnx", streaming=True)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_conv_front_end_that_reads_neighbouring_steps_is_refused(tmp_path):
+    with pytest.raises(UnsupportedModelError, match=r"chunks of \d+ changes output 'y'.*'conv' \(Conv1d\)"):
+        export_with_extras(FAMILIES["conv1d_lstm"](), tmp_path / "x.onnx", streaming=True)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cnn_lstm_over_subsequences_streams(extras):
+    """A CNN applied inside each time step (TimeDistributed) does not mix steps, so it streams exactly."""
+    path, model = extras("cnn_lstm", FAMILIES["cnn_lstm"], streaming=True)
+    x = np.random.default_rng(3).standard_normal((2, 7, 4, 1)).astype(np.float32)
+    s = StreamingSession(path, device="cpu")
+    for t in range(7):
+        y = s.step(x[:, t : t + 1])
+    np.testing.assert_allclose(y, first_output(model, x), **TOL)
+
+
+class _Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(3, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lstm(self.lstm(torch.cat([x, x, x], -1)[..., :3])[0][..., :3])[0]
+
+
+class _LearnedStart(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(3, 4, batch_first=True)
+        self.h0 = nn.Parameter(torch.ones(1, 1, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(x, self.h0.expand(1, x.shape[0], 4).contiguous())[0]
+
+
+@pytest.mark.parametrize("model, match", [
+    (_Twice(), r"layer 'lstm' runs 2 times in one forward"),
+    (_LearnedStart(), r"non-zero initial state to layer 'gru'"),
+    (nn.Sequential(nn.Linear(3, 3)), r"no nn.LSTM/nn.GRU/nn.RNN layer"),
+])
+def test_unstreamable_patterns_are_refused(tmp_path, model, match):
+    with pytest.raises(UnsupportedModelError, match=match):
+        export_with_extras(model.eval(), tmp_path / "x.onnx", input_shape=[2, 5, 3], streaming=True)
+
+
+def test_not_a_streaming_file_is_a_clear_error(extras):
+    from edgeseq.errors import ModelFileError
+
+    path, _ = extras("gru", FAMILIES["gru"], lengths=True)
+    with pytest.raises(ModelFileError, match="not a streaming export.*--streaming"):
+        StreamingSession(path, device="cpu")
