@@ -36,17 +36,13 @@ from ..runtime.io import atomic_path
 from ..tolerances import Tolerance, tolerance_for
 from . import parity
 from .exporter import DEFAULT_OPSET, EXPORTERS, ExportResult, build_card, graph_problems
+from .lengths import (LENGTHS_CHECK_LENGTH, LENGTHS_INPUT, add_lengths_input, check_lengths_layers,
+                      lengths_refusal, time_mixing_layers, verify_lengths)
 from .loading import load_model
 from .signature import check_supported, infer_signature
 
-LENGTHS_INPUT = "lengths"
-RECURRENT_NODE_OPS = ("LSTM", "GRU", "RNN")
 STREAM_CHUNKS = (1, 3)  # plus the whole sequence
 STREAM_CHECK_LENGTH = 17  # odd and not a multiple of 3: the last chunk is a partial one
-LENGTHS_CHECK_LENGTH = 13
-# layers that look across time steps; named in the refusal when stepping changes the result
-_TIME_MIXING = ("Conv1d", "Conv2d", "ConvTranspose1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d",
-                "AdaptiveMaxPool1d", "MultiheadAttention", "TransformerEncoderLayer", "BatchNorm1d")
 
 
 # ------------------------------------------------------------------------------------ streaming
@@ -221,9 +217,6 @@ def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]
     return axes
 
 
-def _time_mixing_layers(model: Any) -> list[str]:
-    return [f"'{n}' ({type(m).__name__})" for n, m in model.named_modules() if type(m).__name__ in _TIME_MIXING]
-
 
 def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any], folder: Path, exporter: str,
                                 opset: int | None, say: Callable[[str], None]
@@ -366,7 +359,7 @@ def verify_streaming(path: str | Path, model: Any, spec: InputSpec, axes: dict[s
 
 def _streaming_refusal(report: parity.ParityReport, model: Any) -> UnsupportedModelError:
     worst = max(report.failures, key=lambda c: (c.max_abs if math.isfinite(c.max_abs) else 1e300))
-    mixing = _time_mixing_layers(model)
+    mixing = time_mixing_layers(model)
     hint = (f"; layers that look across time steps: {', '.join(mixing[:4])} (a convolution over time needs its "
             "neighbouring steps, which a chunk does not have)") if mixing else ""
     what = worst.note if not math.isfinite(worst.max_abs) else f"max abs error {worst.max_abs:.3g} {worst.note}"
@@ -375,115 +368,6 @@ def _streaming_refusal(report: parity.ParityReport, model: Any) -> UnsupportedMo
         f"vs PyTorch on the whole sequence ({what.strip()}){hint}. Export without --streaming"
     )
 
-
-# -------------------------------------------------------------------------------------- lengths
-def add_lengths_input(proto: Any, name: str = LENGTHS_INPUT, data_input: str | None = None,
-                      batch_axis: int = 0) -> int:
-    """Add an int64 ``name`` [batch] input wired into every recurrent node; return how many nodes it feeds.
-
-    ``sequence_lens`` makes padded steps leave the state alone; each node's per-step output ``Y`` is
-    replaced by one that repeats the last valid step over the padding.
-    """
-    onnx = require("onnx", "export")
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = proto.graph
-    nodes = [n for n in graph.node if n.op_type in RECURRENT_NODE_OPS and n.domain in ("", "ai.onnx")]
-    if not nodes:
-        raise UnsupportedModelError("refused --lengths: the graph has no native LSTM/GRU/RNN node to feed lengths to")
-    if any(len(n.input) > 4 and n.input[4] for n in nodes):
-        raise ExportError("refused --lengths: the graph's recurrent nodes already take sequence lengths")
-    if any(i.name == name for i in graph.input):
-        raise ExportError(f"refused --lengths: the graph already has an input named {name!r}")
-    first = next(i for i in graph.input if data_input in (None, i.name))
-    dims = first.type.tensor_type.shape.dim
-    batch_dim = (dims[batch_axis].dim_param if batch_axis < len(dims) else "") or "batch"
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)
-    consumed = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-
-    prefix = "edgeseq_lengths/"
-    const = {"zero": np.array(0, np.int64), "one": np.array(1, np.int64)}
-    for key, value in const.items():
-        graph.initializer.append(numpy_helper.from_array(value, prefix + key))
-
-    def unsqueeze(inp: str, out: str, axes: list[int]) -> Any:
-        if opset >= 13:
-            axes_name = f"{out}_axes"
-            graph.initializer.append(numpy_helper.from_array(np.array(axes, np.int64), axes_name))
-            return helper.make_node("Unsqueeze", [inp, axes_name], [out])
-        return helper.make_node("Unsqueeze", [inp], [out], axes=axes)
-
-    lens32, last = prefix + "lens_int32", prefix + "last_index"
-    new_nodes = [
-        helper.make_node("Cast", [name], [lens32], to=TensorProto.INT32),
-        helper.make_node("Sub", [name, prefix + "one"], [last]),
-    ]
-    for k, node in enumerate(graph.node):
-        if node not in nodes:
-            new_nodes.append(node)
-            continue
-        while len(node.input) < 5:
-            node.input.append("")
-        node.input[4] = lens32
-        new_nodes.append(node)
-        y = node.output[0] if node.output else ""
-        if not y or y not in consumed:
-            continue
-        # Y is [seq, dirs, batch, hidden] (layout 0) or [batch, seq, dirs, hidden] (layout 1)
-        layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
-        t_axis, t_unsq, b_unsq = (1, [0, 2, 3], [1, 2, 3]) if layout == 1 else (0, [1, 2, 3], [0, 1, 3])
-        p = f"{prefix}{k}/"
-        raw = p + "Y_all"
-        node.output[0] = raw
-        new_nodes += [
-            helper.make_node("Shape", [raw], [p + "shape"]),
-            helper.make_node("Gather", [p + "shape", p + "t_axis"], [p + "steps"], axis=0),
-            helper.make_node("Range", [prefix + "zero", p + "steps", prefix + "one"], [p + "t"]),
-            unsqueeze(p + "t", p + "t4", t_unsq),
-            unsqueeze(last, p + "last4", b_unsq),
-            helper.make_node("Min", [p + "t4", p + "last4"], [p + "index"]),
-            helper.make_node("Expand", [p + "index", p + "shape"], [p + "index_full"]),
-            helper.make_node("GatherElements", [raw, p + "index_full"], [y], axis=t_axis),
-        ]
-        graph.initializer.append(numpy_helper.from_array(np.array(t_axis, np.int64), p + "t_axis"))
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT64, [batch_dim]))
-    onnx.checker.check_model(proto)
-    return len(nodes)
-
-
-def verify_lengths(path: str | Path, model: Any, spec: InputSpec, axes: dict[str, dict[str, int | None]],
-                   length: int = LENGTHS_CHECK_LENGTH, tol: Tolerance | None = None, seed: int = 0
-                   ) -> parity.ParityReport:
-    """A padded batch (random values in the padding) with lengths vs each sample alone, unpadded, in PyTorch."""
-    import torch
-
-    from ..runtime.session import Session
-
-    tol = tol or tolerance_for("float32")
-    info = spec.inputs[0]
-    sa = info.seq_axis if info.seq_axis is not None else 1
-    ba = info.batch_axis if info.batch_axis is not None else 0
-    lengths = np.array([length, 1, max(2, length // 2), length - 1], np.int64)
-    x = spec.random(len(lengths), length, seed=seed)[0]
-    session = Session(path, device="cpu", threads=1, allow_nonfinite=True)
-    names = [o.name for o in session.outputs if o.name not in set(session.card.get("state_outputs", []))]
-    got = session.run({info.name: x, session.card["lengths_input"]: lengths})
-    cases: list[parity.ParityCase] = []
-    for i, n_steps in enumerate(lengths):
-        sample = np.take(np.take(x, [i], axis=ba), range(int(n_steps)), axis=sa)
-        with torch.inference_mode():
-            ref = [t.numpy() for t in parity.flatten_outputs(model(torch.from_numpy(np.ascontiguousarray(sample))))]
-        for j, n in enumerate(names):
-            o_ba, o_sa = axes[n]["batch_axis"], axes[n]["seq_axis"]
-            mine = np.take(got[n], [i], axis=o_ba) if o_ba is not None else got[n]
-            if o_sa is not None:
-                mine = np.take(mine, range(int(n_steps)), axis=o_sa)
-            max_abs, max_rel, sqnr, ok, note = parity.compare(mine, ref[j], tol)
-            cases.append(parity.ParityCase(len(lengths), int(n_steps), n, max_abs, max_rel, sqnr, ok,
-                                           note=note or ("" if ok else f"sample {i} (length {n_steps} of {length})")))
-    return parity.ParityReport(cases, tol.atol, tol.rtol, "float32", extra={"check": "lengths"})
 
 
 # ----------------------------------------------------------------------------------- entry point
@@ -534,7 +418,7 @@ def export_with_extras(
         raise UnsupportedModelError("refused: --streaming/--lengths need dynamic batch and sequence axes; "
                                     "drop --dynamic-axes or include both")
     if lengths:
-        _check_lengths_layers(model)
+        check_lengths_layers(model)
     tol = tolerance_for("float32")
     with tempfile.TemporaryDirectory(prefix="edgeseq-extras-") as tmp:
         folder = Path(tmp)
@@ -581,7 +465,7 @@ def export_with_extras(
                 say(f"checking lengths: a padded batch vs each sample alone ({LENGTHS_CHECK_LENGTH} steps) ...")
                 len_report = verify_lengths(candidate, model, spec, axes, tol=tol)
                 if not len_report.passed:
-                    raise _lengths_refusal(len_report, model)
+                    raise lengths_refusal(len_report, model)
                 report = _merge(report, len_report)
         summary = (dict(report.summary(), check=report.extra.get("check", "parity")) if report
                    else {"passed": None, "note": "skipped (--no-check)"})
@@ -591,26 +475,6 @@ def export_with_extras(
             onnx.save(proto, str(tmp_out))
     say(f"wrote {out_path} ({out_path.stat().st_size / 1024:.0f} KiB) with the {used} exporter")
     return ExportResult(out_path, used, card, report, attempts, time.perf_counter() - start)
-
-
-def _check_lengths_layers(model: Any) -> None:
-    import torch.nn as nn
-
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.LSTMCell, nn.GRUCell, nn.RNNCell)):
-            raise UnsupportedModelError(f"refused --lengths: layer '{name}' is a {type(module).__name__} stepped in "
-                                        "Python; lengths need nn.LSTM/nn.GRU over the whole sequence")
-
-
-def _lengths_refusal(report: parity.ParityReport, model: Any) -> UnsupportedModelError:
-    worst = max(report.failures, key=lambda c: (c.max_abs if math.isfinite(c.max_abs) else 1e300))
-    mixing = _time_mixing_layers(model)
-    hint = f" (layers that look across time steps: {', '.join(mixing[:4])})" if mixing else ""
-    return UnsupportedModelError(
-        f"refused --lengths: padded steps still change output {worst.output!r} for {worst.note} (max abs error "
-        f"{worst.max_abs:.3g}): the model reads the padding outside its recurrent layers{hint}. Export without "
-        "--lengths; Session.predict(x, lengths=...) then runs each length group unpadded"
-    )
 
 
 def _merge(a: parity.ParityReport | None, b: parity.ParityReport) -> parity.ParityReport:
