@@ -29,6 +29,8 @@ class InputInfo:
     seq_axis: int | None = 1
     dynamic: dict[int, str] = field(default_factory=dict)  # axis -> name
     vocab_size: int | None = None  # int inputs: ids must be < vocab_size
+    low: float | None = None  # float inputs: value range of the declared example (e.g. prices > 0)
+    high: float | None = None
 
     def __post_init__(self) -> None:
         self.dynamic = {int(k): v for k, v in (self.dynamic or {}).items()}
@@ -76,7 +78,8 @@ class InputSpec:
         return [i.name for i in self.inputs]
 
     def random(self, batch: int, length: int, seed: int = 0) -> list[np.ndarray]:
-        """Random inputs at ``batch`` x ``length``: standard normal floats, uniform ids in range."""
+        """Random inputs at ``batch`` x ``length``: uniform ids in range; floats uniform over the declared
+        example's value range when known (a model taking log-prices needs positive inputs), else standard normal."""
         rng = np.random.default_rng(seed)
         arrays = []
         for info in self.inputs:
@@ -84,6 +87,8 @@ class InputSpec:
             if info.dtype.startswith("int"):
                 high = info.vocab_size or 2
                 arrays.append(rng.integers(0, high, size=shape).astype(info.dtype))
+            elif info.low is not None and info.high is not None and info.high > info.low:
+                arrays.append(rng.uniform(info.low, info.high, size=shape).astype(info.dtype))
             else:
                 arrays.append(rng.standard_normal(shape).astype(info.dtype))
         return arrays

@@ -111,47 +111,25 @@ def torch_outputs(model: nn.Module, x: np.ndarray, lengths: np.ndarray | None = 
     return torch.cat(outs).numpy()
 
 
-def export_onnx(model: nn.Module, path: str | Path) -> Path:
-    """Plain TorchScript-based export with dynamic batch and sequence axes (opset 17)."""
-    path = Path(path)
-    example = model.example_inputs()
-    torch.onnx.export(
-        model, example, str(path), dynamo=False,
-        input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
-        dynamic_axes={ONNX_INPUT: {0: "batch", 1: "seq"}, ONNX_OUTPUT: {0: "batch"}},
-        opset_version=17,
-    )
-    return path
+def export_onnx(model: nn.Module, path: str | Path, lengths: bool = False) -> Path:
+    """Export with edgeseq itself (dynamic batch/sequence, parity gate; ``lengths`` adds the lengths input)."""
+    from edgeseq.export.stateful import export_with_extras
+
+    return export_with_extras(model, path, lengths=lengths).path
 
 
 def onnx_session(path: str | Path):
-    import onnxruntime as ort
+    """An edgeseq Session on CPU (2 threads)."""
+    from edgeseq import Session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return Session(path, device="cpu", threads=2)
 
 
 def onnx_outputs(session, x: np.ndarray, lengths: np.ndarray | None = None,
                  batch_size: int = 256) -> np.ndarray:
-    """ONNX Runtime outputs. With ``lengths``, samples are run grouped by length, unpadded (the
-    exported graph has no lengths input yet), and returned in the original order."""
-    if lengths is None:
-        return np.concatenate([
-            session.run([ONNX_OUTPUT], {ONNX_INPUT: x[i: i + batch_size]})[0]
-            for i in range(0, len(x), batch_size)
-        ])
-    out = None
-    for length in np.unique(lengths):
-        idx = np.flatnonzero(lengths == length)
-        for j in range(0, len(idx), batch_size):
-            part = idx[j: j + batch_size]
-            y = session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(x[part, :length])})[0]
-            if out is None:
-                out = np.empty((len(x), *y.shape[1:]), dtype=y.dtype)
-            out[part] = y
-    return out
+    """edgeseq Session outputs: a file exported with a lengths input runs padded batches with their
+    lengths; otherwise Session groups samples by length and runs each group unpadded."""
+    return session.predict(x, lengths=lengths, batch_size=batch_size)
 
 
 def score(recipe: Recipe, out: np.ndarray, data: dict[str, np.ndarray]) -> float:
@@ -190,7 +168,7 @@ def evaluate(recipe: Recipe, onnx_path: str | Path | None, limit: int | None = N
     if "naive" in data:
         res["naive"] = float(np.abs(data["naive"] - data["y"]).mean())
     if onnx_path is not None:
-        export_onnx(model, onnx_path)
+        export_onnx(model, onnx_path, lengths=recipe.variable_length)
         out_o = onnx_outputs(onnx_session(onnx_path), data["x"], lengths)
         res.update(onnx=score(recipe, out_o, data), agreement=agreement(recipe, out_t, out_o),
                    onnx_out=out_o, max_abs_diff=float(np.abs(out_t - out_o).max()),

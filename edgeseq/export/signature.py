@@ -95,8 +95,14 @@ def infer_signature(
             name = "x" if i == 0 else f"x{i}"
             dtype = str(t.dtype).replace("torch.", "")
             sa = seq_axis if t.dim() >= 2 else None
-            infos.append(_info(name, dtype, list(t.shape), batch_axis if t.dim() >= 1 else None, sa, dynamic_axes,
-                               vocab if dtype.startswith("int") else None))
+            info = _info(name, dtype, list(t.shape), batch_axis if t.dim() >= 1 else None, sa, dynamic_axes,
+                         vocab if dtype.startswith("int") else None)
+            if t.is_floating_point() and t.numel() and bool(torch.isfinite(t).all()):
+                # random parity inputs follow the declared example's range (e.g. positive prices)
+                low, high = float(t.min()), float(t.max())
+                if high > low and (low >= 0 or abs(low) > 10 or abs(high) > 10):
+                    info.low, info.high = low, high
+            infos.append(info)
         return InputSpec(infos), examples
 
     if layer is None:

@@ -96,7 +96,8 @@ def test_onnx_metric_and_parity(recipe, model, tmp_path):
     data = load_eval_set(recipe, limit=LIMIT.get(recipe.name))
     lengths = data.get("lengths")
     out_t = torch_outputs(model, data["x"], lengths)
-    path = export_onnx(model, tmp_path / f"{recipe.name}.onnx")
+    # variable-length recipes get a lengths input: padded batches run as they are
+    path = export_onnx(model, tmp_path / f"{recipe.name}.onnx", lengths=recipe.variable_length)
     out_o = onnx_outputs(onnx_session(path), data["x"], lengths)
     assert out_o.shape == out_t.shape
     m_t, m_o = score(recipe, out_t, data), score(recipe, out_o, data)
@@ -108,7 +109,7 @@ def test_onnx_metric_and_parity(recipe, model, tmp_path):
         # honest regression check: in dollars, and not far off the naive last-value forecast
         assert m_o < 1.5 * naive
     assert agreement(recipe, out_t, out_o) >= 0.999
-    np.testing.assert_allclose(out_o, out_t, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(out_o, out_t, rtol=1e-5, atol=1e-4)
 
 
 def test_onnx_dynamic_batch_and_sequence(recipe, model, tmp_path):
@@ -121,7 +122,7 @@ def test_onnx_dynamic_batch_and_sequence(recipe, model, tmp_path):
         xi = x.repeat(*reps)[:batch, :seq].contiguous()
         with torch.no_grad():
             expected = model(xi).numpy()
-        got = session.run(None, {"x": xi.numpy()})[0]
+        got = session.run({"x": xi.numpy()})["y"]
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
