@@ -13,16 +13,19 @@ and :func:`stream_stdin` is ``edgeseq infer --stream``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Mapping, TextIO
+from typing import Any, Hashable, Iterable, Iterator, Mapping, TextIO
 
 import numpy as np
 
 from ..errors import InputError, ModelFileError
-from .session import Session, TensorSpec, check_array
+from .session import Session, TensorSpec, check_array, default_threads
 
 _MAX_PLANS = 8  # cached bindings per distinct chunk shape
 
@@ -61,7 +64,12 @@ class StreamingSession:
     ``step(x)`` takes a chunk laid out like the model's input, e.g. (batch, chunk_len, features), and
     returns the model's first output for that chunk: per-step outputs for the chunk's steps, or, for a
     model that reads ``out[:, -1]``, its output after the chunk's last step.  The state starts at zeros
-    with the batch size of the first call; ``reset()`` starts over.  Not thread-safe.
+    with the batch size of the first call; ``reset()`` starts over.
+
+    Thread model: one stream is one sequence of calls, so an instance belongs to one thread at a time;
+    a call made while another thread is inside ``step``/``reset``/``state`` raises :class:`InputError`
+    instead of silently interleaving two threads' steps.  Use one instance per thread, or a
+    :class:`StreamPool` (which serializes its callers) for many streams.
 
     >>> s = StreamingSession("motion-stream.onnx", device="cpu")     # doctest: +SKIP
     >>> s.step(np.zeros((1, 1, 6), np.float32)).shape                # doctest: +SKIP
@@ -71,7 +79,8 @@ class StreamingSession:
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
                  allow_nonfinite: bool = False) -> None:
-        self.session = Session(path, device=device, threads=threads, allow_nonfinite=allow_nonfinite)
+        self.session = Session(path, device=device, threads=threads or default_threads("stream"),
+                               allow_nonfinite=allow_nonfinite)
         card = self.session.card
         state_in, state_out = card.get("state_inputs") or [], card.get("state_outputs") or []
         if not state_in or len(state_in) != len(state_out) or "streaming" not in card:
@@ -104,6 +113,17 @@ class StreamingSession:
         self._host: list[list[np.ndarray]] = []  # CPU: numpy arrays backing the state OrtValues
         self._values: list[list[Any]] = []  # [parity][slot] OrtValue
         self._plans: dict[tuple[int, ...], _Plan] = {}
+        self._busy = threading.Lock()
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        if not self._busy.acquire(blocking=False):
+            raise InputError("this StreamingSession is already in use by another thread; use one "
+                             "StreamingSession per thread, or a StreamPool for many streams")
+        try:
+            yield
+        finally:
+            self._busy.release()
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -144,13 +164,18 @@ class StreamingSession:
         assert batch is not None
         if batch < 1:
             raise InputError("state has an empty batch")
-        self._allocate(batch)
-        for i, s in enumerate(self._slots):
-            self._write(self._parity, i, np.ascontiguousarray(arrays[s.key]))
-        self._started = True
+        with self._exclusive():
+            self._allocate(batch)
+            for i, s in enumerate(self._slots):
+                self._write(self._parity, i, np.ascontiguousarray(arrays[s.key]))
+            self._started = True
 
     def reset(self) -> None:
         """Start over: zero state, batch size taken from the next call."""
+        with self._exclusive():
+            self._reset()
+
+    def _reset(self) -> None:
         for p in range(len(self._values)):
             for i in range(len(self._slots)):
                 self._write(p, i, None)
@@ -160,7 +185,8 @@ class StreamingSession:
     # -- running -----------------------------------------------------------------------------
     def step(self, x: Any, lengths: Any = None) -> np.ndarray:
         """Run one chunk and return the first output (a copy); see the class docstring."""
-        return self._run(x, lengths).first.copy()
+        with self._exclusive():
+            return self._run(x, lengths).first.copy()
 
     def run_step(self, x: Any, lengths: Any = None) -> dict[str, np.ndarray]:
         """Run one chunk; return every data output by name (copies, safe to keep).
@@ -168,7 +194,8 @@ class StreamingSession:
         ``lengths`` (files exported with ``--lengths`` too): how many of the chunk's steps each sample has;
         its remaining steps are padding and leave its state alone.
         """
-        return {n: a.copy() for n, a in self._run(x, lengths).outputs.items()}
+        with self._exclusive():
+            return {n: a.copy() for n, a in self._run(x, lengths).outputs.items()}
 
     def _run(self, x: Any, lengths: Any) -> _Plan:
         plan = self._plans.get(x.shape) if self._prevalidated(x) else None
@@ -273,6 +300,15 @@ class StreamingSession:
         return plan
 
 
+def _locked(method: Any) -> Any:
+    @functools.wraps(method)
+    def wrapper(self: "StreamPool", *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class StreamPool:
     """Many independent streams, one batched run per tick; streams join and leave at any time.
 
@@ -289,6 +325,8 @@ class StreamPool:
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
                  allow_nonfinite: bool = False) -> None:
         self.stream = StreamingSession(path, device=device, threads=threads, allow_nonfinite=allow_nonfinite)
+        # serving threads may join/leave while another thread ticks: every public call takes this lock
+        self._lock = threading.RLock()
         self._active: dict[Hashable, int] = {}  # stream key -> state row, as of the last tick
         self._members: dict[Hashable, None] = {}  # ordered set: membership after pending joins/leaves
         self._zero: set[Hashable] = set()
@@ -306,6 +344,7 @@ class StreamPool:
     def __contains__(self, key: Hashable) -> bool:
         return key in self._members
 
+    @_locked
     def join(self, key: Hashable | None = None) -> Hashable:
         """Add a stream (state zeros) and return its key (a new int when ``key`` is None)."""
         if key is None:
@@ -320,6 +359,7 @@ class StreamPool:
         self._dirty = True
         return key
 
+    @_locked
     def leave(self, key: Hashable) -> None:
         """Remove a stream; its state is dropped."""
         if key not in self._members:
@@ -328,6 +368,7 @@ class StreamPool:
         self._zero.discard(key)
         self._dirty = True
 
+    @_locked
     def reset(self, key: Hashable) -> None:
         """Start ``key`` over from a zero state."""
         if key not in self._members:
@@ -335,6 +376,7 @@ class StreamPool:
         self._zero.add(key)
         self._dirty = True
 
+    @_locked
     def step(self, inputs: Mapping[Hashable, Any]) -> dict[Hashable, np.ndarray]:
         """Advance the streams in ``inputs`` by their chunk in one batched run; return {key: first output}."""
         if not inputs:
@@ -364,6 +406,7 @@ class StreamPool:
         self.stream.state = full
         return self._split(outs[self.stream.output_names[0]], keys, np.arange(len(keys)))
 
+    @_locked
     def step_all(self, x: Any) -> np.ndarray:
         """Advance every stream: ``x`` is laid out like the model input with streams in :attr:`keys` order."""
         self._apply_membership()
