@@ -1,0 +1,99 @@
+"""``--mode auto``: pick a mode from where the model's weights are, and say why.
+
+The rules come from the measurements in ``docs/quantization.md`` (``scripts/quantize_table.py``):
+dynamic INT8 shrinks LSTM/MatMul/embedding weights ~4x at no measurable accuracy cost on the zoo;
+ONNX Runtime cannot quantize GRU/RNN, so a GRU-dominated file stays ~1x under INT8 while float16
+halves it; static QDQ only pays where convolutions hold a real share of the weights.
+
+>>> choose(WeightProfile({"LSTM": 800, "Gemm": 40}), target="cpu", has_calibration=False)[0].mode
+'dynamic'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import require
+
+INT8_OPS = ("LSTM", "MatMul", "Gemm", "Conv", "Gather")  # ops with INT8 kernels in ONNX Runtime
+INT8_WEIGHT_RATIO = 0.25  # int8 bytes per float32 byte
+FP16_WEIGHT_RATIO = 0.5
+STATIC_MIN_CONV_SHARE = 0.25  # below this the calibrated part is too small to matter (msft: 0.4 %)
+
+
+@dataclass
+class WeightProfile:
+    """Bytes of float32 weights by the operator type that consumes them."""
+
+    by_op: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_op.values())
+
+    def share(self, *ops: str) -> float:
+        return sum(self.by_op.get(o, 0) for o in ops) / self.total if self.total else 0.0
+
+    def int8_ratio(self) -> float:
+        """Expected weight bytes after dynamic INT8, relative to float32."""
+        q = self.share(*INT8_OPS)
+        return q * INT8_WEIGHT_RATIO + (1 - q)
+
+
+@dataclass(frozen=True)
+class Choice:
+    mode: str
+    reason: str
+    per_channel: bool | None = None  # None: as the caller asked
+
+
+PER_CHANNEL_FALLBACK = Choice("dynamic", "per-tensor INT8 failed the accuracy gate; per-channel scales cope with "
+                                         "a few large weights", per_channel=True)
+
+
+def weight_profile(path: str | Path) -> WeightProfile:
+    """Float32 initializer bytes grouped by the first node that reads them."""
+    onnx = require("onnx", "quantize")
+    model = onnx.load(str(path), load_external_data=False)
+    sizes = {}
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT:
+            n = 1
+            for d in init.dims:
+                n *= d
+            sizes[init.name] = 4 * n
+    profile: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            if name in sizes:
+                profile[node.op_type] = profile.get(node.op_type, 0) + sizes.pop(name)
+    if sizes:
+        profile["(unused)"] = sum(sizes.values())
+    return WeightProfile(profile)
+
+
+def choose(profile: WeightProfile, target: str = "cpu", has_calibration: bool = False) -> list[Choice]:
+    """Modes to try in order (later ones are fallbacks when the accuracy gate refuses an earlier one)."""
+    fp16_fallback = Choice("fp16", "INT8 failed the accuracy gate; float16 still halves the file")
+    if target.startswith("cuda"):
+        return [Choice("fp16", "target cuda: ONNX Runtime's INT8 LSTM/MatMulInteger kernels are CPU-only, "
+                               "float16 halves the file and uses the GPU's half-precision kernels")]
+    int8 = profile.int8_ratio()
+    if int8 > FP16_WEIGHT_RATIO:
+        rnn = profile.share("GRU", "RNN")
+        why = (f"{rnn:.0%} of the weights are in GRU/RNN layers, which ONNX Runtime cannot quantize"
+               if rnn else f"only {profile.share(*INT8_OPS):.0%} of the weights are in quantizable layers")
+        return [Choice("fp16", f"{why}: INT8 would keep ~{int8:.2f}x of the weight bytes, float16 ~0.50x "
+                               "(and it still runs on CPU)")]
+    conv = profile.share("Conv")
+    if conv >= STATIC_MIN_CONV_SHARE and has_calibration:
+        return [Choice("static", f"convolutions hold {conv:.0%} of the weights and calibration data was given: "
+                                 "static QDQ quantizes their activations too"),
+                Choice("dynamic", "static INT8 failed the accuracy gate; dynamic INT8 needs no calibration"), PER_CHANNEL_FALLBACK, fp16_fallback]
+    lstm = profile.share("LSTM", "MatMul", "Gemm", "Gather")
+    why = f"{lstm:.0%} of the weights are in LSTM/MatMul/Gemm/embedding layers: dynamic INT8 keeps ~{int8:.2f}x of the weight bytes"
+    if conv:
+        why += (f"; convolutions hold only {conv:.1%} (< {STATIC_MIN_CONV_SHARE:.0%}), so static calibration "
+                "has too little to gain" + ("" if has_calibration else " (and no --calibration was given)"))
+    return [Choice("dynamic", why), PER_CHANNEL_FALLBACK, fp16_fallback]

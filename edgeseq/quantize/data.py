@@ -1,0 +1,137 @@
+"""Eval and calibration data: arrays ``x`` (+ ``y`` for eval, ``lengths`` when variable) and feeds.
+
+>>> data = load_dataset("models/data/fashion_lstm-test.npz", need_labels=True)   # doctest: +SKIP
+>>> data.x.shape, data.y.shape                                                   # doctest: +SKIP
+((2000, 28, 28), (2000,))
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..runtime.io import read_input
+
+CALIBRATION_SAMPLES = 512  # enough to fix activation ranges; more only costs time
+CALIBRATION_BATCH = 32
+
+
+@dataclass
+class Dataset:
+    """Inputs (batch first), optional labels and per-sample lengths, and where they came from."""
+
+    x: np.ndarray
+    y: np.ndarray | None = None
+    lengths: np.ndarray | None = None
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def spread(self, n: int) -> Dataset:
+        """``n`` evenly spaced samples (batch-first data): deterministic, and it covers sets sorted by class."""
+        if n >= len(self):
+            return self
+        idx = np.linspace(0, len(self) - 1, n).round().astype(np.int64)
+        lengths = None if self.lengths is None else self.lengths[idx]
+        y = None if self.y is None else self.y[idx]
+        return Dataset(self.x[idx], y, lengths, self.source)
+
+    @property
+    def variable_length(self) -> bool:
+        return self.lengths is not None and not (self.lengths == self.x.shape[1]).all()
+
+
+def load_dataset(path: str | Path, need_labels: bool = False) -> Dataset:
+    """Read ``.npz`` (x[, y][, lengths]) or ``.npy`` (x); with ``need_labels`` the ``y`` array is required."""
+    path = Path(path)
+    batch = read_input(path)
+    if batch.x.ndim < 2:
+        raise InputError(f"{path}: 'x' has shape {batch.x.shape}; expected (samples, steps, ...)")
+    y = None
+    if path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                y = data["y"] if "y" in data.files else None
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise InputError(f"{path}: not a valid .npz file ({exc})") from None
+    if need_labels:
+        if y is None:
+            raise InputError(f"{path}: an eval set needs labels; save it with numpy.savez(path, x=..., y=...)")
+        if len(y) != len(batch.x) or y.dtype.kind not in "biuf":
+            raise InputError(f"{path}: 'y' must hold one number per sample of 'x' ({len(batch.x)}); "
+                             f"got shape {y.shape} dtype {y.dtype}")
+    return Dataset(batch.x, y, batch.lengths, str(path))
+
+
+def batches(data: Dataset, batch_size: int = CALIBRATION_BATCH,
+            batch_axis: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Yield (x, lengths) chunks; variable-length samples are grouped by length and unpadded.
+
+    Padding would feed zeros the model never sees in use and widen the calibrated ranges.
+    ``batch_axis`` is 1 for time-first models (their data is (steps, samples, ...)).
+    """
+    n = data.x.shape[batch_axis]
+    if batch_axis != 0:
+        if data.lengths is not None:
+            raise InputError(f"{data.source}: per-sample lengths are not supported for time-first models here")
+        for i in range(0, n, batch_size):
+            yield np.ascontiguousarray(np.take(data.x, np.arange(i, min(i + batch_size, n)), axis=batch_axis)), None
+        return
+    if data.lengths is None or (data.lengths == data.x.shape[1]).all():
+        for i in range(0, n, batch_size):
+            yield data.x[i : i + batch_size], None
+        return
+    for length in np.unique(data.lengths):
+        idx = np.flatnonzero(data.lengths == length)
+        for i in range(0, len(idx), batch_size):
+            part = idx[i : i + batch_size]
+            yield np.ascontiguousarray(data.x[part, : int(length)]), np.full(len(part), int(length), np.int64)
+
+
+def make_feed(session: Any, x: np.ndarray, lengths: np.ndarray | None) -> dict[str, np.ndarray]:
+    """A feed for every graph input of an edgeseq ``Session``: data, lengths (if any), zero states."""
+    data_inputs = session.data_inputs()
+    if len(data_inputs) != 1:
+        raise InputError(f"the model has {len(data_inputs)} data inputs; quantize supports one")
+    spec = data_inputs[0]
+    feed = {spec.name: session.check_input(x, spec)}
+    if lengths is not None and session.lengths_input:
+        feed[session.lengths_input] = lengths
+    return session.with_defaults(feed)
+
+
+class CalibrationReader:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over a :class:`Dataset`.
+
+    ``one_batch`` feeds everything in a single run: onnxruntime's histogram calibrators (entropy,
+    percentile) fail when runs have different shapes (microsoft/onnxruntime#18792).
+    """
+
+    def __init__(self, session: Any, data: Dataset, batch_size: int = CALIBRATION_BATCH, one_batch: bool = False) -> None:
+        if one_batch:
+            if data.variable_length:
+                raise InputError(f"{data.source}: entropy/percentile calibration needs equal-length samples "
+                                 "(onnxruntime issue #18792); use --calibration-method minmax")
+            batch_size = max(1, len(data))
+        axis = 1 if session.card.get("layout") == "time_first" else 0
+        self._feeds = [make_feed(session, x, lengths) for x, lengths in batches(data, batch_size, axis)]
+        self._pos = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._pos >= len(self._feeds):
+            return None
+        self._pos += 1
+        return self._feeds[self._pos - 1]
+
+    def rewind(self) -> None:
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._feeds)

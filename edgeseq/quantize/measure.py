@@ -1,0 +1,132 @@
+"""Measuring a quantized file against its float original: task metric on an eval set, output drift.
+
+:func:`compare_metric` and :func:`drift` only measure; the caller decides (see ``api.quantize``).
+
+>>> m = compare_metric("m.onnx", "m.int8.onnx", load_dataset("eval.npz", need_labels=True))  # doctest: +SKIP
+>>> m.passed                                                                                  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..metrics import metric_drop, task_metric
+from ..tolerances import max_metric_drop
+from .data import Dataset
+
+DRIFT_RANDOM_BATCH = 16
+
+
+@dataclass
+class MetricComparison:
+    """Task metric of the float and the quantized file on one eval set, and the verdict."""
+
+    metric: str  # "accuracy" or "mae"
+    float_value: float
+    quantized_value: float
+    drop: float  # accuracy points lost (fraction) or relative MAE increase
+    max_drop: float
+    samples: int
+    eval_file: str
+
+    @property
+    def passed(self) -> bool:
+        return math.isfinite(self.quantized_value) and self.drop <= self.max_drop + 1e-12
+
+    def describe(self, precision: str) -> str:
+        if self.metric == "accuracy":
+            return (f"accuracy float {self.float_value:.4f} vs {precision} {self.quantized_value:.4f}: "
+                    f"drop {100 * self.drop:.2f} points (max {100 * self.max_drop:.2f}) on {self.samples} samples")
+        return (f"MAE float {self.float_value:.5g} vs {precision} {self.quantized_value:.5g}: "
+                f"{100 * self.drop:+.2f}% (max +{100 * self.max_drop:.2f}%) on {self.samples} samples")
+
+    def to_card(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+
+@dataclass
+class Drift:
+    """How far the quantized outputs move from the float outputs on the same inputs."""
+
+    inputs: str  # "eval", "calibration" or "random"
+    samples: int
+    max_abs: float
+    mean_abs: float
+    sqnr_db: float  # 10 log10(sum float^2 / sum (quant - float)^2); inf when identical
+    note: str = ""
+    nonfinite: bool = False  # the quantized model gives NaN/Inf where the float model does not
+
+    def describe(self) -> str:
+        sqnr = "inf" if math.isinf(self.sqnr_db) else f"{self.sqnr_db:.1f} dB"
+        text = (f"output drift vs float on {self.samples} {self.inputs} samples: max abs {self.max_abs:.3g}, "
+                f"mean abs {self.mean_abs:.3g}, SQNR {sqnr}")
+        return text + (f" ({self.note})" if self.note else "")
+
+    def to_card(self) -> dict[str, Any]:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+
+
+def predict(path: str | Path, data: Dataset, threads: int | None = None) -> np.ndarray:
+    """First output of an ONNX file on a dataset (lengths honoured), on CPU."""
+    from ..runtime.session import Session
+
+    return Session(path, device="cpu", threads=threads).predict(data.x, lengths=data.lengths)
+
+
+def compare_metric(float_path: str | Path, quant_path: str | Path, data: Dataset, max_drop: float | None = None,
+                   float_outputs: np.ndarray | None = None) -> MetricComparison:
+    """Task metric (accuracy for integer labels, else MAE) of both files on ``data``."""
+    assert data.y is not None, "eval data needs labels"
+    ref = predict(float_path, data) if float_outputs is None else float_outputs
+    name, ref_value = task_metric(ref, data.y)
+    _, value = task_metric(predict(quant_path, data), data.y)
+    drop = metric_drop(name, ref_value, value) if math.isfinite(value) else math.inf
+    return MetricComparison(name, ref_value, value, drop, max_metric_drop(name, max_drop), len(data),
+                            Path(data.source).name)
+
+
+def drift_between(reference: np.ndarray, candidate: np.ndarray, inputs: str) -> Drift:
+    """Drift statistics of ``candidate`` against ``reference`` (elements where the reference is finite)."""
+    ref = np.asarray(reference, np.float64)
+    got = np.asarray(candidate, np.float64)
+    finite = np.isfinite(ref)
+    note = ""
+    if not finite.all():
+        note = f"float model gives NaN/Inf on {np.mean(~finite):.0%} of outputs for these inputs; ignored"
+    if (finite & ~np.isfinite(got)).any():
+        return Drift(inputs, len(ref), math.inf, math.inf, -math.inf, "quantized model gives NaN/Inf where float does not",
+                     nonfinite=True)
+    if not finite.any():
+        return Drift(inputs, len(ref), math.nan, math.nan, math.nan, note + "; pass --calibration or --eval data")
+    diff = np.abs(got[finite] - ref[finite])
+    noise, signal = float(np.sum(diff**2)), float(np.sum(ref[finite] ** 2))
+    sqnr = math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)
+    return Drift(inputs, len(ref), float(diff.max()), float(diff.mean()), sqnr, note)
+
+
+def drift(float_path: str | Path, quant_path: str | Path, data: Dataset | None, inputs: str,
+          float_outputs: np.ndarray | None = None) -> Drift:
+    """Drift on ``data``, or on random inputs shaped from the float file's model card when ``data`` is None."""
+    if data is None:
+        data = random_dataset(float_path)
+        inputs = "random"
+    ref = predict(float_path, data) if float_outputs is None else float_outputs
+    return drift_between(ref, predict(quant_path, data), inputs)
+
+
+def random_dataset(path: str | Path, seed: int = 0) -> Dataset:
+    """Random inputs at the export example's length (standard normal floats, ids within the vocabulary)."""
+    from ..export.parity import spec_of_session
+    from ..runtime.session import Session
+
+    spec = spec_of_session(Session(path, device="cpu"))
+    x = spec.random(DRIFT_RANDOM_BATCH, max(spec.example_length, 1), seed=seed)[0]
+    return Dataset(x, None, None, "random")

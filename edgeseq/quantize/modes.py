@@ -1,0 +1,161 @@
+"""The transformations themselves, each a thin wrapper over ``onnxruntime.quantization``.
+
+Every function reads a float ONNX file and writes a new file at ``dst``; none touches torch.
+
+* :func:`dynamic` - INT8 weights; LSTM -> ``com.microsoft.DynamicQuantizeLSTM``, MatMul/Gemm ->
+  ``MatMulInteger``, Conv -> ``ConvInteger``, embedding ``Gather`` -> int8 table + DequantizeLinear.
+  ONNX Runtime has no quantized GRU/RNN: those stay float32, as do layers under ``MIN_WEIGHTS``.
+* :func:`static` - QDQ with calibrated activation ranges for every Conv/MatMul/Gemm (small ones too:
+  that is what was asked for), then the recurrent layers and embeddings as in :func:`dynamic`.
+* :func:`fp16` - float16 weights and activations; recurrent nodes compute in float32 (ONNX Runtime's
+  CPU LSTM/GRU kernels are float32-only) from float16-stored weights, so the file runs on CPU.
+
+>>> dynamic("m.onnx", "m.int8.onnx", reduce_range=False)       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import QuantizationError, require
+
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+UNQUANTIZABLE_RECURRENT = ("GRU", "RNN")  # no integer kernels in ONNX Runtime
+DYNAMIC_OPS = ("LSTM", "MatMul", "Gemm", "Conv", "Gather")
+STATIC_OPS = ("Conv", "MatMul", "Gemm")  # activations calibrated; the rest goes dynamic
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# Dynamic mode leaves MatMul/Gemm/Conv layers with fewer weights than this in float: quantizing
+# them saves at most 12 KiB of weights but adds quantize/dequantize nodes to every call; on
+# msft_cnnlstm (32-weight head, 48-weight conv) keeping them float gave a smaller and faster file
+# (docs/quantization.md, "Small layers", measured by scripts/quantize_table.py).
+MIN_WEIGHTS = 4096
+SMALL_LAYER_OPS = ("MatMul", "Gemm", "Conv")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """onnxruntime.quantization logs advice ("consider pre-processing") and prints calibration chatter."""
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(previous)
+
+
+def _ort_quantization() -> Any:
+    require("onnx", "quantize")
+    import onnxruntime.quantization as q
+
+    return q
+
+
+def _fail(mode: str, exc: Exception) -> QuantizationError:
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return QuantizationError(f"onnxruntime.quantization could not apply --mode {mode}: {text}")
+
+
+def dynamic(src: str | Path, dst: str | Path, *, per_channel: bool = False, reduce_range: bool = False,
+            op_types: tuple[str, ...] = DYNAMIC_OPS, min_weights: int = MIN_WEIGHTS) -> list[str]:
+    """INT8 (signed, symmetric) weights, activations quantized on the fly; returns the layers kept float."""
+    q = _ort_quantization()
+    onnx = require("onnx", "quantize")
+    model = onnx.load(str(src))
+    small = _small_layers(model, min_weights) if min_weights else []
+    # the quantizer first rewrites Gemm as MatMul (+ Add) named "<gemm>_MatMul"
+    exclude = small + [f"{name}_MatMul" for name in small]
+    try:
+        with _quiet():
+            q.quantize_dynamic(model, str(dst), op_types_to_quantize=list(op_types), per_channel=per_channel,
+                               reduce_range=reduce_range, weight_type=q.QuantType.QInt8, nodes_to_exclude=exclude)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime.quantization raises plain exceptions of many types
+        raise _fail("dynamic", exc) from None
+    _strip_value_info(dst)
+    return small
+
+
+def _small_layers(model: Any, min_weights: int) -> list[str]:
+    """Names of MatMul/Gemm/Conv nodes whose weight initializer has fewer than ``min_weights`` elements.
+
+    Unnamed nodes get a name (in ``model``, in memory) so they can be excluded.
+    """
+    sizes = {i.name: _elements(i.dims) for i in model.graph.initializer if len(i.dims) >= 2}
+    small = []
+    for k, node in enumerate(model.graph.node):
+        if node.op_type not in SMALL_LAYER_OPS:
+            continue
+        weights = [sizes[n] for n in node.input if n in sizes]
+        if weights and max(weights) < min_weights:
+            node.name = node.name or f"edgeseq_{node.op_type}_{k}"
+            small.append(node.name)
+    return small
+
+
+def _elements(dims: Any) -> int:
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
+
+
+def static(src: str | Path, dst: str | Path, reader: Any, *, method: str = "minmax", per_channel: bool = False,
+           reduce_range: bool = False) -> None:
+    """QDQ (u8 activations, s8 weights) for Conv/MatMul/Gemm from calibration data; LSTM and
+    embeddings then dynamic."""
+    q = _ort_quantization()
+    if method not in CALIBRATION_METHODS:
+        raise QuantizationError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    calib = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+             "percentile": q.CalibrationMethod.Percentile}[method]
+    with tempfile.TemporaryDirectory(prefix="edgeseq-static-") as tmp:
+        qdq = Path(tmp) / "qdq.onnx"
+        try:
+            with _quiet():
+                q.quantize_static(str(src), str(qdq), reader, quant_format=q.QuantFormat.QDQ,
+                                  op_types_to_quantize=list(STATIC_OPS), per_channel=per_channel,
+                                  reduce_range=reduce_range, activation_type=q.QuantType.QUInt8,
+                                  weight_type=q.QuantType.QInt8, calibrate_method=calib,
+                                  extra_options={"CalibTensorRangeSymmetric": False})
+        except Exception as exc:  # noqa: BLE001 - as in dynamic()
+            raise _fail("static", exc) from None
+        # QDQ has no recurrent operator: the LSTM (and embedding tables) get dynamic INT8 weights.
+        dynamic(qdq, dst, per_channel=per_channel, reduce_range=reduce_range, op_types=("LSTM", "Gather"),
+                min_weights=0)
+
+
+def fp16(src: str | Path, dst: str | Path) -> None:
+    """Float16 weights and activations, inputs/outputs kept float32; recurrent nodes compute in float32."""
+    onnx = require("onnx", "quantize")
+    saved_path = list(sys.path)
+    try:
+        # onnxruntime.transformers appends its own folder to sys.path on import; undo that afterwards
+        from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+    finally:
+        sys.path[:] = saved_path
+    try:
+        with _quiet():
+            model = convert_float_to_float16(
+                onnx.load(str(src)), keep_io_types=True, force_fp16_initializers=True,
+                op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(RECURRENT_OPS),
+            )
+    except Exception as exc:  # noqa: BLE001 - as in dynamic()
+        raise _fail("fp16", exc) from None
+    onnx.save(model, str(dst))
+
+
+def _strip_value_info(path: str | Path) -> None:
+    """Drop the intermediate shape annotations the quantizer leaves (~3 KB; ORT infers them again)."""
+    onnx = require("onnx", "quantize")
+    model = onnx.load(str(path))
+    if len(model.graph.value_info):
+        del model.graph.value_info[:]
+        onnx.save(model, str(path))

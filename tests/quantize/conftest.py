@@ -1,0 +1,46 @@
+"""Fixtures for the quantization tests: small exported models and eval sets labelled by the float model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def labelled_eval_set(model_path: Path, out: Path, n: int = 64, length: int = 20, seed: int = 1) -> Path:
+    """Random inputs labelled with the float ONNX model's own predictions (its accuracy is 1.0)."""
+    from edgeseq.export.parity import spec_of_session
+    from edgeseq.runtime.session import Session
+
+    session = Session(model_path, device="cpu")
+    x = spec_of_session(session).random(n, length, seed=seed)[0]
+    np.savez(out, x=x, y=session.predict(x).argmax(-1))
+    return out
+
+
+@pytest.fixture(scope="session")
+def make_eval_set():
+    """make_eval_set(model_path, out_path) -> out_path: an eval set labelled by the float model."""
+    return labelled_eval_set
+
+
+@pytest.fixture(scope="session")
+def outlier_lstm(tmp_path_factory):
+    """A stacked LSTM with one huge input weight: per-tensor INT8 rounds every other weight of that
+    matrix to zero (accuracy collapses), per-channel INT8 keeps them.  Returns (onnx path, eval set, model)."""
+    import torch
+
+    from edgeseq.export import export
+    from models.families import FAMILIES
+
+    model = FAMILIES["stacked_lstm"]()
+    with torch.no_grad():
+        model.head.weight.mul_(30)  # spread the float model's predictions over several classes
+        model.head.bias.zero_()
+        w = model.lstm.weight_ih_l0
+        w[0, 0] = 1000 * w.abs().max()
+    folder = tmp_path_factory.mktemp("outlier")
+    path = folder / "outlier.onnx"
+    export(model, path)
+    return path, labelled_eval_set(path, folder / "eval.npz"), model
