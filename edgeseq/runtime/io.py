@@ -1,7 +1,14 @@
-"""Read model inputs from .npy/.npz/.csv/.jsonl and write outputs atomically.
+"""Read model inputs from .npy/.npz/.csv/.jsonl and write outputs atomically, in chunks when big.
+
+Every malformed file ends in :class:`InputError` naming the file, the problem and the fix;
+outputs go to a temporary file beside the target and are renamed into place only when
+complete, so an error, Ctrl-C or SIGTERM never leaves a half-written output.
 
 >>> batch = read_input("x.npy")            # doctest: +SKIP
 >>> write_output("y.npy", batch.x)         # doctest: +SKIP
+>>> with open_input("big.npy") as src, open_output("y.npy", len(src)) as out:   # doctest: +SKIP
+...     for start, x, _ in src.chunks(4096):
+...         out.write(x[:, -1])
 """
 
 from __future__ import annotations
@@ -10,12 +17,17 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
+import signal
+import struct
 import tempfile
+import threading
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Any, Iterator
 
 import numpy as np
 
@@ -23,6 +35,12 @@ from ..errors import InputError
 
 INPUT_SUFFIXES = (".npy", ".npz", ".csv", ".jsonl")
 OUTPUT_SUFFIXES = (".npy", ".json", ".csv")
+CHUNK_BYTES = 2 << 20  # rows read from a .npy at a time: about this many bytes
+_MAX_JSONL_DIMS = 16  # nesting of one JSONL sequence (numpy allows 64 dims, padding adds one)
+
+# What numpy's and zipfile's parsers raise on a malformed file (besides ValueError/OSError).
+_PARSE_ERRORS = (ValueError, OSError, EOFError, TypeError, KeyError, SyntaxError, OverflowError, UnicodeDecodeError,
+                 RecursionError, NotImplementedError, RuntimeError, struct.error, zlib.error, zipfile.BadZipFile)
 
 
 @dataclass
@@ -37,9 +55,7 @@ def _fail(path: Path, what: str) -> InputError:
     return InputError(f"{path}: {what}")
 
 
-def read_input(path: str | Path, mmap: bool = False) -> InputBatch:
-    """Read an input file by extension; raise :class:`InputError` naming the problem and the fix."""
-    path = Path(path)
+def _check_file(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in INPUT_SUFFIXES:
         raise _fail(path, f"unsupported input type {suffix or '(none)'!r}; use one of {', '.join(INPUT_SUFFIXES)}")
@@ -49,63 +65,184 @@ def read_input(path: str | Path, mmap: bool = False) -> InputBatch:
         raise _fail(path, "is a directory, expected a file")
     if path.stat().st_size == 0:
         raise _fail(path, "file is empty")
-    readers = {".npy": _read_npy, ".npz": _read_npz, ".csv": _read_csv, ".jsonl": _read_jsonl}
+    return suffix
+
+
+def read_input(path: str | Path, mmap: bool = False) -> InputBatch:
+    """Read an input file by extension; raise :class:`InputError` naming the problem and the fix.
+
+    ``mmap=True`` maps a .npy file instead of loading it (pages are read when used).
+    """
+    path = Path(path)
+    suffix = _check_file(path)
     if suffix == ".npy":
         return _read_npy(path, mmap)
+    readers = {".npz": _read_npz, ".csv": _read_csv, ".jsonl": _read_jsonl}
     return readers[suffix](path)
 
 
-def _read_npy(path: Path, mmap: bool = False) -> InputBatch:
+# ------------------------------------------------------------------------------------------ .npy
+@dataclass(frozen=True)
+class NpyHeader:
+    """What a .npy header says, checked against the file's size."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    data_offset: int
+
+
+def _parse_header(fh: IO[bytes]) -> tuple[tuple[int, int], tuple[int, ...], bool, np.dtype]:
+    """Magic, shape, order and dtype of a .npy stream; any failure of numpy's parser becomes ValueError."""
     try:
-        x = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise _fail(path, "holds Python objects (pickled); save a numeric array instead") from None
-        raise _fail(path, f"not a valid .npy file ({exc}); re-save it with numpy.save") from None
-    except (OSError, EOFError) as exc:
-        raise _fail(path, f"not a valid .npy file ({exc}); re-save it with numpy.save") from None
+        version = np.lib.format.read_magic(fh)
+    except Exception as exc:  # noqa: BLE001 - numpy's parser raises many kinds on hostile bytes
+        raise ValueError(f"no NumPy header ({exc})") from None
+    reader = _header_reader(version)
+    if reader is None:
+        raise ValueError(f"format version {version[0]}.{version[1]} is not supported by this numpy")
+    try:
+        shape, fortran, dtype = reader(fh)
+    except Exception as exc:  # noqa: BLE001 - e.g. tokenize.TokenError, SyntaxError, TypeError from the header
+        raise ValueError(f"corrupt header ({str(exc)[:120]})") from None
+    return version, tuple(shape), bool(fortran), np.dtype(dtype)
+
+
+def _header_reader(version: tuple[int, int]) -> Any:
+    fmt = np.lib.format
+    readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+    if version in readers:
+        return readers[version]
+    try:  # version 3.0 (utf-8 field names) has no public reader
+        from numpy.lib._format_impl import _read_array_header  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return lambda fh: _read_array_header(fh, version)
+
+
+def read_npy_header(path: str | Path) -> NpyHeader:
+    """Parse and check a .npy header without reading the data: refuses pickles and truncated files."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise _fail(path, "is not a .npy file (no NumPy header); save arrays with numpy.save")
+        fh.seek(0)
+        try:
+            _, shape, fortran, dtype = _parse_header(fh)
+        except ValueError as exc:
+            raise _fail(path, f"is not a valid .npy file: {exc}; re-save it with numpy.save") from None
+        offset = fh.tell()
+    if dtype.hasobject:
+        raise _fail(path, "holds Python objects (pickled), which are never loaded; save a numeric array instead")
+    expected = math.prod(shape) * dtype.itemsize
+    available = path.stat().st_size - offset
+    if available < expected:
+        raise _fail(path, f"is truncated: its header says shape {tuple(shape)} of {dtype} ({expected} bytes) but only "
+                          f"{max(available, 0)} bytes follow; the file was not fully written, re-create it")
+    return NpyHeader(tuple(int(d) for d in shape), dtype, bool(fortran), offset)
+
+
+def _read_npy(path: Path, mmap: bool = False) -> InputBatch:
+    header = read_npy_header(path)
+    if not mmap:
+        _check_fits_memory(path, math.prod(header.shape) * header.dtype.itemsize)
+    try:
+        x = np.load(path, allow_pickle=False, mmap_mode="r" if mmap and math.prod(header.shape) else None)
+    except MemoryError:
+        raise _fail(path, f"is too large to load into memory ({header.shape}); 'edgeseq infer' reads .npy files in "
+                          "chunks, from Python use read_input(path, mmap=True)") from None
+    except _PARSE_ERRORS as exc:
+        raise _fail(path, f"not a valid .npy file ({str(exc)[:160]}); re-save it with numpy.save") from None
     return InputBatch(_check_numeric(path, x))
 
 
+# ------------------------------------------------------------------------------------------ .npz
 def _read_npz(path: Path) -> InputBatch:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if "x" not in data.files:
-                raise _fail(path, f"has no array named 'x' (found: {', '.join(data.files) or 'none'}); save with numpy.savez(path, x=...)")
-            x = data["x"]
-            lengths = data["lengths"] if "lengths" in data.files else None
+        with zipfile.ZipFile(path) as zf:
+            members = {Path(info.filename).stem: info for info in zf.infolist() if info.filename.endswith(".npy")}
+            if "x" not in members:
+                raise _fail(path, f"has no array named 'x' (found: {', '.join(members) or 'none'}); "
+                                  "save with numpy.savez(path, x=...)")
+            x = _read_member(path, zf, members["x"])
+            lengths = _read_member(path, zf, members["lengths"]) if "lengths" in members else None
     except InputError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise _fail(path, f"not a valid .npz file ({exc}); re-save it with numpy.savez") from None
+    except MemoryError:
+        raise _fail(path, "is too large to load into memory; save 'x' as a .npy file, which is read in chunks") from None
+    except _PARSE_ERRORS as exc:
+        raise _fail(path, f"not a valid .npz file ({str(exc)[:160]}); re-save it with numpy.savez") from None
     x = _check_numeric(path, x)
     if lengths is not None:
         lengths = _check_lengths(path, lengths, x)
     return InputBatch(x, lengths)
 
 
+def _read_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One array of an .npz, its header checked against the member's size before any allocation."""
+    with zf.open(info) as fh:
+        _, shape, fortran, dtype = _parse_header(fh)  # type: ignore[arg-type]
+        if dtype.hasobject:
+            raise _fail(path, f"array {info.filename!r} holds Python objects (pickled), which are never loaded; "
+                              "save numeric arrays instead")
+        nbytes = math.prod(shape) * dtype.itemsize
+        _check_fits_memory(path, nbytes, f"array {info.filename!r}")
+        if nbytes > info.file_size:
+            raise _fail(path, f"array {info.filename!r} is truncated (header says {nbytes} bytes, the member has "
+                              f"{info.file_size}); re-save it with numpy.savez")
+        flat = np.empty(math.prod(shape), dtype=dtype)  # writable, like np.load's arrays
+        raw = flat.view(np.uint8) if nbytes else np.empty(0, np.uint8)
+        done = 0
+        while done < nbytes:
+            block = fh.read(min(1 << 20, nbytes - done))
+            if not block:
+                raise _fail(path, f"array {info.filename!r} is truncated; re-save it with numpy.savez")
+            raw[done : done + len(block)] = np.frombuffer(block, np.uint8)
+            done += len(block)
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
 def _check_numeric(path: Path, x: np.ndarray) -> np.ndarray:
-    if x.dtype.kind not in "biuf":
-        raise _fail(path, f"array has dtype {x.dtype}, expected numbers")
-    if x.ndim == 0:
-        raise _fail(path, "array is a scalar; expected (batch, seq, ...)")
+    _check_kind(path, x.dtype, x.shape)
     return x
+
+
+def _check_kind(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    if dtype.kind not in "biuf":
+        raise _fail(path, f"array has dtype {dtype}, expected numbers")
+    if len(shape) == 0:
+        raise _fail(path, "array is a scalar; expected (batch, seq, ...)")
+
+
+def _check_fits_memory(path: Path, nbytes: int, what: str = "the array") -> None:
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if nbytes > physical // 2:
+        raise _fail(path, f"{what} needs {nbytes / 2**30:.1f} GiB, more than half of this machine's memory; "
+                          "save it as a .npy file, which 'edgeseq infer' reads in chunks")
 
 
 def _check_lengths(path: Path, lengths: np.ndarray, x: np.ndarray) -> np.ndarray:
     lengths = np.asarray(lengths)
     if lengths.dtype.kind not in "iu" or lengths.ndim != 1 or len(lengths) != len(x):
-        raise _fail(path, f"'lengths' must be 1-D integers, one per sample ({len(x)}); got shape {lengths.shape} dtype {lengths.dtype}")
-    if x.ndim >= 2 and (lengths.min(initial=1) < 1 or lengths.max(initial=0) > x.shape[1]):
-        raise _fail(path, f"'lengths' must be between 1 and the padded length {x.shape[1]}")
+        raise _fail(path, f"'lengths' must be 1-D integers, one per sample ({len(x)}); "
+                          f"got shape {lengths.shape} dtype {lengths.dtype}")
+    if x.ndim < 2:
+        raise _fail(path, f"'lengths' needs 'x' with a sequence axis, got shape {x.shape}")
+    if lengths.size and (lengths.min() < 1 or lengths.max() > x.shape[1]):
+        raise _fail(path, f"'lengths' must be between 1 and the padded length {x.shape[1]}; "
+                          f"got {lengths.min()}..{lengths.max()}")
     return lengths.astype(np.int64)
 
 
+# ---------------------------------------------------------------------------------- .csv .jsonl
 def _parse_number(path: Path, text: str, where: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise _fail(path, f"{where}: {text.strip()!r} is not a number") from None
+        raise _fail(path, f"{where}: {text.strip()[:40]!r} is not a number") from None
 
 
 def _read_csv(path: Path) -> InputBatch:
@@ -113,7 +250,10 @@ def _read_csv(path: Path) -> InputBatch:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise _fail(path, "is not a UTF-8 text CSV file") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+    except csv.Error as exc:
+        raise _fail(path, f"is not a readable CSV file ({exc})") from None
     if not rows:
         raise _fail(path, "has no data rows")
     start = 0
@@ -141,34 +281,47 @@ def _not_number(cell: str) -> bool:
 
 def _read_jsonl(path: Path) -> InputBatch:
     seqs: list[np.ndarray] = []
-    with path.open(encoding="utf-8", errors="strict") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise _fail(path, f"line {lineno}: invalid JSON ({exc.msg})") from None
-            if isinstance(obj, dict):
-                if "x" not in obj:
-                    raise _fail(path, f"line {lineno}: object has no 'x' key")
-                obj = obj["x"]
-            try:
-                arr = np.asarray(obj)
-            except ValueError:
-                raise _fail(path, f"line {lineno}: ragged rows (time steps with different feature counts)") from None
-            if arr.dtype == object:
-                raise _fail(path, f"line {lineno}: ragged rows (time steps with different feature counts)")
-            if arr.dtype.kind not in "biuf":
-                raise _fail(path, f"line {lineno}: values must be numbers")
-            if arr.ndim == 0 or arr.shape[0] == 0:
-                raise _fail(path, f"line {lineno}: zero-length sequence; every sequence needs at least one step")
-            if seqs and arr.shape[1:] != seqs[0].shape[1:]:
-                raise _fail(path, f"line {lineno}: steps have shape {arr.shape[1:]}, but line 1 has {seqs[0].shape[1:]}")
-            seqs.append(arr)
+    try:
+        with path.open(encoding="utf-8", errors="strict") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if line.strip():
+                    seqs.append(_jsonl_sequence(path, lineno, line, seqs[0] if seqs else None))
+    except UnicodeDecodeError:
+        raise _fail(path, "is not a UTF-8 text file; JSONL needs one JSON array per line") from None
     if not seqs:
         raise _fail(path, "has no sequences")
     return pad_sequences(seqs)
+
+
+def _jsonl_sequence(path: Path, lineno: int, line: str, first: np.ndarray | None) -> np.ndarray:
+    where = f"line {lineno}"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise _fail(path, f"{where}: invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise _fail(path, f"{where}: JSON nested too deeply") from None
+    if isinstance(obj, dict):
+        if "x" not in obj:
+            raise _fail(path, f"{where}: object has no 'x' key")
+        obj = obj["x"]
+    if not isinstance(obj, list):
+        raise _fail(path, f"{where}: expected a JSON array of time steps, got {type(obj).__name__}")
+    try:
+        arr = np.asarray(obj)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise _fail(path, f"{where}: ragged rows (time steps with different feature counts)") from None
+    if arr.dtype == object:
+        raise _fail(path, f"{where}: ragged rows or values that are not plain numbers")
+    if arr.dtype.kind not in "biuf":
+        raise _fail(path, f"{where}: values must be numbers")
+    if arr.ndim > _MAX_JSONL_DIMS:
+        raise _fail(path, f"{where}: arrays nested {arr.ndim} deep; a sequence is a list of steps (numbers or lists)")
+    if arr.shape[0] == 0 or arr.size == 0:
+        raise _fail(path, f"{where}: empty sequence; every sequence needs at least one step with values")
+    if first is not None and arr.shape[1:] != first.shape[1:]:
+        raise _fail(path, f"{where}: steps have shape {arr.shape[1:]}, but the first sequence has {first.shape[1:]}")
+    return arr
 
 
 def pad_sequences(seqs: list[np.ndarray]) -> InputBatch:
@@ -181,6 +334,84 @@ def pad_sequences(seqs: list[np.ndarray]) -> InputBatch:
     return InputBatch(x, None if (lengths == lengths[0]).all() else lengths)
 
 
+# ------------------------------------------------------------------------------- chunked input
+class InputSource:
+    """An input file read in chunks of samples: a C-order .npy is never loaded whole.
+
+    >>> with open_input("x.npy") as src:          # doctest: +SKIP
+    ...     for start, x, lengths in src.chunks(4096): ...
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype, lengths: np.ndarray | None = None,
+                 array: np.ndarray | None = None, header: NpyHeader | None = None) -> None:
+        self.path, self.shape, self.dtype, self.lengths = path, shape, dtype, lengths
+        self._array, self._header = array, header
+        self._fh: IO[bytes] | None = open(path, "rb") if header is not None else None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __enter__(self) -> "InputSource":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``start:stop`` along the first axis, as an array in memory."""
+        stop = min(stop, len(self))
+        if self._array is not None:
+            return np.asarray(self._array[start:stop])
+        assert self._fh is not None and self._header is not None
+        count = (stop - start) * math.prod(self.shape[1:])
+        self._fh.seek(self._header.data_offset + start * self.row_bytes)
+        data = np.fromfile(self._fh, dtype=self.dtype, count=count)
+        if data.size != count:
+            raise _fail(self.path, "became shorter while it was being read; re-create it")
+        return data.reshape((stop - start, *self.shape[1:]))
+
+    def read_all(self) -> np.ndarray:
+        """The whole input (a .npy file is memory-mapped rather than loaded)."""
+        if self._array is not None:
+            return self._array
+        return _read_npy(self.path, mmap=True).x
+
+    def chunks(self, rows: int) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """Yield ``(start, x, lengths)`` for consecutive chunks of at most ``rows`` samples."""
+        for start in range(0, len(self), rows):
+            x = self.read(start, start + rows)
+            lengths = None if self.lengths is None else self.lengths[start : start + len(x)]
+            yield start, x, lengths
+
+    def default_rows(self, multiple: int = 1) -> int:
+        """Rows per chunk: about :data:`CHUNK_BYTES`, rounded down to a multiple of ``multiple``."""
+        rows = max(1, CHUNK_BYTES // max(1, self.row_bytes))
+        return max(multiple, rows - rows % multiple) if rows >= multiple else rows
+
+
+def open_input(path: str | Path) -> InputSource:
+    """Open an input file for chunked reading (only a C-order .npy is streamed; others are read whole)."""
+    path = Path(path)
+    suffix = _check_file(path)
+    if suffix == ".npy":
+        header = read_npy_header(path)
+        if not header.fortran_order and header.dtype.subdtype is None:
+            _check_kind(path, header.dtype, header.shape)
+            return InputSource(path, header.shape, header.dtype, header=header)
+    batch = read_input(path, mmap=suffix == ".npy")
+    return InputSource(path, batch.x.shape, batch.x.dtype, batch.lengths, array=batch.x)
+
+
+# ------------------------------------------------------------------------------------- outputs
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only when the block succeeds."""
@@ -188,10 +419,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise InputError(f"{path}: output folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=directory)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give a file name for the output")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=directory)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write in {directory} ({exc.strerror})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.chmod(tmp_path, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
         yield tmp_path
         os.replace(tmp_path, path)
     except BaseException:
@@ -199,27 +436,118 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_output(path: str | Path | None, y: np.ndarray) -> str:
-    """Write ``y`` to ``path`` (.npy/.json/.csv, atomically) or return it as text lines when path is None."""
-    if path is None:
-        return format_lines(y)
+def _umask() -> int:
+    """The process umask, read without changing it (Linux); 0o022 elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+class OutputWriter:
+    """Append output chunks to an open file in the format its suffix names (.npy, .json, .csv)."""
+
+    def __init__(self, fh: IO[bytes], suffix: str, total: int) -> None:
+        self.fh, self.suffix, self.total, self.rows = fh, suffix, total, 0
+        self._row_shape: tuple[int, ...] | None = None
+        self._dtype: np.dtype | None = None
+        self._text = io.TextIOWrapper(fh, encoding="utf-8", newline="", write_through=True) if suffix != ".npy" else None
+
+    def write(self, y: np.ndarray) -> None:
+        """Append ``y`` (samples along axis 0)."""
+        y = np.asarray(y)
+        if self._row_shape is None:
+            self._start(y)
+        if y.shape[1:] != self._row_shape or y.dtype != self._dtype:
+            raise InputError(f"output chunk has shape {y.shape[1:]} {y.dtype}, earlier ones {self._row_shape} {self._dtype}")
+        if self.rows + len(y) > self.total:
+            raise InputError(f"more output rows than the {self.total} announced")
+        if self.suffix == ".npy":
+            self.fh.write(np.ascontiguousarray(y).tobytes())
+        elif self.suffix == ".json":
+            assert self._text is not None
+            sep = ", " if self.rows else ""
+            self._text.write(sep + ", ".join(json.dumps(r) for r in y.tolist()))
+        else:
+            assert self._text is not None
+            flat = y.reshape(len(y), -1) if y.ndim > 1 else y[:, None]
+            csv.writer(self._text).writerows(flat.tolist())
+        self.rows += len(y)
+
+    def _start(self, y: np.ndarray) -> None:
+        self._row_shape, self._dtype = y.shape[1:], y.dtype
+        if self.suffix == ".npy":
+            header = {"descr": np.lib.format.dtype_to_descr(y.dtype), "fortran_order": False,
+                      "shape": (self.total, *y.shape[1:])}
+            try:
+                np.lib.format.write_array_header_1_0(self.fh, header)
+            except ValueError:  # header too long for format 1.0
+                np.lib.format.write_array_header_2_0(self.fh, header)
+        elif self.suffix == ".json":
+            assert self._text is not None
+            self._text.write("[")
+
+    def finish(self) -> None:
+        if self.rows != self.total:
+            raise InputError(f"output has {self.rows} rows, expected {self.total}; nothing was written")
+        if self.suffix == ".json":
+            assert self._text is not None
+            self._text.write("]\n")
+        if self._text is not None:
+            self._text.detach()
+
+
+@contextlib.contextmanager
+def open_output(path: str | Path, total: int) -> Iterator[OutputWriter]:
+    """Write ``total`` output rows chunk by chunk; the file appears at ``path`` only when all are written.
+
+    >>> with open_output("y.npy", total=len(x)) as out:     # doctest: +SKIP
+    ...     out.write(y_part)
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise InputError(f"{path}: unsupported output type {suffix or '(none)'!r}; use one of {', '.join(OUTPUT_SUFFIXES)}")
-    with atomic_path(path) as tmp:
-        if suffix == ".npy":
-            with open(tmp, "wb") as fh:
-                np.save(fh, y)
-        elif suffix == ".json":
-            tmp.write_text(json.dumps(y.tolist()) + "\n", encoding="utf-8")
-        else:
-            flat = y.reshape(len(y), -1) if y.ndim > 1 else y[:, None]
-            with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                csv.writer(fh).writerows(flat.tolist())
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        writer = OutputWriter(fh, suffix, total)
+        yield writer
+        writer.finish()
+
+
+def write_output(path: str | Path | None, y: np.ndarray) -> str:
+    """Write ``y`` to ``path`` (.npy/.json/.csv, atomically) or return it as text lines when path is None."""
+    if path is None:
+        return format_lines(y)
+    y = np.atleast_1d(np.asarray(y))
+    with open_output(path, len(y)) as out:
+        out.write(y)
     return str(path)
 
 
 def format_lines(y: np.ndarray) -> str:
     """One JSON array per sample, one sample per line."""
-    return "\n".join(json.dumps(row.tolist() if isinstance(row, np.ndarray) else row) for row in y)
+    return "\n".join(json.dumps(np.asarray(row).tolist()) for row in y)
+
+
+# --------------------------------------------------------------------------------- interruption
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM raises KeyboardInterrupt, so temporary outputs are cleaned up as on Ctrl-C.
+
+    Only installs the handler in the main thread (elsewhere signals cannot be handled); restores the old one.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
