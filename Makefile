@@ -6,6 +6,7 @@ PY     := $(VENV)/bin/python
 WHEELS := $(wildcard /opt/wheels)
 PIP    := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt $(if $(WHEELS),--find-links $(WHEELS))
 PYTEST_ARGS ?=
+BENCH_ARGS  ?=
 
 .PHONY: demo test test-all bench train evaluate clean
 
@@ -34,7 +35,14 @@ test: $(VENV)/.dev-installed
 test-all: $(VENV)/.dev-installed
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The benchmark suite (bench/README.md): edgeseq vs PyTorch, ONNX Runtime defaults and OpenVINO over
+# the zoo; writes bench/results/ (JSON, summary.md, PNG plots). ~6-8 min on 2 cores.
+bench: $(VENV)/.dev-installed
+	$(PY) -m bench.suite $(BENCH_ARGS)
+
 train: $(VENV)/.train-installed
+	@# Fashion-MNIST comes from Debian's package (needs root or sudo)
+	@dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q dataset-fashion-mnist; }
 	$(PY) -m models.train all
 
 evaluate: $(VENV)/.export-installed

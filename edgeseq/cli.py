@@ -60,6 +60,14 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             _err("Interrupted; no partial output was written.")
             ctx.exit(130)
+        except BrokenPipeError:  # e.g. `edgeseq infer ... | head`: the reader left; stop quietly
+            import os
+
+            try:  # point stdout at /dev/null so the interpreter's final flush does not fail again
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            ctx.exit(141)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,34 +122,37 @@ def export(ref: str, output: str, weights: str | None, input_shape: str | None, 
 # ---------------------------------------------------------------------------------------- check
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--against", required=True, help="PyTorch model REF (file.py:factory, pkg.mod:factory) or Keras file.")
-@click.option("--weights", type=click.Path(dir_okay=False))
+@click.option("--against", required=True, help="PyTorch model REF (file.py:factory, pkg.mod:factory) or Keras file. "
+              "Loading a .py file runs its code: only use files you trust.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="State dict (.pt via weights_only=True, or .safetensors).")
 @click.option("--batch-sizes", default="1,3,16", show_default=True)
 @click.option("--lengths", default="1,2,17,100,1000", show_default=True)
 @click.option("--atol", type=float, help="Absolute tolerance (default per precision: 1e-5 for float32).")
 @click.option("--rtol", type=float, help="Relative tolerance (default per precision: 1e-5 for float32).")
 @click.option("--eval", "eval_data", type=click.Path(dir_okay=False), help="Eval set (.npz with x, y) to compare task metrics.")
+@click.option("--max-drop", type=float, help="Quantized files with --eval: largest metric drop (default 0.01 accuracy, 0.05 relative MAE).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
 def check(model: str, against: str, weights: str | None, batch_sizes: str, lengths: str, atol: float | None,
-          rtol: float | None, eval_data: str | None, device: str, json_out: str | None) -> None:
+          rtol: float | None, eval_data: str | None, max_drop: float | None, device: str, json_out: str | None) -> None:
     """Compare MODEL (ONNX) with its PyTorch source over a batch x length sweep; exit 0 only if all pass."""
     from .export.check import check as do_check
+    from .export.check import criteria
     from .inputs import parse_int_list
     from .runtime.io import atomic_path
 
     report = do_check(model, against, weights=weights, batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
                       lengths=parse_int_list(lengths, "--lengths"), atol=atol, rtol=rtol, device=device,
-                      eval_data=eval_data)
+                      eval_data=eval_data, max_drop=max_drop)
     click.echo(format_parity_table(report))
     if json_out:
         with atomic_path(json_out) as tmp:
             tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if not report.passed:
         failing = len(report.failures)
-        _err(f"Error: parity FAILED in {failing} case(s) (atol {report.atol:g}, rtol {report.rtol:g})")
+        _err(f"Error: parity FAILED in {failing} case(s) ({criteria(report)})")
         sys.exit(1)
-    click.echo(f"parity ok on {report.provider}: all {report.summary()['cases']} cases within atol {report.atol:g}, rtol {report.rtol:g}")
+    click.echo(f"parity ok on {report.provider}: all {report.summary()['cases']} cases pass ({criteria(report)})")
 
 
 def format_parity_table(report: Any) -> str:
@@ -165,13 +176,20 @@ def format_parity_table(report: Any) -> str:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output .npy/.json/.csv (default: stdout, one JSON array per sample).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (default: all cores up to 8).")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (default: all cores up to 8; 1 with --stream).")
 @click.option("--allow-nonfinite", is_flag=True, help="Let NaN/Inf inputs through instead of refusing them.")
 @click.option("--stream", is_flag=True, help="Read one time step per line from stdin, print one output line per step.")
 @click.option("--reset-on-blank", is_flag=True, help="With --stream: an empty line starts a new sequence.")
+@click.option("--max-length", type=click.IntRange(min=1), help="Longest sequence accepted, in steps (default 100000; "
+              "memory grows with length).")
 def infer(model: str, input_path: str | None, output: str | None, device: str, batch_size: int, threads: int | None,
-          allow_nonfinite: bool, stream: bool, reset_on_blank: bool) -> None:
-    """Run MODEL on an input file (or, with --stream, on stdin step by step)."""
+          allow_nonfinite: bool, stream: bool, reset_on_blank: bool, max_length: int | None) -> None:
+    """Run MODEL on an input file (or, with --stream, on stdin step by step).
+
+    A .npy input is read in chunks and the output written as results come, into a temporary
+    file renamed into place when complete: memory stays bounded for big inputs, and an error,
+    Ctrl-C or SIGTERM leaves no partial output file. A progress bar shows when stderr is a terminal.
+    """
     if stream:
         from .runtime.streaming import stream_stdin
 
@@ -181,15 +199,37 @@ def infer(model: str, input_path: str | None, output: str | None, device: str, b
     if not input_path:
         raise click.UsageError("give --input FILE (or --stream to read steps from stdin)")
     from .runtime.infer import infer_file
+    from .runtime.io import sigterm_as_interrupt
+    from .runtime.session import MAX_LENGTH
 
-    result = infer_file(model, input_path, output, device=device, batch_size=batch_size, threads=threads,
-                        allow_nonfinite=allow_nonfinite, log=_err)
-    if output is None:
-        from .runtime.io import format_lines
-
-        click.echo(format_lines(result.outputs))
+    with sigterm_as_interrupt(), _Progress(enabled=sys.stderr.isatty()) as progress:
+        result = infer_file(model, input_path, output, device=device, batch_size=batch_size, threads=threads,
+                            allow_nonfinite=allow_nonfinite, log=_err, text_out=None if output else sys.stdout,
+                            progress=progress, max_length=max_length or MAX_LENGTH)
+    _err(f"device: {result.device_reason}")
     _err(f"{result.samples} sample(s) on {result.provider} in {result.seconds * 1000:.1f} ms"
          + (f" -> {result.written}" if result.written else ""))
+
+
+class _Progress:
+    """A progress bar on stderr (only when enabled, i.e. stderr is a terminal), fed ``(done, total)``."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.bar, self.done = enabled, None, 0
+
+    def __enter__(self) -> "_Progress | None":
+        return self if self.enabled else None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="infer", file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
 
 
 # -------------------------------------------------------------------------------------- inspect

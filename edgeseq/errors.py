@@ -48,6 +48,14 @@ class MissingDependencyError(EdgeseqError, ImportError):
     """An optional dependency (torch, onnx, ...) is not installed."""
 
 
+class EdgeseqWarning(UserWarning):
+    """Root of the warnings edgeseq emits (``warnings.simplefilter("error", EdgeseqWarning)``)."""
+
+
+class ProviderFallbackWarning(EdgeseqWarning):
+    """Nodes that matter (the recurrent ones) run on another execution provider than requested."""
+
+
 def require(module: str, extra: str) -> object:
     """Import an optional module or raise a :class:`MissingDependencyError` saying how to install it.
 

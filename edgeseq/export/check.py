@@ -1,5 +1,11 @@
 """``edgeseq check``: parity of an ONNX file against its PyTorch (or Keras) source over a sweep.
 
+The tolerance profile follows the file's ``precision`` (see :mod:`edgeseq.tolerances`): float
+files are judged element by element; INT8 files by drift, i.e. the SQNR pooled over the whole
+sweep (one tiny output at length 1 says little about quantization noise), with every case's SQNR
+reported.  With an eval set, a quantized file must also keep the task metric within the
+accuracy gate (1 accuracy point / 5 % relative MAE by default, ``max_drop`` to change it).
+
 >>> report = check("m.onnx", "models/motion_lstm.py:build", lengths=[1, 17, 1000])  # doctest: +SKIP
 >>> report.passed                                                                    # doctest: +SKIP
 True
@@ -7,12 +13,15 @@ True
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
-from ..tolerances import Tolerance, tolerance_for
+from ..quantize.cpu import vnni_mismatch
+from ..tolerances import Tolerance, is_quantized, max_metric_drop, tolerance_for
 from . import parity
 from .loading import is_keras_ref, load_model
 
@@ -31,6 +40,7 @@ def check(
     rtol: float | None = None,
     device: str = "cpu",
     eval_data: str | Path | None = None,
+    max_drop: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> parity.ParityReport:
     """Measure parity of ``onnx_path`` against a model reference or ``nn.Module`` (no raising on mismatch).
@@ -45,7 +55,9 @@ def check(
     precision = session.card.get("precision", "float32")
     base = tolerance_for(precision)
     tol = Tolerance(atol if atol is not None else base.atol, rtol if rtol is not None else base.rtol, base.min_sqnr_db)
-    names = [o.name for o in session.outputs]
+    # drift-judged profiles: cases report their SQNR, the pooled SQNR decides (added below)
+    case_tol = tol if tol.elementwise else Tolerance(tol.atol, tol.rtol, None)
+    names = [o.name for o in session.data_outputs()]
     if isinstance(against, str) and is_keras_ref(against):
         from ..keras import keras_reference
 
@@ -58,37 +70,112 @@ def check(
         model = load_model(against, weights) if isinstance(against, (str, Path)) else against.eval()
         run_ref = parity.torch_runner(model)
 
+    pairs: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
+    last_ref: list[list[np.ndarray]] = []
+
+    def run_ref_recorded(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        last_ref[:] = [run_ref(arrays)]
+        return last_ref[0]
+
     def run_onnx(arrays: list[np.ndarray]) -> list[np.ndarray]:
         out = session.run(dict(zip(spec.names, arrays)))
-        return [out[n] for n in names]
+        got = [out[n] for n in names]
+        pairs.append((got, last_ref[0]))
+        return got
 
-    report = parity.measure_runners(run_onnx, run_ref, spec, names, batch_sizes, lengths, tol, precision, progress=progress)
+    report = parity.measure_runners(run_onnx, run_ref_recorded, spec, names, batch_sizes, lengths, case_tol,
+                                    precision, progress=progress)
+    report.min_sqnr_db = tol.min_sqnr_db
     report.provider = session.providers[0]
+    if not tol.elementwise:
+        _judge_pooled_drift(report, pairs, names, tol)
+        warning = vnni_mismatch(session.card.get("quantization", {}).get("settings"))
+        if warning:
+            report.extra.setdefault("metric_lines", []).append(f"warning: {warning}")
     if eval_data is not None:
-        _compare_metrics(report, session, run_ref, eval_data)
+        _compare_metrics(report, session, run_ref, eval_data, precision, max_drop)
     return report
 
 
+def criteria(report: parity.ParityReport) -> str:
+    """What the report was judged by, in words: "atol 1e-05, rtol 1e-05" or "pooled SQNR >= 15 dB; ..."."""
+    if math.isfinite(report.atol):
+        text = f"atol {report.atol:g}, rtol {report.rtol:g}"
+    else:
+        text = f"{report.precision}: SQNR pooled over the sweep >= {report.min_sqnr_db:g} dB"
+    metrics = report.extra.get("metrics", {})
+    if "max_drop" in metrics:
+        limit = metrics["max_drop"]
+        text += (f"; eval accuracy drop <= {100 * limit:.2f} points" if metrics["metric"] == "accuracy"
+                 else f"; eval MAE increase <= {100 * limit:.2f}%")
+    return text
+
+
+def pooled_sqnr(pairs: list[tuple[list[np.ndarray], list[np.ndarray]]], index: int) -> tuple[float, float]:
+    """(SQNR in dB, max abs error) of output ``index`` pooled over every (onnx, reference) pair."""
+    signal = noise = max_abs = 0.0
+    for got, ref in pairs:
+        if index >= len(got) or index >= len(ref) or got[index].shape != ref[index].shape:
+            continue
+        a, b = got[index].astype(np.float64), ref[index].astype(np.float64)
+        signal += float(np.sum(b**2))
+        noise += float(np.sum((a - b) ** 2))
+        max_abs = max(max_abs, float(np.max(np.abs(a - b))) if a.size else 0.0)
+    if not math.isfinite(noise):
+        return -math.inf, math.inf
+    return (math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)), max_abs
+
+
+def _judge_pooled_drift(report: parity.ParityReport, pairs: list[tuple[list[np.ndarray], list[np.ndarray]]],
+                        names: list[str], tol: Tolerance) -> None:
+    """Append one verdict case per output: SQNR pooled over the sweep against ``tol.min_sqnr_db``."""
+    if not pairs or tol.min_sqnr_db is None:
+        return
+    for i, name in enumerate(names):
+        sqnr, max_abs = pooled_sqnr(pairs, i)
+        max_rel = max((c.max_rel for c in report.cases if c.output == name and not c.skipped), default=0.0)
+        ok = sqnr >= tol.min_sqnr_db
+        note = f"pooled over {len(pairs)} runs: SQNR {sqnr:.1f} dB {'>=' if ok else '<'} {tol.min_sqnr_db:g} dB"
+        # batch/length 0 mark a verdict over the whole sweep rather than one shape
+        report.cases.append(parity.ParityCase(0, 0, f"{name}*", max_abs, max_rel, sqnr, ok, note=note))
+
+
 def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callable[..., list[np.ndarray]],
-                     eval_data: str | Path) -> None:
-    """Add the task metric of PyTorch and ONNX on an eval set (x, y[, lengths]) to the report."""
-    from ..metrics import predictions, task_metric
+                     eval_data: str | Path, precision: str = "float32", max_drop: float | None = None) -> None:
+    """Add the task metric of PyTorch and ONNX on an eval set (x, y[, lengths]) to the report.
+
+    For quantized precisions the metric is also a verdict: a drop beyond the gate fails the report.
+    """
+    from ..metrics import metric_drop, predictions, task_metric
     from ..runtime.io import read_input
 
-    data = np.load(eval_data, allow_pickle=False)
+    with np.load(eval_data, allow_pickle=False) as data:
+        y = data["y"]
     batch = read_input(eval_data)
-    y = data["y"]
+    batch.x = np.require(batch.x, requirements=["W"])  # torch.from_numpy warns on read-only arrays
     onnx_out = session.predict(batch.x, lengths=batch.lengths)
     ref_out = reference_outputs(run_ref, batch.x, batch.lengths)
     name, onnx_value = task_metric(onnx_out, y)
     _, ref_value = task_metric(ref_out, y)
     agree = float(np.mean(predictions(onnx_out) == predictions(ref_out))) if name == "accuracy" else None
     report.extra["metrics"] = {"metric": name, "pytorch": ref_value, "onnx": onnx_value, "agreement": agree,
-                               "samples": int(len(y))}
+                               "samples": len(y)}
     line = f"eval set {Path(eval_data).name}: {name} PyTorch {ref_value:.4f} vs ONNX {onnx_value:.4f}"
     if agree is not None:
         line += f"; same prediction on {agree:.2%} of {len(y)} samples"
-    report.extra["metric_lines"] = [line]
+    report.extra.setdefault("metric_lines", []).append(line)
+    if not is_quantized(precision):
+        return
+    drop = metric_drop(name, ref_value, onnx_value)
+    limit = max_metric_drop(name, max_drop)
+    ok = bool(np.isfinite(onnx_value)) and drop <= limit + 1e-12
+    shown = (f"{100 * drop:.2f} points (max {100 * limit:.2f})" if name == "accuracy"
+             else f"{100 * drop:+.2f}% (max +{100 * limit:.2f}%)")
+    note = f"{precision} vs PyTorch on the eval set: {name} drop {shown}"
+    report.extra["metrics"].update(drop=drop, max_drop=limit, passed=ok)
+    length = int(batch.x.shape[1]) if batch.x.ndim > 1 else 1
+    report.cases.append(parity.ParityCase(len(y), length, f"eval:{name}", 0.0, 0.0, math.inf, ok, note=note))
+    report.extra["metric_lines"].append(("ok: " if ok else "FAIL: ") + note)
 
 
 def reference_outputs(run_ref: Callable[..., list[np.ndarray]], x: np.ndarray, lengths: np.ndarray | None,

@@ -191,7 +191,7 @@ def measure(
     precision = session.card.get("precision", "float32")
     base = tolerance_for(precision)
     tol = Tolerance(atol if atol is not None else base.atol, rtol if rtol is not None else base.rtol, base.min_sqnr_db)
-    names = [o.name for o in session.outputs]
+    names = [o.name for o in session.data_outputs()]
     data_names = spec.names
 
     def run_onnx(arrays: list[np.ndarray]) -> list[np.ndarray]:

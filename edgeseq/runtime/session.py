@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ..card import card_from_metadata, read_card
-from ..errors import InputError, ModelFileError
-from .providers import DeviceChoice, resolve_device
+from ..errors import InputError, ModelFileError, ProviderError
+from .providers import DeviceChoice, Placement, placement_of, resolve_device, settle_choice
+from .safety import check_model_file
 
 _ORT_TO_NUMPY = {
     "tensor(float)": np.float32,
@@ -28,7 +29,9 @@ _ORT_TO_NUMPY = {
     "tensor(uint8)": np.uint8,
     "tensor(bool)": np.bool_,
 }
-_FLOAT_EXACT_INT = 2**24  # integers up to this size are exact in float32
+# Memory of a recurrent run grows with batch x steps (ONNX Runtime keeps every step's gates and outputs):
+MAX_LENGTH = 100_000  # longest sequence predict() accepts; Session(max_length=) / --max-length raise it
+STEP_BUDGET = 1 << 18  # samples x steps per run; predict() runs fewer samples at a time for long sequences
 
 
 @dataclass(frozen=True)
@@ -63,11 +66,20 @@ def open_model_file(path: str | Path) -> Path:
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path}: file is empty; re-export it with 'edgeseq export'")
     read_card(path)  # walks the protobuf; raises ModelFileError on a corrupt or non-ONNX file
+    check_model_file(path)  # external data inside the folder, decodable names: before ONNX Runtime opens it
     return path
 
 
-def default_threads() -> int:
-    """Intra-op threads: all cores, capped at 8 (recurrent kernels scale poorly beyond that)."""
+def default_threads(workload: str = "batch") -> int:
+    """Intra-op threads when none are given, per workload (measured: bench/README.md, "threads").
+
+    ``"batch"`` (whole sequences, :class:`Session`): all cores, capped at 8 -- an LSTM batch splits
+    across cores (batch 64: up to 1.9x faster on 2 threads) while batch 1 runs 0-30% slower; pass
+    ``threads=1`` for batch-1 latency.  ``"stream"`` (one step at a time, StreamingSession): 1 -- a
+    step's kernels are too small to split (fashion_lstm's step took 38 us on 2 threads, 22 us on 1).
+    """
+    if workload == "stream":
+        return 1
     return max(1, min(8, os.cpu_count() or 1))
 
 
@@ -82,7 +94,10 @@ def session_options(threads: int | None = None, spinning: bool = False) -> Any:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Spinning threads burn a core between calls; on small edge CPUs it costs more than it saves.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    opts.log_severity_level = 3
+    # ORT's errors reach edgeseq as exceptions and are reported in one line; its own log lines would repeat them.
+    opts.log_severity_level = 4
+    # Lets Session.placement say which provider runs each node (recorded at load time; no measurable cost).
+    opts.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     return opts
 
 
@@ -93,7 +108,20 @@ def create_inference_session(path: Path, choice: DeviceChoice, threads: int | No
         return ort.InferenceSession(str(path), sess_options=session_options(threads), providers=choice.providers)
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if choice.is_cuda and _loads_on_cpu(path, threads):
+            raise ProviderError(f"{path}: ONNX Runtime cannot run this file on {choice.device}: {msg[:300]}; "
+                                "try device='cpu'") from None
         raise ModelFileError(f"{path}: ONNX Runtime cannot load this file: {msg[:300]}") from None
+
+
+def _loads_on_cpu(path: Path, threads: int | None) -> bool:
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - the file itself is the problem
+        return False
+    return True
 
 
 class Session:
@@ -111,13 +139,24 @@ class Session:
         threads: int | None = None,
         batch_size: int = 256,
         allow_nonfinite: bool = False,
+        io_binding: bool | None = None,
+        max_length: int = MAX_LENGTH,
     ) -> None:
         self.path = open_model_file(path)
-        self.device_choice = resolve_device(device)
+        self.max_length = max_length
         self.threads = threads
         self.batch_size = batch_size
         self.allow_nonfinite = allow_nonfinite
-        self._sess = create_inference_session(self.path, self.device_choice, threads)
+        choice = resolve_device(device)
+        self._sess = create_inference_session(self.path, choice, threads)
+        self.placement: Placement | None = placement_of(self._sess)
+        settled = settle_choice(choice, self._sess.get_providers(), self.placement)
+        if settled.device != choice.device and "CUDAExecutionProvider" in self._sess.get_providers():
+            self._sess = create_inference_session(self.path, settled, threads)  # auto: back to CPU
+            self.placement = placement_of(self._sess)
+        self.device_choice: DeviceChoice = settled
+        # On CUDA, bind inputs/outputs on the device: one copy in, one copy out, no staging in between.
+        self.io_binding = settled.is_cuda if io_binding is None else io_binding
         self.inputs: list[TensorSpec] = [_spec(i) for i in self._sess.get_inputs()]
         self.outputs: list[TensorSpec] = [_spec(o) for o in self._sess.get_outputs()]
         self.card: dict[str, Any] = card_from_metadata(self._sess.get_modelmeta().custom_metadata_map)
@@ -126,6 +165,16 @@ class Session:
     def providers(self) -> list[str]:
         """Execution providers ONNX Runtime actually activated for this session."""
         return list(self._sess.get_providers())
+
+    @property
+    def device(self) -> str:
+        """Where the session runs: 'cpu' or 'cuda:N'."""
+        return self.device_choice.device
+
+    @property
+    def device_reason(self) -> str:
+        """Why this device: e.g. 'auto chose cpu: the installed onnxruntime is the CPU-only build (...)'."""
+        return self.device_choice.reason
 
     @property
     def lengths_input(self) -> str | None:
@@ -137,6 +186,26 @@ class Session:
         state = set(self.card.get("state_inputs", []))
         return [i for i in self.inputs if i.name != self.lengths_input and i.name not in state]
 
+    def data_outputs(self) -> list[TensorSpec]:
+        """Outputs without the carried recurrent state of a streaming export."""
+        state = set(self.card.get("state_outputs", []))
+        return [o for o in self.outputs if o.name not in state]
+
+    def with_defaults(self, feed: Mapping[str, Any]) -> dict[str, Any]:
+        """``feed`` plus the inputs a caller may leave out: full lengths, and zero state (streaming files)."""
+        feed = dict(feed)
+        data = self.data_inputs()
+        x = feed.get(data[0].name) if len(data) == 1 else None
+        if x is None:
+            return feed
+        n, t = np.shape(x)[self._batch_axis()], np.shape(x)[self._seq_axis()]
+        if self.lengths_input and self.lengths_input not in feed:
+            feed[self.lengths_input] = np.full(n, t, np.int64)
+        for spec in self.inputs:
+            if spec.name in self.card.get("state_inputs", []) and spec.name not in feed:
+                feed[spec.name] = np.zeros([d if isinstance(d, int) else n for d in spec.shape], spec.dtype)
+        return feed
+
     # -- running -----------------------------------------------------------------------------
     def run(self, feed: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Run one batch: ``feed`` maps input names to arrays; returns {output name: array}.
@@ -147,6 +216,7 @@ class Session:
         unknown = sorted(set(feed) - set(specs))
         if unknown:
             raise InputError(f"unknown input(s) {', '.join(unknown)}; the model takes {', '.join(specs)}")
+        feed = self.with_defaults(feed)
         missing = [n for n in specs if n not in feed]
         if missing:
             raise InputError(f"missing input(s) {', '.join(missing)}; the model takes {', '.join(s.describe() for s in self.inputs)}")
@@ -163,40 +233,67 @@ class Session:
         """First output for ``x`` (batch first), run in chunks of ``batch_size`` samples.
 
         ``lengths`` (one per sample) marks zero-padded steps so they do not change results.
+        Long sequences run fewer samples at a time (at most :data:`STEP_BUDGET` samples x steps),
+        so memory stays bounded; sequences over ``max_length`` steps are refused.
+        A Session may be shared by threads: ``predict`` and ``run`` keep no state between calls.
+        """
+        chunks = list(self.iter_predict(x, lengths, batch_size))
+        return np.concatenate(chunks, axis=0) if len(chunks) > 1 else chunks[0]
+
+    def iter_predict(self, x: Any, lengths: Any = None, batch_size: int | None = None,
+                     offset: int = 0) -> Iterator[np.ndarray]:
+        """Like :meth:`predict`, yielding the output of each run; ``offset`` numbers samples in errors.
+
+        >>> for y in s.iter_predict(x, batch_size=64): ...      # doctest: +SKIP
         """
         data = self.data_inputs()
         if len(data) != 1:
             raise InputError(f"predict() takes one input, the model has {len(data)}; use run(feed)")
         spec = data[0]
-        x = self.check_input(x, spec)
-        batch_axis = self._batch_axis()
+        x = check_shape(x, spec)
+        batch_axis, seq_axis = self._batch_axis(), self._seq_axis()
         n = x.shape[batch_axis]
-        if n == 0:
-            raise InputError("input has zero samples")
+        steps = x.shape[seq_axis] if seq_axis < x.ndim else 1
+        self.check_length(spec, steps)
         if lengths is not None:
             lengths = self._check_lengths(lengths, x, n)
-        step = batch_size or self.batch_size
+        step = max(1, min(batch_size or self.batch_size, STEP_BUDGET // max(1, steps)))
         out_name = self.outputs[0].name
-        chunks = []
         for start in range(0, n, step):
             sl = [slice(None)] * x.ndim
             sl[batch_axis] = slice(start, start + step)
-            part = x[tuple(sl)]
-            if lengths is None:
-                chunks.append(self._run_chunk(spec, part, None, out_name))
-            else:
-                chunks.append(self._run_chunk(spec, part, lengths[start : start + step], out_name))
-        return np.concatenate(chunks, axis=0) if len(chunks) > 1 else chunks[0]
+            part = self.check_input(x[tuple(sl)], spec, offset=offset + start)
+            part_lengths = None if lengths is None else lengths[start : start + step]
+            last = offset + start + part.shape[batch_axis] - 1
+            try:
+                y = self._run_chunk(spec, part, part_lengths, out_name)
+            except InputError:
+                raise
+            except Exception as exc:  # ORT's own errors (a bad value deep in the graph, out of memory, ...)
+                msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                raise InputError(f"ONNX Runtime failed on samples {offset + start}..{last}: {msg}") from None
+            yield y
 
     def _run_chunk(self, spec: TensorSpec, x: np.ndarray, lengths: np.ndarray | None, out: str) -> np.ndarray:
-        feed: dict[str, np.ndarray] = {spec.name: np.ascontiguousarray(x)}
+        feed: dict[str, np.ndarray] = self.with_defaults({spec.name: np.ascontiguousarray(x)})
         if self.lengths_input:
             n, t = x.shape[self._batch_axis()], x.shape[self._seq_axis()]
             feed[self.lengths_input] = lengths if lengths is not None else np.full(n, t, np.int64)
-            return self._sess.run([out], feed)[0]
+            return self._run_one(feed, out)
         if lengths is None or (lengths == x.shape[self._seq_axis()]).all():
-            return self._sess.run([out], feed)[0]
+            return self._run_one(feed, out)
         return self._run_by_length(spec, x, lengths, out)
+
+    def _run_one(self, feed: dict[str, np.ndarray], out: str) -> np.ndarray:
+        if not self.io_binding:
+            return self._sess.run([out], feed)[0]
+        binding = self._sess.io_binding()
+        for name, value in feed.items():
+            binding.bind_cpu_input(name, value)
+        device_type, device_id = self.device_choice.ort_device
+        binding.bind_output(out, device_type, device_id)
+        self._sess.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
 
     def _run_by_length(self, spec: TensorSpec, x: np.ndarray, lengths: np.ndarray, out: str) -> np.ndarray:
         """Without a lengths input, run each group of equal-length samples unpadded."""
@@ -206,7 +303,7 @@ class Session:
             idx = np.flatnonzero(lengths == length)
             part = np.take(x, idx, axis=ba)
             part = np.take(part, np.arange(int(length)), axis=sa)
-            y = self._sess.run([out], {spec.name: np.ascontiguousarray(part)})[0]
+            y = self._run_one(self.with_defaults({spec.name: np.ascontiguousarray(part)}), out)
             if result is None:
                 result = np.empty((len(lengths), *y.shape[1:]), dtype=y.dtype)
             result[idx] = y
@@ -233,16 +330,51 @@ class Session:
             raise InputError(f"lengths must be between 1 and the padded length {t}; got {lengths.min()}..{lengths.max()}")
         return lengths.astype(np.int64)
 
-    def check_input(self, x: Any, spec: TensorSpec) -> np.ndarray:
-        """Validate ``x`` against ``spec`` (rank, fixed dims, dtype, finite values) and cast it safely."""
-        return check_array(x, spec, allow_nonfinite=self.allow_nonfinite)
+    def check_length(self, spec: TensorSpec, steps: int) -> None:
+        """Refuse sequences longer than ``max_length`` steps (memory grows with length)."""
+        if steps > self.max_length:
+            raise InputError(
+                f"input {spec.name!r} has sequences of {steps} steps, over the limit of {self.max_length} "
+                "(memory grows with length); split them, or raise the limit with max_length= / --max-length"
+            )
+
+    def check_input(self, x: Any, spec: TensorSpec, offset: int = 0) -> np.ndarray:
+        """Validate ``x`` against ``spec`` (rank, fixed dims, dtype, finite values, token ids) and cast it safely.
+
+        ``offset`` is the number of ``x``'s first sample in a bigger input (for error messages).
+        """
+        if spec.name not in {d.name for d in self.data_inputs()}:
+            return check_array(x, spec, allow_nonfinite=self.allow_nonfinite, batch_axis=None, seq_axis=None)
+        return check_array(x, spec, allow_nonfinite=self.allow_nonfinite, vocab_size=self._vocab_size(spec.name),
+                           batch_axis=self._batch_axis(), seq_axis=self._seq_axis(), offset=offset)
+
+    def _vocab_size(self, name: str) -> int | None:
+        """Token-id range of input ``name`` from the model card (ids must be in 0..vocab_size-1)."""
+        entries = [e for e in self.card.get("inputs") or [] if isinstance(e, dict)]
+        match = [e for e in entries if e.get("name") == name] or (entries if len(entries) == 1 else [])
+        vocab = match[0].get("vocab_size") if match else None
+        return int(vocab) if isinstance(vocab, int) and vocab > 0 else None
 
 
-def check_array(x: Any, spec: TensorSpec, allow_nonfinite: bool = False) -> np.ndarray:
-    """Return ``x`` as an array the graph accepts, or raise :class:`InputError` saying what to change."""
+def check_array(x: Any, spec: TensorSpec, allow_nonfinite: bool = False, *, vocab_size: int | None = None,
+                batch_axis: int | None = 0, seq_axis: int | None = 1, offset: int = 0) -> np.ndarray:
+    """Return ``x`` as an array the graph accepts, or raise :class:`InputError` saying what to change.
+
+    Checks rank, fixed dims, empty axes, NaN/Inf (naming sample and step), lossless casting and,
+    with ``vocab_size``, that integer token ids lie in ``0..vocab_size-1``.
+
+    >>> check_array([[1, 2]], TensorSpec("ids", np.int64, ("batch", "seq")), vocab_size=3).dtype
+    dtype('int64')
+    """
+    x = check_shape(x, spec)
+    return _cast(x, spec, allow_nonfinite, vocab_size, _Where(batch_axis, seq_axis, offset))
+
+
+def check_shape(x: Any, spec: TensorSpec) -> np.ndarray:
+    """``x`` as an array with ``spec``'s rank and fixed dims and no empty axis (values are not looked at)."""
     try:
         x = np.asarray(x)
-    except ValueError:
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise InputError(f"input {spec.name!r}: ragged data; all samples need the same shape (pad them)") from None
     if x.dtype.kind not in "biuf":
         raise InputError(f"input {spec.name!r}: dtype {x.dtype} is not numeric")
@@ -260,35 +392,70 @@ def check_array(x: Any, spec: TensorSpec, allow_nonfinite: bool = False) -> np.n
             )
     if any(d == 0 for d in x.shape):
         raise InputError(f"input {spec.name!r} has an empty axis (shape {tuple(x.shape)}); every sequence needs at least one step")
-    return _cast(x, spec, allow_nonfinite)
+    return x
 
 
-def _cast(x: np.ndarray, spec: TensorSpec, allow_nonfinite: bool) -> np.ndarray:
+@dataclass(frozen=True)
+class _Where:
+    """How to name a position in error messages: which axes are sample/step, and the first sample's number."""
+
+    batch_axis: int | None
+    seq_axis: int | None
+    offset: int
+
+    def __call__(self, mask: np.ndarray) -> str:
+        pos = [int(i) for i in np.argwhere(mask)[0]]
+        if self.batch_axis is not None and self.batch_axis < len(pos):
+            pos[self.batch_axis] += self.offset
+        named = []
+        if self.batch_axis is not None and self.batch_axis < len(pos):
+            named.append(f"sample {pos[self.batch_axis]}")
+        if self.seq_axis is not None and self.seq_axis < len(pos):
+            named.append(f"step {pos[self.seq_axis]}")
+        return f"index {tuple(pos)}" + (f" ({', '.join(named)})" if named else "")
+
+
+def _cast(x: np.ndarray, spec: TensorSpec, allow_nonfinite: bool, vocab_size: int | None = None,
+          where: _Where = _Where(0, 1, 0)) -> np.ndarray:
     want = np.dtype(spec.dtype)
+    name = spec.name
+    if x.dtype.kind == "b" and want.kind != "b":
+        raise InputError(f"input {name!r}: boolean data given where {want.name} is expected")
     if want.kind == "f":
-        if x.dtype.kind == "f" and not allow_nonfinite:
-            bad = ~np.isfinite(x)
-            if bad.any():
-                pos = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise InputError(
-                    f"input {spec.name!r} has NaN/Inf at index {pos} (sample {pos[0]}"
-                    + (f", step {pos[1]}" if len(pos) > 2 else "")
-                    + "); clean the data or pass allow_nonfinite / --allow-nonfinite"
-                )
-        if x.dtype.kind in "iu" and x.size and np.abs(x).max() >= _FLOAT_EXACT_INT:
-            raise InputError(f"input {spec.name!r}: integers above 2**24 cannot be represented exactly as {want.name}")
-        if x.dtype.kind == "b":
-            raise InputError(f"input {spec.name!r}: boolean data given where {want.name} is expected")
-        if x.dtype == np.float64 and x.size:
-            finite = x[np.isfinite(x)]
-            if finite.size and np.abs(finite).max() > np.finfo(want).max:
-                raise InputError(f"input {spec.name!r}: values overflow {want.name}")
+        if x.dtype.kind == "f":
+            finite = np.isfinite(x)
+            if not allow_nonfinite and not finite.all():
+                raise InputError(f"input {name!r} has NaN/Inf at {where(~finite)}; clean the data or pass "
+                                 "allow_nonfinite / --allow-nonfinite")
+            if np.finfo(x.dtype).max > np.finfo(want).max:
+                too_big = finite & (np.abs(x) > np.finfo(want).max)
+                if too_big.any():
+                    raise InputError(f"input {name!r}: value at {where(too_big)} overflows {want.name} "
+                                     f"(largest is {np.finfo(want).max:.3g}); rescale the data")
+        elif x.dtype.kind in "iu":
+            exact = 2 ** (np.finfo(want).nmant + 1)  # larger integers are rounded by the cast
+            inexact = (x > exact) | (x < -exact)
+            if inexact.any():
+                raise InputError(f"input {name!r}: integer at {where(inexact)} is above 2**{np.finfo(want).nmant + 1} "
+                                 f"and cannot be represented exactly as {want.name}; rescale the data")
         return x.astype(want, copy=False)
     if want.kind in "iu":
         if x.dtype.kind == "f":
-            if not np.all(np.isfinite(x)) or not np.all(x == np.round(x)):
-                raise InputError(f"input {spec.name!r} expects integer ids ({want.name}); got non-integer floats")
-        if x.dtype.kind == "b":
-            raise InputError(f"input {spec.name!r}: boolean data given where {want.name} is expected")
+            bad = ~np.isfinite(x) | (x != np.round(x))
+            if bad.any():
+                raise InputError(f"input {name!r} expects integer ids ({want.name}); got non-integer float at "
+                                 f"{where(bad)}")
+        info = np.iinfo(want)
+        if vocab_size is not None:
+            out = (x < 0) | (x >= vocab_size)
+            if out.any():
+                value = x[tuple(np.argwhere(out)[0])]
+                raise InputError(f"input {name!r}: token id {value:.0f} at {where(out)} is outside the embedding's "
+                                 f"range 0..{vocab_size - 1}; map unknown tokens to a valid id (e.g. 0)")
+        elif x.dtype.kind == "f" or np.iinfo(x.dtype).max > info.max or np.iinfo(x.dtype).min < info.min:
+            # float(info.max) rounds up to 2**63 for int64, so compare floats against max + 1
+            out = (x < info.min) | ((x >= float(info.max) + 1) if x.dtype.kind == "f" else (x > info.max))
+            if out.any():
+                raise InputError(f"input {name!r}: value at {where(out)} does not fit {want.name}")
         return x.astype(want, copy=False)
     return x.astype(want, copy=False)
