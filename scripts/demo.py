@@ -6,8 +6,11 @@ Runtime on the committed eval set, and the time each took (same thread count).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +50,7 @@ def main() -> int:
     OUT.parent.mkdir(parents=True, exist_ok=True)
 
     step(f"1/3 export {MODEL} -> {OUT.relative_to(ROOT)}")
-    result = export(MODEL, OUT, log=lambda m: print("   " + m))
+    result = export(MODEL, OUT, log=lambda m: print("   " + m.replace(str(ROOT) + "/", "")))
     print(f"   exporter: {result.exporter}; {result.seconds:.1f}s")
 
     step("2/3 parity sweep vs PyTorch (batch 1,3,16 x length 1,2,17,100,1000)")
@@ -95,5 +98,36 @@ def main() -> int:
     return 0
 
 
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams: Any) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+def write_readme(text: str) -> None:
+    """Put this run's output between the demo-output markers in README.md."""
+    readme = ROOT / "README.md"
+    start, end = "<!-- demo-output:start -->", "<!-- demo-output:end -->"
+    doc = readme.read_text()
+    head, rest = doc.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n```text\n$ make demo\n{text.strip()}\n```\n{end}{tail}")
+
+
 if __name__ == "__main__":
+    if "--readme" in sys.argv:  # also record this run's output in README.md
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(_Tee(sys.stdout, captured)):
+            code = main()
+        if code == 0:
+            write_readme(captured.getvalue())
+        sys.exit(code)
     sys.exit(main())

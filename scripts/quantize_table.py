@@ -35,6 +35,7 @@ from edgeseq.tolerances import max_metric_drop
 
 README = ROOT / "models" / "README.md"
 DOC = ROOT / "docs" / "quantization.md"
+MAIN_README = ROOT / "README.md"
 MODES = ("dynamic", "static", "fp16")
 LATENCY_ROUNDS, LATENCY_CALLS = 30, 20
 
@@ -298,11 +299,12 @@ def main(argv: list[str] | None = None) -> int:
         print(table, checks, *extras.values(), sep="\n\n")
         return 0
     replace_between(README, "quant-table", table)
-    replace_between(DOC, "quant-table", table)
-    replace_between(DOC, "quant-check", checks)
-    for name, text in extras.items():
-        replace_between(DOC, name, text)
-    print(f"updated {README} and {DOC}")
+    for doc in (DOC, MAIN_README):  # the main README carries the same section as docs/quantization.md
+        replace_between(doc, "quant-table", table)
+        replace_between(doc, "quant-check", checks)
+        for name, text in extras.items():
+            replace_between(doc, name, text)
+    print(f"updated {README}, {DOC} and {MAIN_README}")
     return 0
 
 
