@@ -135,6 +135,10 @@ def static(src: str | Path, dst: str | Path, reader: Any, *, method: str = "minm
 def fp16(src: str | Path, dst: str | Path) -> None:
     """Float16 weights and activations, inputs/outputs kept float32; recurrent nodes compute in float32."""
     onnx = require("onnx", "quantize")
+    # onnxruntime.quantization imports modules that only resolve through the sys.path entry
+    # onnxruntime.transformers adds on import; import it first, so trimming that entry below is safe
+    import onnxruntime.quantization  # noqa: F401
+
     saved_path = list(sys.path)
     try:
         # onnxruntime.transformers appends its own folder to sys.path on import; undo that afterwards

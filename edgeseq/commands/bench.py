@@ -1,0 +1,47 @@
+"""``edgeseq bench``: time an exported file against PyTorch, plain ONNX Runtime and OpenVINO."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--against", help="PyTorch model REF (file.py:factory or pkg.mod:factory) to time in the same process.")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Weights for --against (.pt state dict or .safetensors).")
+@click.option("--batch-sizes", default="1,64", show_default=True)
+@click.option("--lengths", default="1,100,1000", show_default=True, help="Sequence lengths (time steps).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Intra-op threads for every runtime (equal thread counts keep ratios fair).")
+@click.option("--runtimes", default="edgeseq,onnxruntime-default,openvino", show_default=True,
+              help="Peers to time: edgeseq, onnxruntime-default, openvino, openvino-f32.")
+@click.option("--input", "input_path", type=click.Path(dir_okay=False),
+              help="Real samples (.npy/.npz/...) tiled to each batch x length (default: random inputs).")
+@click.option("--seconds", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
+              help="Time budget per case and runtime.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
+def bench(model: str, against: str | None, weights: str | None, batch_sizes: str, lengths: str, threads: int,
+          runtimes: str, input_path: str | None, seconds: float, json_out: str | None) -> None:
+    """Time MODEL over batch sizes x lengths (median and p99) and print speed-ups.
+
+    Example: edgeseq bench motion.onnx --against models/motion_lstm.py:build --lengths 100
+    """
+    from ..benchmark import bench_file, format_report, report_json
+    from ..inputs import parse_int_list
+    from ..runtime.io import atomic_path, read_input
+
+    sample = None
+    if input_path:
+        batch = read_input(input_path)
+        sample = [batch.x if batch.x.ndim > 1 else batch.x[None]]
+    names = [r.strip() for r in runtimes.split(",") if r.strip()]
+    report = bench_file(model, against, weights=weights, batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
+                        lengths=parse_int_list(lengths, "--lengths"), threads=threads, runtimes=names, sample=sample,
+                        budget_s=seconds, log=lambda m: click.echo(m, err=True))
+    click.echo(format_report(report))
+    if json_out:
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps(report_json(report), indent=2) + "\n")
