@@ -36,9 +36,10 @@ test-all: $(VENV)/.dev-installed
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The benchmark suite (bench/README.md): edgeseq vs PyTorch, ONNX Runtime defaults and OpenVINO over
-# the zoo; writes bench/results/ (JSON, summary.md, PNG plots). ~6-8 min on 2 cores.
+# the zoo; writes bench/results/ (JSON, summary.md, PNG plots) and README.md's bench section.
+# ~2-4 min on 2 quiet cores.
 bench: $(VENV)/.dev-installed
-	$(PY) -m bench.suite $(BENCH_ARGS)
+	$(PY) -m bench.suite --readme README.md $(BENCH_ARGS)
 
 train: $(VENV)/.train-installed
 	@# Fashion-MNIST comes from Debian's package (needs root or sudo)

@@ -176,7 +176,7 @@ def format_parity_table(report: Any) -> str:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output .npy/.json/.csv (default: stdout, one JSON array per sample).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (default: all cores up to 8; 1 with --stream).")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (default 1: fastest for batch 1 and streaming; more can help big LSTM batches on idle cores).")
 @click.option("--allow-nonfinite", is_flag=True, help="Let NaN/Inf inputs through instead of refusing them.")
 @click.option("--stream", is_flag=True, help="Read one time step per line from stdin, print one output line per step.")
 @click.option("--reset-on-blank", is_flag=True, help="With --stream: an empty line starts a new sequence.")

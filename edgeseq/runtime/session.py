@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -71,16 +70,16 @@ def open_model_file(path: str | Path) -> Path:
 
 
 def default_threads(workload: str = "batch") -> int:
-    """Intra-op threads when none are given, per workload (measured: bench/README.md, "threads").
+    """Intra-op threads when none are given, per workload; measured in bench/README.md ("threads").
 
-    ``"batch"`` (whole sequences, :class:`Session`): all cores, capped at 8 -- an LSTM batch splits
-    across cores (batch 64: up to 1.9x faster on 2 threads) while batch 1 runs 0-30% slower; pass
-    ``threads=1`` for batch-1 latency.  ``"stream"`` (one step at a time, StreamingSession): 1 -- a
-    step's kernels are too small to split (fashion_lstm's step took 38 us on 2 threads, 22 us on 1).
+    ``"stream"`` (one step at a time, StreamingSession): 1 -- a step's kernels are too small to split
+    (fashion_lstm's step took 38 us on 2 threads, 23 us on 1).  ``"batch"`` (whole sequences,
+    :class:`Session`): also 1 -- on 2 cores, 2 threads without spinning ran batch 1 0-25% slower and a
+    GRU batch of 64 20-30x slower (ORT wakes its worker for many tiny parallel sections), while LSTM
+    batches gained 1.9x only when the second core happened to be idle.  Pass ``threads=N`` for large
+    LSTM batches on idle multi-core CPUs.
     """
-    if workload == "stream":
-        return 1
-    return max(1, min(8, os.cpu_count() or 1))
+    return 1
 
 
 def session_options(threads: int | None = None, spinning: bool = False) -> Any:
