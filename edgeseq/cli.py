@@ -238,7 +238,7 @@ class _Progress:
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
 def inspect(model: str, as_json: bool) -> None:
     """Show MODEL's inputs/outputs (with dynamic dims), operators, size and model card."""
-    from .inspect import describe
+    from .inspect import card_lines, describe
 
     info = describe(model)
     if as_json:
@@ -252,21 +252,8 @@ def inspect(model: str, as_json: bool) -> None:
     for t in info["outputs"]:
         click.echo(f"  {t['name']}: {t['dtype']}[{', '.join(map(str, t['shape']))}]")
     click.echo("operators: " + ", ".join(f"{k} x{v}" for k, v in info["operators"].items()))
-    card = info["card"]
-    if not card:
-        click.echo("model card: none (not exported by edgeseq)")
-        return
-    click.echo("model card:")
-    for key in ("source", "exporter", "opset", "precision", "layout", "features", "example_length"):
-        if key in card:
-            click.echo(f"  {key}: {card[key]}")
-    if "parity" in card:
-        p = card["parity"]
-        click.echo(f"  parity: {'passed' if p.get('passed') else p.get('note', 'failed')}"
-                   + (f" (max abs {p['max_abs']:.2g}, lengths {p.get('lengths')})" if p.get("max_abs") is not None else ""))
-    for key in ("quantization", "streaming", "lengths_input", "versions"):
-        if key in card:
-            click.echo(f"  {key}: {json.dumps(card[key])}")
+    for line in card_lines(info["card"]):
+        click.echo(line)
 
 
 if __name__ == "__main__":  # pragma: no cover

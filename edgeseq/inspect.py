@@ -32,3 +32,53 @@ def describe(path: str | Path) -> dict[str, Any]:
         "operators": op_histogram(path),
         "card": read_card(path),
     }
+
+
+def card_lines(card: dict[str, Any]) -> list[str]:
+    """Human-readable summary of a model card, one fact per line."""
+    if not card:
+        return ["model card: none (not exported by edgeseq)"]
+    lines = ["model card:"]
+    for key in ("source", "exporter", "opset", "precision", "layout", "features", "example_length"):
+        if key in card:
+            lines.append(f"  {key}: {card[key]}")
+    quant = card.get("quantization")
+    parity = card.get("parity") or {}
+    label = "parity of the float export" if quant else "parity"
+    if parity:
+        verdict = "passed" if parity.get("passed") else parity.get("note") or "failed"
+        detail = ""
+        if parity.get("max_abs") is not None:
+            sweep = f"batch {parity.get('batch_sizes')} x length {parity.get('lengths')}"
+            if parity.get("check"):
+                sweep += f"; checks: {parity['check']}"
+            detail = f" (max abs {parity['max_abs']:.2g}; {sweep})"
+        lines.append(f"  {label}: {verdict}{detail}")
+    if quant:
+        settings = quant.get("settings", {})
+        text = f"  quantization: {quant.get('mode')}"
+        if "reduce_range" in settings:
+            text += f", reduce_range {'on' if settings['reduce_range'] else 'off'}"
+        if settings.get("per_channel"):
+            text += ", per-channel"
+        lines.append(text)
+        m = quant.get("metrics") or {}
+        if m.get("metric"):
+            lines.append(f"    {m['metric']}: float {m.get('float_value'):.4f} -> quantized {m.get('quantized_value'):.4f} "
+                         f"on {m.get('samples')} samples ({m.get('eval_file')})")
+        drift = quant.get("drift") or {}
+        if drift.get("sqnr_db") is not None:
+            lines.append(f"    drift vs float: max abs {drift.get('max_abs', 0):.3g}, SQNR {drift['sqnr_db']:.1f} dB")
+        src = quant.get("float_model") or {}
+        if src.get("sha256"):
+            lines.append(f"    from {src.get('file')} (sha256 {src['sha256'][:12]}...)")
+    stream = card.get("streaming")
+    if stream:
+        for layer in stream.get("layers", []):
+            states = ", ".join(f"{s['input']} -> {s['output']} {s['shape']}" for s in layer.get("states", []))
+            lines.append(f"  streaming state of '{layer.get('name')}' ({layer.get('kind')}): {states}")
+    if card.get("lengths_input"):
+        lines.append(f"  lengths input: {card['lengths_input']} (padded steps do not change results)")
+    if card.get("versions"):
+        lines.append("  versions: " + ", ".join(f"{k} {v}" for k, v in sorted(card["versions"].items())))
+    return lines
