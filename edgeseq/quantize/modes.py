@@ -3,8 +3,9 @@
 Every function reads a float ONNX file and writes a new file at ``dst``; none touches torch.
 
 * :func:`dynamic` - INT8 weights; LSTM -> ``com.microsoft.DynamicQuantizeLSTM``, MatMul/Gemm ->
-  ``MatMulInteger``, Conv -> ``ConvInteger``, embedding ``Gather`` -> int8 table + DequantizeLinear.
-  ONNX Runtime has no quantized GRU/RNN: those stay float32, as do layers under ``MIN_WEIGHTS``.
+  ``MatMulInteger``, embedding ``Gather`` -> int8 table + DequantizeLinear.  ONNX Runtime has no
+  quantized GRU/RNN: those stay float32, as do convolutions (``CONV_STAYS_FLOAT``) and layers under
+  ``MIN_WEIGHTS``.
 * :func:`static` - QDQ with calibrated activation ranges for every Conv/MatMul/Gemm (small ones too:
   that is what was asked for), then the recurrent layers and embeddings as in :func:`dynamic`.
 * :func:`fp16` - float16 weights and activations; recurrent nodes compute in float32 (ONNX Runtime's
@@ -28,7 +29,12 @@ from ..errors import QuantizationError, require
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 UNQUANTIZABLE_RECURRENT = ("GRU", "RNN")  # no integer kernels in ONNX Runtime
-DYNAMIC_OPS = ("LSTM", "MatMul", "Gemm", "Conv", "Gather")
+# Conv is not in DYNAMIC_OPS: ONNX Runtime's ConvInteger (with its run-time DynamicQuantizeLinear) was
+# slower than keeping the Conv float at every size measured -- Conv1d 64->128 k3 (24,576 weights) + LSTM:
+# b1x100 171 vs 82 us, b64x100 10.3 vs 4.3 ms; 32->64 (6,144): 152 vs 126 us, 6.4 vs 4.8 ms
+# (`python -m bench.experiments conv-int8`).  Static mode quantizes convolutions (QDQ, calibrated).
+DYNAMIC_OPS = ("LSTM", "MatMul", "Gemm", "Gather")
+CONV_STAYS_FLOAT = "ONNX Runtime's ConvInteger ran 1.2-2.4x slower than float Conv (bench/README.md)"
 STATIC_OPS = ("Conv", "MatMul", "Gemm")  # activations calibrated; the rest goes dynamic
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # Dynamic mode leaves MatMul/Gemm/Conv layers with fewer weights than this in float: quantizing
@@ -135,13 +141,12 @@ def static(src: str | Path, dst: str | Path, reader: Any, *, method: str = "minm
 def fp16(src: str | Path, dst: str | Path) -> None:
     """Float16 weights and activations, inputs/outputs kept float32; recurrent nodes compute in float32."""
     onnx = require("onnx", "quantize")
-    # onnxruntime.quantization imports modules that only resolve through the sys.path entry
-    # onnxruntime.transformers adds on import; import it first, so trimming that entry below is safe
-    import onnxruntime.quantization  # noqa: F401
-
     saved_path = list(sys.path)
     try:
-        # onnxruntime.transformers appends its own folder to sys.path on import; undo that afterwards
+        # onnxruntime.transformers appends its own folder to sys.path on import; undo that afterwards.
+        # onnxruntime.quantization imports modules that resolve only through that entry, so import it
+        # inside this block too: once cached, a later import needs no path entry.
+        import onnxruntime.quantization  # noqa: F401
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
     finally:
         sys.path[:] = saved_path
