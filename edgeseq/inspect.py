@@ -75,10 +75,16 @@ def card_lines(card: dict[str, Any]) -> list[str]:
     stream = card.get("streaming")
     if stream:
         for layer in stream.get("layers", []):
-            states = ", ".join(f"{s['input']} -> {s['output']} {s['shape']}" for s in layer.get("states", []))
+            states = ", ".join(f"{s['input']} -> {s['output']} {s['shape']}"
+                               + (f" (per layer: {s['parts'][0]['input']}, ...)" if s.get("parts") else "")
+                               for s in layer.get("states", []))
             lines.append(f"  streaming state of '{layer.get('name')}' ({layer.get('kind')}): {states}")
     if card.get("lengths_input"):
         lines.append(f"  lengths input: {card['lengths_input']} (padded steps do not change results)")
+    cleanup = card.get("graph_cleanup") or {}
+    if cleanup.get("by") and len(cleanup.get("nodes") or []) == 2:
+        before, after = cleanup["nodes"]
+        lines.append(f"  graph cleanup: {before} -> {after} nodes ({', '.join(cleanup['by'])})")
     if card.get("versions"):
         lines.append("  versions: " + ", ".join(f"{k} {v}" for k, v in sorted(card["versions"].items())))
     return lines

@@ -23,6 +23,7 @@ from ..errors import EdgeseqError, ExportError, ParityError, require
 from ..inputs import InputSpec
 from ..runtime.io import atomic_path
 from . import parity
+from .cleanup import cleanup_record, node_count, simplify
 from .loading import load_model
 from .signature import check_supported, infer_signature
 
@@ -255,21 +256,27 @@ def export(
                 attempts.append(f"{name}: {'; '.join(problems)}")
                 say(f"  {name}: {'; '.join(problems)}")
                 continue
+            raw_nodes = node_count(proto)
+            cleaned, by = simplify(proto, say)
             report = None
             if check:
                 lengths = quick_lengths(spec.example_length)
                 say(f"checking parity with PyTorch (batch 1,3 x length {','.join(map(str, lengths))}) ...")
+                report, cleaned, by = _measure_cleaned(proto, cleaned, by, candidate, model, spec, lengths, say)
                 try:
-                    report = parity.measure(candidate, model, spec, batch_sizes=(1, 3), lengths=lengths, device="cpu")
                     parity.gate(report, f"{name} export")
                 except ParityError as exc:
-                    if report is not None and report.failures:
+                    if report.failures:
                         # right at the example's length, wrong elsewhere: the length was baked into the graph
                         frozen = frozen or all(c.length != spec.example_length for c in report.failures)
                     attempts.append(str(exc))
                     say(f"  {exc}")
                     continue
+            proto = cleaned
+            if by:
+                say(f"graph cleanup ({by}): {raw_nodes} -> {node_count(proto)} nodes")
             card = build_card(spec, outputs, name, version, source, report, time_first)
+            card["graph_cleanup"] = cleanup_record(raw_nodes, proto, [by] if by else [])
             set_card(proto, card)
             out_path = Path(output)
             with atomic_path(out_path) as tmp_out:
@@ -283,6 +290,26 @@ def export(
             f"[{' | '.join(attempts)}]"
         )
     raise ExportError("no exporter produced a correct file: " + " | ".join(attempts))
+
+
+def _measure_cleaned(proto: Any, cleaned: Any, by: str | None, candidate: Path, model: Any, spec: InputSpec,
+                     lengths: list[int], say: Callable[[str], None]) -> tuple[parity.ParityReport, Any, str | None]:
+    """Parity of the cleaned graph, and (report, graph, cleanup) of the graph to keep: the cleaned one
+    unless it fails where the graph as exported (``candidate`` on disk) passes."""
+    import onnx
+
+    measure = lambda path: parity.measure(path, model, spec, batch_sizes=(1, 3), lengths=lengths, device="cpu")  # noqa: E731
+    if not by:
+        return measure(candidate), proto, None
+    clean_path = candidate.with_name(candidate.stem + ".clean.onnx")
+    onnx.save(cleaned, str(clean_path))
+    report = measure(clean_path)
+    if report.passed:
+        return report, cleaned, by
+    raw = measure(candidate)
+    if raw.passed:
+        say(f"  the graph cleaned by {by} fails parity where the graph as exported passes; keeping it as exported")
+    return raw, proto, None
 
 
 def build_card(spec: InputSpec, outputs: list[str], exporter: str, opset: int, source: str,

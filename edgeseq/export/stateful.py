@@ -35,6 +35,7 @@ from ..inputs import InputInfo, InputSpec
 from ..runtime.io import atomic_path
 from ..tolerances import Tolerance, tolerance_for
 from . import parity
+from .cleanup import cleanup_record, node_count, simplify, split_layer_states
 from .exporter import DEFAULT_OPSET, EXPORTERS, ExportResult, build_card, graph_problems
 from .lengths import (LENGTHS_CHECK_LENGTH, LENGTHS_INPUT, add_lengths_input, check_lengths_layers,
                       lengths_refusal, time_mixing_layers, verify_lengths)
@@ -71,13 +72,19 @@ class RecurrentLayer:
         shape = (self.num_layers, batch, self.hidden_size)
         return [0.1 * torch.randn(shape, generator=g) for _ in self.state_names]
 
-    def to_card(self) -> dict[str, Any]:
+    def to_card(self, parts: dict[str, list[tuple[str, str]]] | None = None) -> dict[str, Any]:
+        """The card's entry; ``parts`` (from :func:`~edgeseq.export.cleanup.split_layer_states`) lists the
+        per-layer graph inputs/outputs of a state split along its first axis."""
         shape = [self.num_layers, "batch", self.hidden_size]
-        return {
-            "name": self.name, "kind": self.kind, "num_layers": self.num_layers, "hidden_size": self.hidden_size,
-            "states": [{"name": w, "input": self.io_name(w, "in"), "output": self.io_name(w, "out"), "shape": shape,
-                        "batch_axis": 1} for w in self.state_names],
-        }
+        states = []
+        for w in self.state_names:
+            state = {"name": w, "input": self.io_name(w, "in"), "output": self.io_name(w, "out"), "shape": shape,
+                     "batch_axis": 1}
+            if parts and state["input"] in parts:
+                state["parts"] = [{"input": i, "output": o} for i, o in parts[state["input"]]]
+            states.append(state)
+        return {"name": self.name, "kind": self.kind, "num_layers": self.num_layers, "hidden_size": self.hidden_size,
+                "states": states}
 
 
 def recurrent_layers(model: Any) -> list[RecurrentLayer]:
@@ -389,7 +396,7 @@ def export_with_extras(
     """Export with carried state (``streaming``) and/or a ``lengths`` input, verified before writing.
 
     >>> export_with_extras("models/motion_lstm.py:build", "m.onnx", streaming=True).card["state_inputs"]  # doctest: +SKIP
-    ['lstm.h_in', 'lstm.c_in']
+    ['lstm.h_in.0', 'lstm.h_in.1', 'lstm.c_in.0', 'lstm.c_in.1']
     """
     from .exporter import export
 
@@ -427,46 +434,65 @@ def export_with_extras(
         if streaming:
             candidate, used, version, layers, data_outputs, attempts = _export_streaming_candidate(
                 model, spec, examples, folder, exporter, opset, say)
-            proto = onnx.load(str(candidate))
-            _name_state_batch_dims(proto, spec.inputs[0], layers)
-            card = build_card(spec, data_outputs, used, version, source, None, time_first)
-            card["state_inputs"] = [s["input"] for layer in layers for s in layer.to_card()["states"]]
-            card["state_outputs"] = [s["output"] for layer in layers for s in layer.to_card()["states"]]
-            axes_by_pos = output_axes(model, spec)
-            axes = {n: axes_by_pos[i] for i, n in enumerate(data_outputs)}
-            card["streaming"] = {"layers": [layer.to_card() for layer in layers]}
+            exported = onnx.load(str(candidate))
+            _name_state_batch_dims(exported, spec.inputs[0], layers)
+            base_card = build_card(spec, data_outputs, used, version, source, None, time_first)
+            raw_nodes = node_count(exported)
         else:
             base = folder / "base.onnx"
             result = export(model, base, input_shape=input_shape, dynamic_axes=dynamic_axes, time_first=time_first,
                             exporter=exporter, opset=opset, check=check,
                             log=lambda m: None if m.startswith("wrote ") else say(m))  # not the temp file
             used, attempts, report = result.exporter, result.attempts, result.report
-            proto = onnx.load(str(base))
-            card = dict(result.card, source=source)
-            axes_by_pos = output_axes(model, spec)
-            axes = {n: axes_by_pos[i] for i, n in enumerate(card["outputs"])}
-        if lengths:
-            info = spec.inputs[0]
-            count = add_lengths_input(proto, LENGTHS_INPUT, info.name, info.batch_axis or 0)
-            say(f"added input {LENGTHS_INPUT!r} -> sequence_lens of {count} recurrent node(s)")
-            card["lengths_input"] = LENGTHS_INPUT
-        card["output_axes"] = axes
-        set_card(proto, card)
-        candidate = folder / "final.onnx"
-        onnx.save(proto, str(candidate))
-        if check:
+            exported = onnx.load(str(base))
+            base_card = dict(result.card, source=source)
+            data_outputs = base_card["outputs"]
+            raw_nodes = (base_card.get("graph_cleanup") or {}).get("nodes", [node_count(exported)])[0]
+        axes_by_pos = output_axes(model, spec)
+        axes = {n: axes_by_pos[i] for i, n in enumerate(data_outputs)}
+        base_report = report
+        for clean in (True, False):  # the cleaned graph first; the graph as exported if only cleanup breaks it
+            proto = onnx.ModelProto()
+            proto.CopyFrom(exported)
+            card = dict(base_card)
+            by: list[str] = list((base_card.get("graph_cleanup") or {}).get("by", []))  # the base export's
+            did = False
             if streaming:
-                say(f"checking streaming: chunks of {', '.join(map(str, STREAM_CHUNKS))} and the whole sequence "
-                    f"({STREAM_CHECK_LENGTH} steps) vs PyTorch ...")
-                report = verify_streaming(candidate, model, spec, axes, tol=tol)
-                if not report.passed:
-                    raise _streaming_refusal(report, model)
+                packed = [(st["input"], st["output"], layer.num_layers) for layer in layers
+                          for st in layer.to_card()["states"]]
+                parts = split_layer_states(proto, packed) if clean else {}
+                if parts:
+                    by.append("per-layer state")
+                    did = True
+                entries = [layer.to_card(parts) for layer in layers]
+                states = [st for entry in entries for st in entry["states"]]
+                card["state_inputs"] = [x["input"] for st in states for x in st.get("parts", [st])]
+                card["state_outputs"] = [x["output"] for st in states for x in st.get("parts", [st])]
+                card["streaming"] = {"layers": entries}
             if lengths:
-                say(f"checking lengths: a padded batch vs each sample alone ({LENGTHS_CHECK_LENGTH} steps) ...")
-                len_report = verify_lengths(candidate, model, spec, axes, tol=tol)
-                if not len_report.passed:
-                    raise lengths_refusal(len_report, model)
-                report = _merge(report, len_report)
+                info = spec.inputs[0]
+                count = add_lengths_input(proto, LENGTHS_INPUT, info.name, info.batch_axis or 0)
+                say(f"added input {LENGTHS_INPUT!r} -> sequence_lens of {count} recurrent node(s)")
+                card["lengths_input"] = LENGTHS_INPUT
+            if clean:
+                proto, slim = simplify(proto, say)
+                did = did or slim is not None
+                by += [slim] if slim and slim not in by else []
+            card["output_axes"] = axes
+            card["graph_cleanup"] = cleanup_record(raw_nodes, proto, by)
+            set_card(proto, card)
+            candidate = folder / "final.onnx"
+            onnx.save(proto, str(candidate))
+            if not check:
+                break
+            report, refusal = _check_extras(candidate, model, spec, axes, streaming, lengths, base_report, tol, say)
+            if refusal is None:
+                break
+            if not (clean and did):
+                raise refusal
+            say(f"  the cleaned graph ({', '.join(by)}) fails the check; checking the graph as exported ...")
+        if by:
+            say(f"graph cleanup ({', '.join(by)}): {raw_nodes} -> {node_count(proto)} nodes")
         summary = (dict(report.summary(), check=report.extra.get("check", "parity")) if report
                    else {"passed": None, "note": "skipped (--no-check)"})
         card = update_card(proto, parity=summary)
@@ -475,6 +501,26 @@ def export_with_extras(
             onnx.save(proto, str(tmp_out))
     say(f"wrote {out_path} ({out_path.stat().st_size / 1024:.0f} KiB) with the {used} exporter")
     return ExportResult(out_path, used, card, report, attempts, time.perf_counter() - start)
+
+
+def _check_extras(path: Path, model: Any, spec: InputSpec, axes: dict[str, dict[str, int | None]], streaming: bool,
+                  lengths: bool, base_report: parity.ParityReport | None, tol: Tolerance, say: Callable[[str], None]
+                  ) -> tuple[parity.ParityReport | None, EdgeseqError | None]:
+    """Streaming and lengths checks of the file at ``path``: (report, None), or (None, the refusal to raise)."""
+    report = None if streaming else base_report
+    if streaming:
+        say(f"checking streaming: chunks of {', '.join(map(str, STREAM_CHUNKS))} and the whole sequence "
+            f"({STREAM_CHECK_LENGTH} steps) vs PyTorch ...")
+        report = verify_streaming(path, model, spec, axes, tol=tol)
+        if not report.passed:
+            return None, _streaming_refusal(report, model)
+    if lengths:
+        say(f"checking lengths: a padded batch vs each sample alone ({LENGTHS_CHECK_LENGTH} steps) ...")
+        len_report = verify_lengths(path, model, spec, axes, tol=tol)
+        if not len_report.passed:
+            return None, lengths_refusal(len_report, model)
+        report = _merge(report, len_report)
+    return report, None
 
 
 def _merge(a: parity.ParityReport | None, b: parity.ParityReport) -> parity.ParityReport:

@@ -61,15 +61,48 @@ def motion_stream(extras):
 def test_card_names_every_state(motion_stream):
     path, _ = motion_stream
     card = read_card(path)
-    assert card["state_inputs"] == ["lstm.h_in", "lstm.c_in"]
-    assert card["state_outputs"] == ["lstm.h_out", "lstm.c_out"]
+    # a stacked layer's state enters and leaves the graph one layer at a time (no Slice/Concat per step)
+    assert card["state_inputs"] == ["lstm.h_in.0", "lstm.h_in.1", "lstm.c_in.0", "lstm.c_in.1"]
+    assert card["state_outputs"] == ["lstm.h_out.0", "lstm.h_out.1", "lstm.c_out.0", "lstm.c_out.1"]
     (layer,) = card["streaming"]["layers"]
     assert (layer["name"], layer["kind"], layer["num_layers"], layer["hidden_size"]) == ("lstm", "lstm", 2, 64)
     assert [(s["name"], s["shape"]) for s in layer["states"]] == [("h", [2, "batch", 64]), ("c", [2, "batch", 64])]
+    assert layer["states"][0]["parts"] == [{"input": "lstm.h_in.0", "output": "lstm.h_out.0"},
+                                           {"input": "lstm.h_in.1", "output": "lstm.h_out.1"}]
     assert card["output_axes"] == {"y": {"batch_axis": 0, "seq_axis": None}}
+    assert "per-layer state" in card["graph_cleanup"]["by"]
+    before, after = card["graph_cleanup"]["nodes"]
+    assert after < before
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "LSTM" in ops and not ops & {"Slice", "Concat", "Split"}
     s = StreamingSession(path, device="cpu")
-    assert [i.name for i in s.session.inputs] == ["x", "lstm.h_in", "lstm.c_in"]
+    assert [i.name for i in s.session.inputs] == ["x", *card["state_inputs"]]
     assert s.output_names == ["y"] and s.state_names == ["lstm.h", "lstm.c"]
+    s.step(np.zeros((3, 2, 6), np.float32))
+    assert s.state["lstm.h"].shape == (2, 3, 64)
+
+
+def test_files_with_one_state_tensor_per_layer_stack_still_stream(tmp_path, motion_stream, monkeypatch):
+    """Files written before the per-layer split carry [layers, batch, hidden] through Slice/Concat."""
+    from edgeseq.export import stateful
+
+    path, model = motion_stream
+    monkeypatch.setattr(stateful, "split_layer_states", lambda proto, states: {})
+    packed = tmp_path / "packed.onnx"
+    export_with_extras(model, packed, streaming=True)
+    assert read_card(packed)["state_inputs"] == ["lstm.h_in", "lstm.c_in"]
+    x = np.random.default_rng(3).standard_normal((2, 7, 6)).astype(np.float32)
+    a, b = StreamingSession(path, device="cpu"), StreamingSession(packed, device="cpu")
+    for t in range(0, 7, 3):
+        np.testing.assert_allclose(a.step(x[:, t : t + 3]), b.step(x[:, t : t + 3]), **TOL)
+    for key in a.state_names:
+        np.testing.assert_allclose(a.state[key], b.state[key], **TOL)
+    outs_a, state_a = a.run_with_state(x, a.state)
+    outs_b, state_b = b.run_with_state(x, b.state)
+    np.testing.assert_allclose(outs_a["y"], outs_b["y"], **TOL)
+    np.testing.assert_allclose(state_a["lstm.c"], state_b["lstm.c"], **TOL)
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 100])

@@ -1,0 +1,186 @@
+"""Graph cleanup at export time, before the parity gate: fewer nodes for ONNX Runtime to run per call.
+
+Two passes, each kept because it measured faster (``python -m bench.experiments cleanup``,
+bench/README.md "What was tried"):
+
+* :func:`simplify` -- onnxslim (in the ``export`` extra; skipped when absent) folds the exporters'
+  shape arithmetic (Shape/Gather/Unsqueeze/Concat chains) that ONNX Runtime cannot fold at load
+  because the axes are dynamic.  It pays off for CNN front-ends (msft_cnnlstm: 63 -> 32 nodes, -12% at
+  batch 1); for plain LSTM/GRU graphs it changes nothing at run time (ONNX Runtime folds the same).
+* :func:`split_layer_states` -- streaming exports only: a stacked ``nn.LSTM``'s state
+  ``[num_layers, batch, hidden]`` enters the graph as one tensor that Slice nodes cut per layer and
+  leaves through a Concat, four extra nodes per step that cost more than a tenth of motion_lstm's
+  step; each layer gets its own ``<input>.<k>`` / ``<output>.<k>`` instead.
+
+A pass that fails, or changes the graph's inputs, outputs or recurrent nodes, is dropped (the file
+is then written as exported); the parity gate runs on the cleaned graph.
+
+>>> proto, note = simplify(onnx.load("model.onnx"))        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+RECURRENT = ("LSTM", "GRU", "RNN", "Loop", "Scan")
+
+
+def node_count(proto: Any) -> int:
+    return len(proto.graph.node)
+
+
+def cleanup_record(raw_nodes: int, proto: Any, by: list[str]) -> dict[str, Any]:
+    """The model card's ``graph_cleanup``: node counts as exported and as written, and the passes applied."""
+    return {"nodes": [raw_nodes, node_count(proto)], "by": by}
+
+
+def _dims(value: Any) -> list[int | str]:
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim]
+
+
+def _interface(proto: Any) -> tuple[Any, ...]:
+    g = proto.graph
+    return (tuple((v.name, v.type.tensor_type.elem_type, tuple(_dims(v))) for v in g.input),
+            tuple((v.name, v.type.tensor_type.elem_type, tuple(_dims(v))) for v in g.output))
+
+
+def _recurrent(proto: Any) -> Counter:
+    return Counter(n.op_type for n in proto.graph.node if n.op_type in RECURRENT)
+
+
+def simplify(proto: Any, say: Callable[[str], None] | None = None) -> tuple[Any, str | None]:
+    """``proto`` simplified by onnxslim, and what did it ("onnxslim 0.1.x"); ``proto`` and None when
+    onnxslim is not installed, fails, or would change the interface or the recurrent nodes."""
+    try:
+        import onnxslim
+    except ImportError:
+        return proto, None
+    say = say or (lambda _m: None)
+    logger = logging.getLogger("onnxslim")
+    level = logger.level
+    try:
+        logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            slim = onnxslim.slim(proto)  # returns a new model; ``proto`` is left as it was
+    except Exception as exc:  # noqa: BLE001 - any failure means: keep the graph as exported
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        say(f"  graph cleanup skipped: onnxslim failed ({first})")
+        return proto, None
+    finally:
+        logger.setLevel(level)
+    if slim is None or _interface(slim) != _interface(proto) or _recurrent(slim) != _recurrent(proto):
+        say("  graph cleanup skipped: onnxslim changed the graph's inputs, outputs or recurrent nodes")
+        return proto, None
+    return slim, f"onnxslim {getattr(onnxslim, '__version__', '?')}"
+
+
+# ------------------------------------------------------------------------- per-layer streaming state
+def _constant_ints(proto: Any) -> dict[str, list[int]]:
+    from onnx import numpy_helper
+
+    values = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for n in proto.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return {k: [int(x) for x in v.reshape(-1)] for k, v in values.items() if v.dtype.kind in "iu" and v.size <= 8}
+
+
+def _layer_slices(proto: Any, name: str, layers: int, ints: dict[str, list[int]]) -> dict[str, int] | None:
+    """{slice output: layer} when every consumer of ``name`` is ``Slice(name, [k], [k+1], axes=[0])``."""
+    found: dict[str, int] = {}
+    for n in proto.graph.node:
+        if name not in n.input:
+            continue
+        if n.op_type != "Slice" or list(n.input).index(name) != 0 or len(n.input) < 4:
+            return None
+        starts, ends, axes = (ints.get(i) for i in n.input[1:4])
+        steps = ints.get(n.input[4]) if len(n.input) > 4 and n.input[4] else [1]
+        if not (starts and ends and axes and len(starts) == 1 and axes in ([0], [-3]) and steps == [1]):
+            return None
+        k = starts[0]
+        if not (0 <= k < layers and ends[0] == k + 1):
+            return None
+        found[n.output[0]] = k
+    return found if set(found.values()) == set(range(layers)) else None
+
+
+def split_layer_states(proto: Any, states: list[tuple[str, str, int]]) -> dict[str, list[tuple[str, str]]]:
+    """Give each layer of a stacked recurrent state its own graph input and output, in place.
+
+    ``states``: (input, output, num_layers) of each packed state, e.g. ("lstm.h_in", "lstm.h_out", 2).
+    Returns {input: [(input.k, output.k) for each layer k]} for the states it split; a state whose
+    graph does not have the exporters' Slice/Concat pattern is left packed.
+    """
+    import onnx
+
+    g = proto.graph
+    ints = _constant_ints(proto)
+    split: dict[str, list[tuple[str, str]]] = {}
+    for name_in, name_out, layers in states:
+        if layers < 2:
+            continue
+        slices = _layer_slices(proto, name_in, layers, ints)
+        concat = [n for n in g.node if name_out in n.output]
+        internal = [n for n in g.node if name_out in n.input]
+        if not slices or len(concat) != 1 or internal:
+            continue
+        cat = concat[0]
+        axis = next((a.i for a in cat.attribute if a.name == "axis"), None)
+        graph_inputs = {v.name for v in g.input}
+        if (cat.op_type != "Concat" or axis not in (0, -3) or len(cat.input) != layers
+                or len(set(cat.input)) != layers or set(cat.input) & graph_inputs):
+            continue
+        parts = [(f"{name_in}.{k}", f"{name_out}.{k}") for k in range(layers)]
+        # inputs: each Slice's output becomes the layer's own graph input
+        rename = {out: parts[k][0] for out, k in slices.items()}
+        # outputs: each tensor the Concat joined becomes the layer's own graph output
+        rename.update({t: parts[k][1] for k, t in enumerate(cat.input)})
+        _remove_nodes(g, [i for i, n in enumerate(g.node)
+                          if n.output[0] == name_out or (n.op_type == "Slice" and n.output[0] in slices)])
+        for n in g.node:
+            for i, v in enumerate(n.input):
+                if v in rename:
+                    n.input[i] = rename[v]
+            for i, v in enumerate(n.output):
+                if v in rename:
+                    n.output[i] = rename[v]
+        stale = [v for v in g.value_info if v.name in rename or v.name in (name_in, name_out)]
+        for v in stale:
+            g.value_info.remove(v)
+        for values, index in ((g.input, 0), (g.output, 1)):
+            pos = next(i for i, v in enumerate(values) if v.name == (name_in, name_out)[index])
+            old = values[pos]
+            dims = _dims(old)
+            new = [onnx.helper.make_tensor_value_info(p[index], old.type.tensor_type.elem_type, [1, *dims[1:]])
+                   for p in parts]
+            rest = list(values)
+            rest[pos : pos + 1] = new
+            del values[:]
+            values.extend(rest)
+        split[name_in] = parts
+    if split:
+        _drop_dead_nodes(proto)
+    return split
+
+
+def _remove_nodes(graph: Any, indices: list[int]) -> None:
+    for i in sorted(indices, reverse=True):  # by index: protobuf's repeated fields have no stable identity
+        del graph.node[i]
+
+
+def _drop_dead_nodes(proto: Any) -> None:
+    """Remove nodes none of whose outputs are used (the Slices' constants, after a split)."""
+    g = proto.graph
+    while True:
+        used = {v.name for v in g.output} | {i for n in g.node for i in n.input}
+        dead = [i for i, n in enumerate(g.node) if not any(o in used for o in n.output)]
+        if not dead:
+            return
+        _remove_nodes(g, dead)
