@@ -82,14 +82,20 @@ def default_threads(workload: str = "batch") -> int:
     return 1
 
 
-def session_options(threads: int | None = None, spinning: bool = False) -> Any:
-    """ONNX Runtime session options tuned for small recurrent graphs."""
+def session_options(threads: int | None = None, spinning: bool = False, memory_arena: bool = True) -> Any:
+    """ONNX Runtime session options tuned for small recurrent graphs.
+
+    ``memory_arena=False`` (what :class:`StreamingSession` uses) turns ONNX Runtime's CPU memory arena
+    off: a one-step run's tensors are tiny and plain allocation was 2-7% faster per step; for whole
+    sequences it is kept (without it batch 64 ran up to 22% slower).  ``bench.experiments arena``.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or default_threads()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.enable_cpu_mem_arena = memory_arena
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Spinning threads burn a core between calls; on small edge CPUs it costs more than it saves.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
@@ -100,11 +106,13 @@ def session_options(threads: int | None = None, spinning: bool = False) -> Any:
     return opts
 
 
-def create_inference_session(path: Path, choice: DeviceChoice, threads: int | None = None) -> Any:
+def create_inference_session(path: Path, choice: DeviceChoice, threads: int | None = None,
+                             memory_arena: bool = True) -> Any:
     import onnxruntime as ort
 
     try:
-        return ort.InferenceSession(str(path), sess_options=session_options(threads), providers=choice.providers)
+        return ort.InferenceSession(str(path), sess_options=session_options(threads, memory_arena=memory_arena),
+                                    providers=choice.providers)
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if choice.is_cuda and _loads_on_cpu(path, threads):
@@ -140,6 +148,7 @@ class Session:
         allow_nonfinite: bool = False,
         io_binding: bool | None = None,
         max_length: int = MAX_LENGTH,
+        memory_arena: bool = True,
     ) -> None:
         self.path = open_model_file(path)
         self.max_length = max_length
@@ -147,11 +156,11 @@ class Session:
         self.batch_size = batch_size
         self.allow_nonfinite = allow_nonfinite
         choice = resolve_device(device)
-        self._sess = create_inference_session(self.path, choice, threads)
+        self._sess = create_inference_session(self.path, choice, threads, memory_arena)
         self.placement: Placement | None = placement_of(self._sess)
         settled = settle_choice(choice, self._sess.get_providers(), self.placement)
         if settled.device != choice.device and "CUDAExecutionProvider" in self._sess.get_providers():
-            self._sess = create_inference_session(self.path, settled, threads)  # auto: back to CPU
+            self._sess = create_inference_session(self.path, settled, threads, memory_arena)  # auto: back to CPU
             self.placement = placement_of(self._sess)
         self.device_choice: DeviceChoice = settled
         # On CUDA, bind inputs/outputs on the device: one copy in, one copy out, no staging in between.
@@ -159,6 +168,35 @@ class Session:
         self.inputs: list[TensorSpec] = [_spec(i) for i in self._sess.get_inputs()]
         self.outputs: list[TensorSpec] = [_spec(o) for o in self._sess.get_outputs()]
         self.card: dict[str, Any] = card_from_metadata(self._sess.get_modelmeta().custom_metadata_map)
+        self._index()
+
+    def _index(self) -> None:
+        """Cache what every call needs from the card and the graph (read once, at load: each card
+        look-up on the call path cost ~1 us, see bench/README.md "Session.predict")."""
+        card = self.card
+        name = card.get("lengths_input")
+        self._lengths_name: str | None = name if name and any(i.name == name for i in self.inputs) else None
+        state_in = set(card.get("state_inputs") or [])
+        state_out = set(card.get("state_outputs") or [])
+        self._data: list[TensorSpec] = [i for i in self.inputs
+                                        if i.name != self._lengths_name and i.name not in state_in]
+        self._data_names = frozenset(d.name for d in self._data)
+        self._state_specs = [i for i in self.inputs if i.name in state_in]
+        self._data_outputs = [o for o in self.outputs if o.name not in state_out]
+        self._specs = {i.name: i for i in self.inputs}
+        self._output_names = [o.name for o in self.outputs]
+        ins = card.get("inputs") or [{}]
+        layout = ins[0].get("layout", "batch_first") if isinstance(ins[0], dict) else "batch_first"
+        self._layout_name = layout
+        self._ba, self._sa = (1, 0) if layout == "time_first" else (0, 1)
+        self._vocab = {d.name: self._card_vocab(d.name) for d in self._data}
+        # predict()'s one-run path: the single data input's dtype, rank and fixed dims
+        spec = self._data[0] if len(self._data) == 1 else None
+        self._fast_spec = spec
+        if spec is not None:
+            self._fast_dtype = np.dtype(spec.dtype)
+            self._fast_fixed = tuple((a, d) for a, d in enumerate(spec.shape) if isinstance(d, int))
+            self._fast_vocab = self._vocab[spec.name]
 
     @property
     def providers(self) -> list[str]:
@@ -178,30 +216,29 @@ class Session:
     @property
     def lengths_input(self) -> str | None:
         """Name of the graph input that takes per-sample lengths, if the file has one."""
-        name = self.card.get("lengths_input")
-        return name if name and any(i.name == name for i in self.inputs) else None
+        return self._lengths_name
 
     def data_inputs(self) -> list[TensorSpec]:
-        state = set(self.card.get("state_inputs", []))
-        return [i for i in self.inputs if i.name != self.lengths_input and i.name not in state]
+        """Inputs without the lengths input and the carried state of a streaming export."""
+        return list(self._data)
 
     def data_outputs(self) -> list[TensorSpec]:
         """Outputs without the carried recurrent state of a streaming export."""
-        state = set(self.card.get("state_outputs", []))
-        return [o for o in self.outputs if o.name not in state]
+        return list(self._data_outputs)
 
     def with_defaults(self, feed: Mapping[str, Any]) -> dict[str, Any]:
         """``feed`` plus the inputs a caller may leave out: full lengths, and zero state (streaming files)."""
         feed = dict(feed)
-        data = self.data_inputs()
+        data = self._data
         x = feed.get(data[0].name) if len(data) == 1 else None
-        if x is None:
+        if x is None or (not self._lengths_name and not self._state_specs):
             return feed
-        n, t = np.shape(x)[self._batch_axis()], np.shape(x)[self._seq_axis()]
-        if self.lengths_input and self.lengths_input not in feed:
-            feed[self.lengths_input] = np.full(n, t, np.int64)
-        for spec in self.inputs:
-            if spec.name in self.card.get("state_inputs", []) and spec.name not in feed:
+        shape = np.shape(x)
+        n, t = shape[self._ba], shape[self._sa]
+        if self._lengths_name and self._lengths_name not in feed:
+            feed[self._lengths_name] = np.full(n, t, np.int64)
+        for spec in self._state_specs:
+            if spec.name not in feed:
                 feed[spec.name] = np.zeros([d if isinstance(d, int) else n for d in spec.shape], spec.dtype)
         return feed
 
@@ -211,8 +248,8 @@ class Session:
 
         >>> s.run({"x": x})["y"]         # doctest: +SKIP
         """
-        specs = {i.name: i for i in self.inputs}
-        unknown = sorted(set(feed) - set(specs))
+        specs = self._specs
+        unknown = sorted(n for n in feed if n not in specs)
         if unknown:
             raise InputError(f"unknown input(s) {', '.join(unknown)}; the model takes {', '.join(specs)}")
         feed = self.with_defaults(feed)
@@ -220,7 +257,7 @@ class Session:
         if missing:
             raise InputError(f"missing input(s) {', '.join(missing)}; the model takes {', '.join(s.describe() for s in self.inputs)}")
         prepared = {n: self.check_input(v, specs[n]) for n, v in feed.items()}
-        names = list(outputs) if outputs else [o.name for o in self.outputs]
+        names = list(outputs) if outputs else self._output_names
         try:
             values = self._sess.run(names, prepared)
         except Exception as exc:  # ORT's own runtime errors (shape mismatch inside the graph etc.)
@@ -236,6 +273,9 @@ class Session:
         so memory stays bounded; sequences over ``max_length`` steps are refused.
         A Session may be shared by threads: ``predict`` and ``run`` keep no state between calls.
         """
+        y = self._predict_one_run(x, lengths, batch_size)
+        if y is not None:
+            return y
         chunks = list(self.iter_predict(x, lengths, batch_size))
         return np.concatenate(chunks, axis=0) if len(chunks) > 1 else chunks[0]
 
@@ -273,11 +313,49 @@ class Session:
                 raise InputError(f"ONNX Runtime failed on samples {offset + start}..{last}: {msg}") from None
             yield y
 
+    def _predict_one_run(self, x: Any, lengths: Any, batch_size: int | None) -> np.ndarray | None:
+        """predict() in one run for the common call -- a C-contiguous array of the input's dtype that
+        fits one chunk -- with every check of the full path done cheaply; None when anything needs
+        the full path (a cast, chunking, grouping by length, or an error message worth its cost)."""
+        spec = self._fast_spec
+        if spec is None or type(x) is not np.ndarray or x.dtype != self._fast_dtype:
+            return None
+        shape = x.shape
+        if len(shape) != len(spec.shape) or 0 in shape or not x.flags.c_contiguous:
+            return None
+        for axis, want in self._fast_fixed:
+            if shape[axis] != want:
+                return None
+        n = shape[self._ba]
+        steps = shape[self._sa] if self._sa < len(shape) else 1
+        if steps > self.max_length or n > max(1, min(batch_size or self.batch_size, STEP_BUDGET // steps)):
+            return None
+        kind = x.dtype.kind
+        if kind == "f":
+            if not self.allow_nonfinite and not np.isfinite(x).all():
+                return None
+        elif kind in "iu" and self._fast_vocab is not None:
+            if x.min() < 0 or x.max() >= self._fast_vocab:
+                return None
+        feed = {spec.name: x}
+        if self._lengths_name:
+            feed[self._lengths_name] = (np.full(n, steps, np.int64) if lengths is None
+                                        else self._check_lengths(lengths, x, n))
+        elif lengths is not None:
+            return None
+        for st in self._state_specs:
+            feed[st.name] = np.zeros([d if isinstance(d, int) else n for d in st.shape], st.dtype)
+        try:
+            return self._run_one(feed, self._output_names[0])
+        except Exception as exc:  # as in iter_predict: ORT's own errors
+            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise InputError(f"ONNX Runtime failed on samples 0..{n - 1}: {msg}") from None
+
     def _run_chunk(self, spec: TensorSpec, x: np.ndarray, lengths: np.ndarray | None, out: str) -> np.ndarray:
         feed: dict[str, np.ndarray] = self.with_defaults({spec.name: np.ascontiguousarray(x)})
-        if self.lengths_input:
-            n, t = x.shape[self._batch_axis()], x.shape[self._seq_axis()]
-            feed[self.lengths_input] = lengths if lengths is not None else np.full(n, t, np.int64)
+        if self._lengths_name:
+            n, t = x.shape[self._ba], x.shape[self._sa]
+            feed[self._lengths_name] = lengths if lengths is not None else np.full(n, t, np.int64)
             return self._run_one(feed, out)
         if lengths is None or (lengths == x.shape[self._seq_axis()]).all():
             return self._run_one(feed, out)
@@ -311,14 +389,13 @@ class Session:
 
     # -- checks ------------------------------------------------------------------------------
     def _layout(self) -> str:
-        ins = self.card.get("inputs") or [{}]
-        return ins[0].get("layout", "batch_first")
+        return self._layout_name
 
     def _batch_axis(self) -> int:
-        return 1 if self._layout() == "time_first" else 0
+        return self._ba
 
     def _seq_axis(self) -> int:
-        return 0 if self._layout() == "time_first" else 1
+        return self._sa
 
     def _check_lengths(self, lengths: Any, x: np.ndarray, n: int) -> np.ndarray:
         lengths = np.asarray(lengths)
@@ -342,13 +419,16 @@ class Session:
 
         ``offset`` is the number of ``x``'s first sample in a bigger input (for error messages).
         """
-        if spec.name not in {d.name for d in self.data_inputs()}:
+        if spec.name not in self._data_names:
             return check_array(x, spec, allow_nonfinite=self.allow_nonfinite, batch_axis=None, seq_axis=None)
-        return check_array(x, spec, allow_nonfinite=self.allow_nonfinite, vocab_size=self._vocab_size(spec.name),
-                           batch_axis=self._batch_axis(), seq_axis=self._seq_axis(), offset=offset)
+        return check_array(x, spec, allow_nonfinite=self.allow_nonfinite, vocab_size=self._vocab.get(spec.name),
+                           batch_axis=self._ba, seq_axis=self._sa, offset=offset)
 
     def _vocab_size(self, name: str) -> int | None:
         """Token-id range of input ``name`` from the model card (ids must be in 0..vocab_size-1)."""
+        return self._vocab[name] if name in self._vocab else self._card_vocab(name)
+
+    def _card_vocab(self, name: str) -> int | None:
         entries = [e for e in self.card.get("inputs") or [] if isinstance(e, dict)]
         match = [e for e in entries if e.get("name") == name] or (entries if len(entries) == 1 else [])
         vocab = match[0].get("vocab_size") if match else None
@@ -422,12 +502,13 @@ def _cast(x: np.ndarray, spec: TensorSpec, allow_nonfinite: bool, vocab_size: in
         raise InputError(f"input {name!r}: boolean data given where {want.name} is expected")
     if want.kind == "f":
         if x.dtype.kind == "f":
-            finite = np.isfinite(x)
-            if not allow_nonfinite and not finite.all():
-                raise InputError(f"input {name!r} has NaN/Inf at {where(~finite)}; clean the data or pass "
-                                 "allow_nonfinite / --allow-nonfinite")
-            if np.finfo(x.dtype).max > np.finfo(want).max:
-                too_big = finite & (np.abs(x) > np.finfo(want).max)
+            if not allow_nonfinite:
+                finite = np.isfinite(x)
+                if not finite.all():
+                    raise InputError(f"input {name!r} has NaN/Inf at {where(~finite)}; clean the data or pass "
+                                     "allow_nonfinite / --allow-nonfinite")
+            if x.dtype != want and np.finfo(x.dtype).max > np.finfo(want).max:
+                too_big = np.isfinite(x) & (np.abs(x) > np.finfo(want).max)
                 if too_big.any():
                     raise InputError(f"input {name!r}: value at {where(too_big)} overflows {want.name} "
                                      f"(largest is {np.finfo(want).max:.3g}); rescale the data")
@@ -451,7 +532,8 @@ def _cast(x: np.ndarray, spec: TensorSpec, allow_nonfinite: bool, vocab_size: in
                 value = x[tuple(np.argwhere(out)[0])]
                 raise InputError(f"input {name!r}: token id {value:.0f} at {where(out)} is outside the embedding's "
                                  f"range 0..{vocab_size - 1}; map unknown tokens to a valid id (e.g. 0)")
-        elif x.dtype.kind == "f" or np.iinfo(x.dtype).max > info.max or np.iinfo(x.dtype).min < info.min:
+        elif x.dtype != want and (x.dtype.kind == "f" or np.iinfo(x.dtype).max > info.max
+                                  or np.iinfo(x.dtype).min < info.min):
             # float(info.max) rounds up to 2**63 for int64, so compare floats against max + 1
             out = (x < info.min) | ((x >= float(info.max) + 1) if x.dtype.kind == "f" else (x > info.max))
             if out.any():

@@ -33,13 +33,16 @@ _MAX_PLANS = 8  # cached bindings per distinct chunk shape
 @dataclass
 class _StateSlot:
     key: str  # "<layer>.<h|c>", the key of StreamingSession.state
-    input: str
-    output: str
-    spec: TensorSpec
+    parts: list[tuple[str, str]]  # (graph input, graph output); one per layer where the export split the state
+    spec: TensorSpec  # the whole state, e.g. (layers, batch, hidden)
     batch_axis: int
 
     def shape(self, batch: int) -> tuple[int, ...]:
         return tuple(batch if a == self.batch_axis else int(d) for a, d in enumerate(self.spec.shape))
+
+    def split(self, a: np.ndarray) -> list[np.ndarray]:
+        """The whole state as the graph takes it: itself, or one piece per part along the first axis."""
+        return [a] if len(self.parts) == 1 else [a[k : k + 1] for k in range(len(self.parts))]
 
 
 class _Plan:
@@ -79,8 +82,9 @@ class StreamingSession:
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
                  allow_nonfinite: bool = False) -> None:
+        # no memory arena: a step's tensors are tiny (session_options explains)
         self.session = Session(path, device=device, threads=threads or default_threads("stream"),
-                               allow_nonfinite=allow_nonfinite)
+                               allow_nonfinite=allow_nonfinite, memory_arena=False)
         card = self.session.card
         state_in, state_out = card.get("state_inputs") or [], card.get("state_outputs") or []
         if not state_in or len(state_in) != len(state_out) or "streaming" not in card:
@@ -90,14 +94,19 @@ class StreamingSession:
         if len(data) != 1:
             raise ModelFileError(f"{self.session.path}: a streaming model needs one data input, found {len(data)}")
         self.input = data[0]
-        self.allow_nonfinite = allow_nonfinite
         self._dtype = np.dtype(self.input.dtype)
+        self.allow_nonfinite = allow_nonfinite
         specs = {i.name: i for i in self.session.inputs}
         self._slots = []
         for layer in card["streaming"]["layers"]:
             for s in layer["states"]:
-                self._slots.append(_StateSlot(f"{layer['name']}.{s['name']}", s["input"], s["output"],
-                                              specs[s["input"]], int(s.get("batch_axis", 1))))
+                # files written since the per-layer split list one input/output per layer ("parts")
+                parts = [(p["input"], p["output"]) for p in s.get("parts") or [s]]
+                first = specs[parts[0][0]]
+                whole = (first if len(parts) == 1
+                         else TensorSpec(s["input"], first.dtype, (len(parts), *first.shape[1:])))
+                self._slots.append(_StateSlot(f"{layer['name']}.{s['name']}", parts, whole,
+                                              int(s.get("batch_axis", 1))))
         self.output_names = [o.name for o in self.session.outputs if o.name not in set(state_out)]
         self.output_axes: dict[str, dict[str, int | None]] = {
             n: dict(card.get("output_axes", {}).get(n) or {"batch_axis": 0, "seq_axis": None})
@@ -118,12 +127,26 @@ class StreamingSession:
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
         if not self._busy.acquire(blocking=False):
-            raise InputError("this StreamingSession is already in use by another thread; use one "
-                             "StreamingSession per thread, or a StreamPool for many streams")
+            self._refuse_concurrent()
         try:
             yield
         finally:
             self._busy.release()
+
+    @staticmethod
+    def _refuse_concurrent() -> None:
+        raise InputError("this StreamingSession is already in use by another thread; use one "
+                         "StreamingSession per thread, or a StreamPool for many streams")
+
+    @property
+    def allow_nonfinite(self) -> bool:
+        """Whether NaN/Inf inputs are passed through instead of refused."""
+        return self._allow_nonfinite
+
+    @allow_nonfinite.setter
+    def allow_nonfinite(self, value: bool) -> None:
+        self._allow_nonfinite = bool(value)
+        self._check_finite = self._dtype.kind == "f" and not value
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -144,7 +167,7 @@ class StreamingSession:
         current = self._values[self._parity]
         if self._device[0] == "cpu":
             return {s.key: self._host[self._parity][i].copy() for i, s in enumerate(self._slots)}
-        return {s.key: current[i].numpy() for i, s in enumerate(self._slots)}
+        return {s.key: np.concatenate([v.numpy() for v in current[i]], axis=0) for i, s in enumerate(self._slots)}
 
     @state.setter
     def state(self, value: Mapping[str, Any]) -> None:
@@ -185,8 +208,13 @@ class StreamingSession:
     # -- running -----------------------------------------------------------------------------
     def step(self, x: Any, lengths: Any = None) -> np.ndarray:
         """Run one chunk and return the first output (a copy); see the class docstring."""
-        with self._exclusive():
+        # the hot path: the lock by hand, not through _exclusive() (a context manager costs ~0.8 us a call)
+        if not self._busy.acquire(blocking=False):
+            self._refuse_concurrent()
+        try:
             return self._run(x, lengths).first.copy()
+        finally:
+            self._busy.release()
 
     def run_step(self, x: Any, lengths: Any = None) -> dict[str, np.ndarray]:
         """Run one chunk; return every data output by name (copies, safe to keep).
@@ -198,7 +226,10 @@ class StreamingSession:
             return {n: a.copy() for n, a in self._run(x, lengths).outputs.items()}
 
     def _run(self, x: Any, lengths: Any) -> _Plan:
-        plan = self._plans.get(x.shape) if self._prevalidated(x) else None
+        # hot path: an array of a shape and dtype already checked once needs only the finiteness test
+        plan = self._plans.get(x.shape) if type(x) is np.ndarray and x.dtype == self._dtype else None
+        if plan is not None and self._check_finite and not np.isfinite(x).all():
+            plan = None  # the full check below names the bad value
         if plan is None:
             x = check_array(x, self.input, self.allow_nonfinite)
             batch = x.shape[self.batch_axis]
@@ -224,12 +255,6 @@ class StreamingSession:
         self._started = True
         return plan
 
-    def _prevalidated(self, x: Any) -> bool:
-        """Hot path: an array of a shape and dtype already checked once needs only the finiteness test."""
-        if type(x) is not np.ndarray or x.dtype != self._dtype or x.shape not in self._plans:
-            return False
-        return self.allow_nonfinite or self._dtype.kind != "f" or bool(np.isfinite(x).all())
-
     def run_with_state(self, x: Any, state: Mapping[str, Any] | None
                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Stateless call: (outputs, final state) for ``x`` from ``state`` (zeros when None); self's state is untouched.
@@ -243,13 +268,17 @@ class StreamingSession:
             value = np.zeros(s.shape(batch), s.spec.dtype) if state is None else np.asarray(state[s.key], s.spec.dtype)
             if value.shape != s.shape(batch):
                 raise InputError(f"state {s.key!r} must have shape {s.shape(batch)}, got {value.shape}")
-            feed[s.input] = value
+            feed.update({i: np.ascontiguousarray(v) for (i, _o), v in zip(s.parts, s.split(value))})
         if self.session.lengths_input:
             feed[self.session.lengths_input] = np.full(batch, x.shape[self.seq_axis], np.int64)
-        names = self.output_names + [s.output for s in self._slots]
+        names = self.output_names + [o for s in self._slots for _i, o in s.parts]
         values = self._ort.run(names, feed)
         outs = dict(zip(self.output_names, values))
-        return outs, {s.key: v for s, v in zip(self._slots, values[len(self.output_names):])}
+        rest, new = values[len(self.output_names):], {}
+        for s in self._slots:
+            pieces, rest = rest[:len(s.parts)], rest[len(s.parts):]
+            new[s.key] = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
+        return outs, new
 
     # -- buffers -----------------------------------------------------------------------------
     def _allocate(self, batch: int) -> None:
@@ -263,19 +292,23 @@ class StreamingSession:
             if self._device[0] == "cpu":
                 host = [np.zeros(s.shape(batch), s.spec.dtype) for s in self._slots]
                 self._host.append(host)
-                self._values.append([ort.OrtValue.ortvalue_from_numpy(a) for a in host])
+                # one OrtValue per part, each over its slice of the host array (no copy on CPU)
+                self._values.append([[ort.OrtValue.ortvalue_from_numpy(p) for p in s.split(a)]
+                                     for s, a in zip(self._slots, host)])
             else:
-                values = [ort.OrtValue.ortvalue_from_numpy(np.zeros(s.shape(batch), s.spec.dtype), *self._device)
-                          for s in self._slots]
-                self._values.append(values)
+                self._values.append([[ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(p), *self._device)
+                                      for p in s.split(np.zeros(s.shape(batch), s.spec.dtype))]
+                                     for s in self._slots])
 
     def _write(self, parity: int, i: int, value: np.ndarray | None) -> None:
         if self._device[0] == "cpu":
             target = self._host[parity][i]
             target[...] = 0 if value is None else value
         else:
-            v = self._values[parity][i]
-            v.update_inplace(np.zeros(v.shape(), self._slots[i].spec.dtype) if value is None else value)
+            slot = self._slots[i]
+            whole = np.zeros(slot.shape(self._batch or 1), slot.spec.dtype) if value is None else value
+            for v, piece in zip(self._values[parity][i], slot.split(whole)):
+                v.update_inplace(np.ascontiguousarray(piece))
 
     def _plan(self, shape: tuple[int, ...]) -> _Plan:
         batch = shape[self.batch_axis]
@@ -291,8 +324,10 @@ class StreamingSession:
             for n, v in plan.output_values.items():
                 binding.bind_ortvalue_output(n, v)
             for i, s in enumerate(self._slots):
-                binding.bind_ortvalue_input(s.input, self._values[parity][i])
-                binding.bind_ortvalue_output(s.output, self._values[1 - parity][i])
+                values = zip(s.parts, self._values[parity][i], self._values[1 - parity][i])
+                for (name_in, name_out), v_in, v_out in values:
+                    binding.bind_ortvalue_input(name_in, v_in)
+                    binding.bind_ortvalue_output(name_out, v_out)
             plan.bindings.append(binding)
         if len(self._plans) >= _MAX_PLANS:
             self._plans.pop(next(iter(self._plans)))

@@ -102,3 +102,21 @@ def test_cuda_without_cuda_says_why(lstm_path):
 
 def test_errors_share_one_root():
     assert issubclass(InputError, EdgeseqError) and issubclass(ProviderError, EdgeseqError)
+
+
+def test_one_run_path_keeps_every_check(lstm_path, exported):
+    # predict() runs a matching array in one call without the chunking machinery; same results, same refusals
+    s = Session(lstm_path, device="cpu")
+    x = np.random.default_rng(2).standard_normal((3, 5, 28)).astype(np.float32)
+    np.testing.assert_allclose(s.predict(x), s.predict(x, batch_size=1), atol=1e-6)
+    np.testing.assert_allclose(s.predict(np.asfortranarray(x)), s.predict(x), atol=1e-6)
+    x[1, 2, 3] = np.inf
+    with pytest.raises(InputError, match=r"NaN/Inf at index \(1, 2, 3\) \(sample 1, step 2\)"):
+        s.predict(x)
+    with pytest.raises(InputError, match="over the limit of 4"):
+        Session(lstm_path, device="cpu", max_length=4).predict(np.zeros((1, 5, 28), np.float32))
+    text = Session(exported("text_bilstm"), device="cpu")
+    with pytest.raises(InputError, match=r"token id 500 at index \(0, 1\)"):
+        text.predict(np.array([[1, 500]], np.int64))
+    with pytest.raises(InputError, match=r"token id -1"):
+        text.predict(np.array([[-1, 2]], np.int64))
