@@ -194,6 +194,8 @@ def _apply(mode: str, src: Path, dst: Path, calib: Dataset | None, per_channel: 
     kept_float = sorted(set(op_histogram(src)) & set(modes.UNQUANTIZABLE_RECURRENT))
     note = (f"{', '.join(kept_float)} kept in float32: ONNX Runtime has no quantized {'/'.join(kept_float)} kernel"
             if kept_float and mode != "fp16" else None)
+    if mode == "dynamic" and "Conv" in op_histogram(src):
+        note = "; ".join(filter(None, [note, f"Conv kept in float32: {modes.CONV_STAYS_FLOAT}"]))
     if mode == "fp16":
         modes.fp16(src, dst)
         _check_loads_on_cpu(dst)

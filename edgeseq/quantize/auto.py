@@ -3,7 +3,8 @@
 The rules come from the measurements in ``docs/quantization.md`` (``scripts/quantize_table.py``):
 dynamic INT8 shrinks LSTM/MatMul/embedding weights ~4x at no measurable accuracy cost on the zoo;
 ONNX Runtime cannot quantize GRU/RNN, so a GRU-dominated file stays ~1x under INT8 while float16
-halves it; static QDQ only pays where convolutions hold a real share of the weights.
+halves it; dynamic INT8 leaves convolutions float (ConvInteger is slower than float Conv), and
+static QDQ only pays where convolutions hold a real share of the weights.
 
 >>> choose(WeightProfile({"LSTM": 800, "Gemm": 40}), target="cpu", has_calibration=False)[0].mode
 'dynamic'
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import require
+from .modes import CONV_STAYS_FLOAT, DYNAMIC_OPS
 
-INT8_OPS = ("LSTM", "MatMul", "Gemm", "Conv", "Gather")  # ops with INT8 kernels in ONNX Runtime
+INT8_OPS = DYNAMIC_OPS  # what dynamic INT8 quantizes (Conv stays float: see modes.DYNAMIC_OPS)
 INT8_WEIGHT_RATIO = 0.25  # int8 bytes per float32 byte
 FP16_WEIGHT_RATIO = 0.5
 STATIC_MIN_CONV_SHARE = 0.25  # below this the calibrated part is too small to matter (msft: 0.4 %)
@@ -35,9 +37,10 @@ class WeightProfile:
     def share(self, *ops: str) -> float:
         return sum(self.by_op.get(o, 0) for o in ops) / self.total if self.total else 0.0
 
-    def int8_ratio(self) -> float:
-        """Expected weight bytes after dynamic INT8, relative to float32."""
-        q = self.share(*INT8_OPS)
+    def int8_ratio(self, static: bool = False) -> float:
+        """Expected weight bytes after dynamic INT8 (``static``: static, which quantizes Conv too),
+        relative to float32."""
+        q = self.share(*INT8_OPS, *(("Conv",) if static else ()))
         return q * INT8_WEIGHT_RATIO + (1 - q)
 
 
@@ -79,21 +82,27 @@ def choose(profile: WeightProfile, target: str = "cpu", has_calibration: bool = 
     if target.startswith("cuda"):
         return [Choice("fp16", "target cuda: ONNX Runtime's INT8 LSTM/MatMulInteger kernels are CPU-only, "
                                "float16 halves the file and uses the GPU's half-precision kernels")]
-    int8 = profile.int8_ratio()
+    conv = profile.share("Conv")
+    static = conv >= STATIC_MIN_CONV_SHARE and has_calibration
+    int8 = profile.int8_ratio(static)
     if int8 > FP16_WEIGHT_RATIO:
         rnn = profile.share("GRU", "RNN")
         why = (f"{rnn:.0%} of the weights are in GRU/RNN layers, which ONNX Runtime cannot quantize"
-               if rnn else f"only {profile.share(*INT8_OPS):.0%} of the weights are in quantizable layers")
+               if rnn else f"only {profile.share(*INT8_OPS):.0%} of the weights are in layers dynamic INT8 quantizes")
+        if conv >= STATIC_MIN_CONV_SHARE and not static:
+            why += (f" (convolutions, {conv:.0%}, stay float32: {CONV_STAYS_FLOAT}; pass --calibration for static "
+                    "INT8, which quantizes them)")
         return [Choice("fp16", f"{why}: INT8 would keep ~{int8:.2f}x of the weight bytes, float16 ~0.50x "
                                "(and it still runs on CPU)")]
-    conv = profile.share("Conv")
-    if conv >= STATIC_MIN_CONV_SHARE and has_calibration:
+    if static:
         return [Choice("static", f"convolutions hold {conv:.0%} of the weights and calibration data was given: "
-                                 "static QDQ quantizes their activations too"),
-                Choice("dynamic", "static INT8 failed the accuracy gate; dynamic INT8 needs no calibration"), PER_CHANNEL_FALLBACK, fp16_fallback]
+                                 "static QDQ quantizes them and their activations"),
+                Choice("dynamic", "static INT8 failed the accuracy gate; dynamic INT8 needs no calibration"),
+                PER_CHANNEL_FALLBACK, fp16_fallback]
     lstm = profile.share("LSTM", "MatMul", "Gemm", "Gather")
     why = f"{lstm:.0%} of the weights are in LSTM/MatMul/Gemm/embedding layers: dynamic INT8 keeps ~{int8:.2f}x of the weight bytes"
     if conv:
-        why += (f"; convolutions hold only {conv:.1%} (< {STATIC_MIN_CONV_SHARE:.0%}), so static calibration "
-                "has too little to gain" + ("" if has_calibration else " (and no --calibration was given)"))
+        why += f"; convolutions ({conv:.1%} of the weights) stay float32 ({CONV_STAYS_FLOAT})"
+        why += (f", and at under {STATIC_MIN_CONV_SHARE:.0%} of the weights static calibration has too little to gain"
+                if conv < STATIC_MIN_CONV_SHARE else "; pass --calibration to quantize them with static QDQ")
     return [Choice("dynamic", why), PER_CHANNEL_FALLBACK, fp16_fallback]
