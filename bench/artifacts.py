@@ -119,27 +119,8 @@ def build(recipe: "object", log: Callable[[str], None], fresh: bool = False) -> 
 
 
 def _export_checked(recipe: "object", out: Path) -> None:
-    """edgeseq export with its parity gate.  Models whose valid inputs are not random normals
-    (log-prices must be positive) fail that gate with NaN on both sides; those are exported ungated
-    and then held to the same float32 tolerance on 64 real eval samples."""
-    from edgeseq.errors import ParityError
+    """edgeseq export with its parity gate (random parity inputs are drawn from the declared example's
+    value range, so models that need e.g. positive prices pass it like any other)."""
     from edgeseq.export import export
-    from edgeseq.runtime.session import Session
-    from edgeseq.tolerances import tolerance_for
-    from models.zoo import load_eval_set, torch_outputs
 
-    try:
-        export(recipe.factory, out, exporter="torchscript")  # what "auto" picks first for every zoo model
-        return
-    except EdgeseqError as exc:
-        if "nan" not in str(exc).lower():
-            raise
-    export(recipe.factory, out, exporter="torchscript", check=False)
-    data = load_eval_set(recipe, limit=64)
-    want = torch_outputs(recipe.build(), data["x"], data.get("lengths"))
-    got = Session(out, device="cpu").predict(data["x"], lengths=data.get("lengths"))
-    tol = tolerance_for("float32")
-    if not np.allclose(got, want, atol=tol.atol, rtol=tol.rtol):
-        out.unlink(missing_ok=True)
-        raise ParityError(f"{recipe.name}: export differs from PyTorch on the eval set "
-                          f"(max abs {np.abs(got - want).max():.3g})")
+    export(recipe.factory, out, exporter="torchscript")  # what "auto" picks first for every zoo model

@@ -120,11 +120,27 @@ def startup(models: list[str]) -> None:
     del ort
 
 
+def _export_uncleaned(name: str, out: Path, streaming: bool) -> None:
+    """Export a zoo model the way edgeseq did before its graph cleanup (no onnxslim, packed state)."""
+    from edgeseq.export import exporter, stateful
+    from models.zoo import ZOO
+
+    recipe = next(r for r in ZOO if r.name == name)
+    keep = exporter.simplify, stateful.simplify, stateful.split_layer_states
+    exporter.simplify = stateful.simplify = lambda proto, say=None: (proto, None)
+    stateful.split_layer_states = lambda proto, states: {}
+    try:
+        stateful.export_with_extras(recipe.factory, out, streaming=streaming)
+    finally:
+        exporter.simplify, stateful.simplify, stateful.split_layer_states = keep
+
+
 def graph_cleanup(models: list[str]) -> None:
-    """onnxslim and ONNX Runtime's offline optimizer after export: node count and batch-1 latency."""
+    """Graph cleanup after export: the file as exported by torch, onnxslim, ONNX Runtime's offline
+    optimizer, and edgeseq's export (onnxslim + per-layer streaming state): nodes and batch-1 latency."""
     from edgeseq.card import op_histogram
 
-    print("\n## graph cleanup after export (1 thread; float file and streaming step)")
+    print("\n## graph cleanup after export (1 thread; float file at natural length and streaming step)")
     try:
         import onnxslim
     except ImportError:
@@ -132,9 +148,11 @@ def graph_cleanup(models: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
             for kind in ("float", "stream-float"):
-                f = BUILD / name / f"{kind}.onnx"
-                if not f.exists():
+                built = BUILD / name / f"{kind}.onnx"
+                if not built.exists():
                     continue
+                f = Path(tmp) / f"{name}-{kind}.raw.onnx"
+                _export_uncleaned(name, f, streaming=kind != "float")
                 files = {"as exported": f}
                 if onnxslim is not None:
                     slim = Path(tmp) / f"{name}-{kind}.slim.onnx"
@@ -144,18 +162,16 @@ def graph_cleanup(models: list[str]) -> None:
                 pre = Path(tmp) / f"{name}-{kind}.ortopt.onnx"
                 ort_session(f, 1, level="extended", optimized_model_filepath=str(pre))
                 files["ORT offline (extended)"] = pre
+                files["edgeseq export"] = built
                 sessions = {k: ort_session(p, 1, level="all") for k, p in files.items()}
-                if kind == "float":
-                    x = sample(name, 1)
-                    feeds = {k: {"x": x} for k in files}
-                else:
-                    s0 = next(iter(sessions.values()))
-                    x = sample(name, 1, 1)
-                    feed = {"x": x}
-                    for i in s0.get_inputs()[1:]:
-                        feed[i.name] = np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
-                    feeds = {k: feed for k in files}
-                res = interleaved({k: (lambda s=s, fd=feeds[k]: s.run(None, fd)) for k, s in sessions.items()})
+                x = sample(name, 1, None if kind == "float" else 1)
+                feeds = {}
+                for k, sess in sessions.items():
+                    feeds[k] = {"x": x}
+                    for i in sess.get_inputs()[1:]:  # streaming state: zeros
+                        feeds[k][i.name] = np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
+                res = interleaved({k: (lambda s=s, fd=feeds[k]: s.run(None, fd)) for k, s in sessions.items()},
+                                  rounds=7, seconds=1.0)
                 nodes = {k: sum(op_histogram(p).values()) for k, p in files.items()}
                 print(f"{name:16} {kind:13}: " + ", ".join(f"{k} {nodes[k]} nodes {res[k] * 1e6:7.1f} µs" for k in files))
 
@@ -221,8 +237,170 @@ def quantization(models: list[str]) -> None:
                 print(f"{name:16} b{batch}x{length}: " + ", ".join(f"{k} {v * 1e6:.1f} µs" for k, v in res.items()))
 
 
+def stream_state(models: list[str]) -> None:
+    """Streaming state of a stacked layer: one [layers, batch, hidden] tensor per state (cut by Slice and
+    joined by Concat inside the graph at every step) vs one input/output per layer (what export writes)."""
+    from edgeseq.card import op_histogram
+    from edgeseq.export import stateful
+    from edgeseq.export.stateful import export_with_extras
+    from edgeseq.quantize import quantize
+    from edgeseq.runtime.streaming import StreamingSession
+    from models.zoo import ZOO
+
+    print("\n## streaming state: packed vs per layer (StreamingSession.step, batch 1, one step, 1 thread)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            recipe = next(r for r in ZOO if r.name == name)
+            files = {}
+            for label in ("packed", "per layer"):
+                f = Path(tmp) / f"{name}-{label.replace(' ', '-')}.onnx"
+                original = stateful.split_layer_states
+                if label == "packed":
+                    stateful.split_layer_states = lambda proto, states: {}
+                try:
+                    export_with_extras(recipe.factory, f, streaming=True)
+                except Exception as exc:  # noqa: BLE001 - e.g. a model that cannot stream
+                    print(f"{name:16}: {str(exc).splitlines()[0][:100]}")
+                    break
+                finally:
+                    stateful.split_layer_states = original
+                files[f"float {label}"] = f
+                q = f.with_suffix(".int8.onnx")
+                quantize(f, q, mode="dynamic")
+                files[f"int8 {label}"] = q
+            if not files:
+                continue
+            x = sample(name, 1, 1)
+            sessions = {k: StreamingSession(f, device="cpu", threads=1) for k, f in files.items()}
+            res = interleaved({k: (lambda s=s: s.step(x)) for k, s in sessions.items()}, rounds=9, seconds=2.0)
+            nodes = {k: sum(op_histogram(f).values()) for k, f in files.items()}
+            print(f"{name:16}: " + ", ".join(f"{k} ({nodes[k]} nodes) {v * 1e6:.1f} µs" for k, v in res.items()))
+
+
+def conv_int8(_models: list[str]) -> None:
+    """Dynamic INT8 of a Conv1d front-end (ConvInteger + run-time activation quantization) vs keeping the
+    Conv float and quantizing only the LSTM/MatMul/Gemm (what ``edgeseq quantize --mode dynamic`` does)."""
+    import torch
+
+    from edgeseq.export import export
+    from edgeseq.quantize import modes
+    from models.families import Conv1dLSTM
+
+    print("\n## dynamic INT8 of convolutions: ConvInteger vs float Conv (Conv1d front-end + LSTM, 1 thread)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for features, filters, hidden in ((64, 128, 64), (32, 64, 128)):
+            torch.manual_seed(0)
+            f = Path(tmp) / f"conv{features}.onnx"
+            export(Conv1dLSTM(features, filters, hidden).eval(), f)
+            files = {"float": f, "int8 with ConvInteger": f.with_suffix(".all.onnx"),
+                     "int8, Conv float": f.with_suffix(".noconv.onnx")}
+            modes.dynamic(f, files["int8 with ConvInteger"], op_types=(*modes.DYNAMIC_OPS, "Conv"))
+            modes.dynamic(f, files["int8, Conv float"])
+            sessions = {k: ort_session(p, 1) for k, p in files.items()}
+            for batch in (1, 64):
+                x = np.random.default_rng(0).standard_normal((batch, 100, features)).astype(np.float32)
+                res = interleaved({k: (lambda s=s: s.run(None, {"x": x})) for k, s in sessions.items()},
+                                  seconds=1.0 if batch == 1 else 3.0)
+                print(f"Conv1d {features}->{filters} k3 ({features * filters * 3} weights) + LSTM {hidden}, "
+                      f"b{batch}x100: " + ", ".join(f"{k} {v * 1e6:.0f} µs" for k, v in res.items()))
+
+
+def memory_arena(models: list[str]) -> None:
+    """ONNX Runtime's CPU memory arena on/off: whole sequences (Session) and one streaming step."""
+    from edgeseq.runtime.session import Session
+    from edgeseq.runtime.streaming import StreamingSession
+
+    print("\n## CPU memory arena on vs off (1 thread)")
+    for name in models:
+        for kind in ("float", "int8"):
+            f = BUILD / name / f"{kind}.onnx"
+            if not f.exists():
+                continue
+            on, off = Session(f, device="cpu", threads=1), Session(f, device="cpu", threads=1, memory_arena=False)
+            out = []
+            for batch, length in ((1, 1), (1, 100), (64, 100)):
+                x = sample(name, batch, length)
+                r = interleaved({"on": lambda: on.predict(x), "off": lambda: off.predict(x)},
+                                rounds=7, seconds=1.0 if batch == 1 else 3.0)
+                out.append(f"b{batch}x{length} {r['on'] * 1e6:.1f} -> {r['off'] * 1e6:.1f} µs")
+            stream = BUILD / name / f"stream-{kind}.onnx"
+            if stream.exists():
+                a = StreamingSession(stream, device="cpu", threads=1)
+                a.session = Session(stream, device="cpu", threads=1)  # the same file with the arena on
+                a._ort = a.session._sess
+                b = StreamingSession(stream, device="cpu", threads=1)  # arena off (StreamingSession's default)
+                x = sample(name, 1, 1)
+                r = interleaved({"on": lambda: a.step(x), "off": lambda: b.step(x)}, rounds=9, seconds=2.0)
+                out.append(f"step {r['on'] * 1e6:.2f} -> {r['off'] * 1e6:.2f} µs")
+            print(f"{name:16} {kind:5} arena on -> off: " + "; ".join(out))
+
+
+def _bound_run(sess: Any) -> Callable[[], Any]:
+    """A run_with_iobinding call with every input (zeros) and output bound once, as StreamingSession does."""
+    import onnxruntime as ort
+
+    values = {i.name: ort.OrtValue.ortvalue_from_numpy(np.zeros([d if isinstance(d, int) else 1 for d in i.shape],
+                                                                np.float32)) for i in sess.get_inputs()}
+    probe = sess.io_binding()
+    for k, v in values.items():
+        probe.bind_ortvalue_input(k, v)
+    for o in sess.get_outputs():
+        probe.bind_output(o.name, "cpu")
+    sess.run_with_iobinding(probe)
+    binding = sess.io_binding()
+    for k, v in values.items():
+        binding.bind_ortvalue_input(k, v)
+    for o, v in zip(sess.get_outputs(), probe.get_outputs()):
+        binding.bind_ortvalue_output(o.name, ort.OrtValue.ortvalue_from_numpy(np.zeros(v.shape(), np.float32)))
+    return lambda: sess.run_with_iobinding(binding)
+
+
+def step_floor(models: list[str]) -> None:
+    """What a streaming step cannot go below in ONNX Runtime: the exported step graph vs a graph of only
+    its LSTM nodes (same weights, per-layer state) vs a one-node Identity graph, all pre-bound, no Python."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    print("\n## streaming step floor (run_with_iobinding, batch 1, one step, 1 thread)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            f = BUILD / name / "stream-float.onnx"
+            if not f.exists():
+                continue
+            proto = onnx.load(str(f))
+            weights = {t.name: t for t in proto.graph.initializer}
+            lstms = [n for n in proto.graph.node if n.op_type == "LSTM"]
+            hidden = next(a.i for a in lstms[0].attribute if a.name == "hidden_size")
+            features = numpy_helper.to_array(weights[lstms[0].input[1]]).shape[-1]
+            nodes, inputs, outputs, inits, prev = [], [], [], [], "x"
+            inputs.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, features]))
+            for k, n in enumerate(lstms):
+                inits += [numpy_helper.from_array(numpy_helper.to_array(weights[n.input[j]]), f"{w}{k}")
+                          for j, w in ((1, "W"), (2, "R"), (3, "B"))]
+                for st in ("h", "c"):
+                    inputs.append(helper.make_tensor_value_info(f"{st}{k}", TensorProto.FLOAT, [1, 1, hidden]))
+                    outputs.append(helper.make_tensor_value_info(f"{st}o{k}", TensorProto.FLOAT, [1, 1, hidden]))
+                nodes.append(helper.make_node("LSTM", [prev, f"W{k}", f"R{k}", f"B{k}", "", f"h{k}", f"c{k}"],
+                                              [f"Y{k}", f"ho{k}", f"co{k}"], hidden_size=hidden))
+                prev = f"ho{k}"  # (1, batch, hidden): the next layer's one-step input
+            opset = [helper.make_opsetid("", 17)]
+            only = Path(tmp) / "lstm-only.onnx"
+            onnx.save(helper.make_model(helper.make_graph(nodes, "lstm_only", inputs, outputs, inits),
+                                        opset_imports=opset), str(only))
+            ident = Path(tmp) / "identity.onnx"
+            io = [helper.make_tensor_value_info(v, TensorProto.FLOAT, [1, 1, features]) for v in ("x", "y")]
+            onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity",
+                                                          io[:1], io[1:]), opset_imports=opset), str(ident))
+            files = {"exported step": f, f"{len(lstms)} LSTM nodes only": only, "Identity": ident}
+            runs = {k: _bound_run(ort_session(p, 1)) for k, p in files.items()}
+            res = interleaved(runs, rounds=7, seconds=1.5)
+            print(f"{name:16}: " + ", ".join(f"{k} {v * 1e6:.2f} µs" for k, v in res.items()))
+
+
 EXPERIMENTS = {"threads": threads_and_spinning, "stream-threads": stream_threads, "levels": optimization_levels,
-               "startup": startup, "cleanup": graph_cleanup, "overhead": overhead, "quant": quantization}
+               "startup": startup, "cleanup": graph_cleanup, "overhead": overhead, "quant": quantization,
+               "stream-state": stream_state, "conv-int8": conv_int8, "arena": memory_arena,
+               "step-floor": step_floor}
 
 
 def main() -> None:

@@ -189,7 +189,11 @@ class GpuBench:
         card = read_card(path)
         state_in, state_out = card["state_inputs"], card["state_outputs"]
         xt = np.random.default_rng(1).standard_normal((1, 1, FEATURES)).astype(np.float32)
-        zeros = {n: np.zeros((LAYERS, 1, HIDDEN), np.float32) for n in state_in}
+        from edgeseq.benchmark.streaming import _state_slots
+
+        # one tensor per state, or one per layer in files that split the state per layer
+        zeros = {n: np.zeros([1 if isinstance(d, str) else d for d in shape], np.float32)
+                 for n, _out, shape, _axis in _state_slots(path)}
         rows: list[dict[str, Any]] = []
 
         dev_model = self.build().to(self.device)

@@ -76,7 +76,9 @@ def _completer(path: str | Path, names: list[str]) -> Callable[[Sequence[np.ndar
     from ..card import read_card
 
     card = read_card(path)
-    states = {s["input"]: s["shape"] for layer in card.get("streaming", {}).get("layers", []) for s in layer["states"]}
+    from .streaming import _state_slots
+
+    states = {name: shape for name, _out, shape, _axis in _state_slots(path)}
     lengths = card.get("lengths_input")
     data = [n for n in names if n not in states and n != lengths]
     spec = InputSpec.from_card(card["inputs"]) if card.get("inputs") else None

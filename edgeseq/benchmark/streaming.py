@@ -27,12 +27,15 @@ def is_streaming_file(path: str | Path) -> bool:
 
 
 def _state_slots(path: str | Path) -> list[tuple[str, str, list[Any], int]]:
-    """(input, output, shape with 'batch', batch axis) for each carried state, from the model card."""
+    """(input, output, shape with 'batch', batch axis) for each carried state tensor of the graph, from
+    the model card (a state split per layer is one tensor per layer)."""
     card = read_card(path)
     slots = []
     for layer in card.get("streaming", {}).get("layers", []):
         for s in layer["states"]:
-            slots.append((s["input"], s["output"], s["shape"], int(s.get("batch_axis", 1))))
+            parts = s.get("parts") or [s]
+            shape = s["shape"] if len(parts) == 1 else [1, *s["shape"][1:]]
+            slots.extend((p["input"], p["output"], shape, int(s.get("batch_axis", 1))) for p in parts)
     return slots
 
 
