@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def _quantize(src: Path, dst: Path, mode: str, eval_path: Path | None) -> None:
     quantize(src, dst, mode=mode, eval_data=eval_path)
 
 
-def build(recipe: "object", log: Callable[[str], None], fresh: bool = False) -> ModelArtifacts:
+def build(recipe: object, log: Callable[[str], None], fresh: bool = False) -> ModelArtifacts:
     """Export and quantize one zoo recipe (``models.zoo.Recipe``) into ``bench/build/<name>/``."""
     from edgeseq.export.stateful import export_with_extras
 
@@ -118,7 +118,7 @@ def build(recipe: "object", log: Callable[[str], None], fresh: bool = False) -> 
     return art
 
 
-def _export_checked(recipe: "object", out: Path) -> None:
+def _export_checked(recipe: object, out: Path) -> None:
     """edgeseq export with its parity gate (random parity inputs are drawn from the declared example's
     value range, so models that need e.g. positive prices pass it like any other)."""
     from edgeseq.export import export

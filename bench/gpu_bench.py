@@ -24,8 +24,9 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -101,8 +102,8 @@ class GpuBench:
         files = {"float32": self.tmp / "lstm.onnx", "stream": self.tmp / "lstm-stream.onnx"}
         export(model, files["float32"], exporter="torchscript")
         export_with_extras(model, files["stream"], streaming=True, exporter="torchscript")
-        import onnxruntime.quantization  # noqa: F401 - before edgeseq's fp16 trims sys.path
         import onnx
+        import onnxruntime.quantization  # noqa: F401 - before edgeseq's fp16 trims sys.path
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         try:

@@ -13,8 +13,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,9 +24,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import artifacts, coldstart  # noqa: E402
-from edgeseq.benchmark import machine_info, measure_peaks, recurrent_macs, run_cases  # noqa: E402
+from edgeseq.benchmark import (  # noqa: E402
+    bound_seconds,  # noqa: E402
+    machine_info,
+    measure_peaks,
+    recurrent_macs,
+    run_cases,
+)
 from edgeseq.benchmark import runners as R  # noqa: E402
-from edgeseq.benchmark import bound_seconds  # noqa: E402
 from edgeseq.benchmark.streaming import streaming_runner, torch_streaming_runner  # noqa: E402
 from edgeseq.errors import EdgeseqError  # noqa: E402
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -217,7 +216,7 @@ class _Progress:
     def __init__(self, enabled: bool) -> None:
         self.enabled, self.bar, self.done = enabled, None, 0
 
-    def __enter__(self) -> "_Progress | None":
+    def __enter__(self) -> _Progress | None:
         return self if self.enabled else None
 
     def __call__(self, done: int, total: int) -> None:

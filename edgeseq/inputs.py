@@ -105,12 +105,12 @@ class InputSpec:
         return out
 
     @classmethod
-    def from_card(cls, entries: list[dict[str, Any]]) -> "InputSpec":
+    def from_card(cls, entries: list[dict[str, Any]]) -> InputSpec:
         fields_ = set(InputInfo.__dataclass_fields__)
         return cls([InputInfo(**{k: v for k, v in e.items() if k in fields_}) for e in entries])
 
     @classmethod
-    def from_session_inputs(cls, inputs: list[Any], time_first: bool = False, example_length: int = 8) -> "InputSpec":
+    def from_session_inputs(cls, inputs: list[Any], time_first: bool = False, example_length: int = 8) -> InputSpec:
         """Best-effort spec for an ONNX file without a card: symbolic dims become batch/seq."""
         infos = []
         for spec in inputs:

@@ -15,9 +15,8 @@ from .card import op_histogram, read_card
 
 
 def describe(path: str | Path) -> dict[str, Any]:
-    from .runtime.session import create_inference_session, open_model_file
     from .runtime.providers import resolve_device
-    from .runtime.session import _spec
+    from .runtime.session import _spec, create_inference_session, open_model_file
 
     path = open_model_file(path)
     sess = create_inference_session(path, resolve_device("cpu"), threads=1)

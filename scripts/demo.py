@@ -10,8 +10,8 @@ import contextlib
 import io
 import sys
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import os
 import platform
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -10,9 +10,10 @@ optional) and ``pytorch`` (eager, for ``--against``; torch is imported only ther
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -11,8 +11,9 @@ in Python (:class:`TorchStepper`; torch is imported only there).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -14,9 +14,10 @@ import logging
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..card import set_card
 from ..errors import EdgeseqError, ExportError, ParityError, require

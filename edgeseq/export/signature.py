@@ -13,7 +13,8 @@ A model declares its own example input like this::
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import ExportError, UnsupportedModelError
 from ..inputs import InputInfo, InputSpec

@@ -23,9 +23,10 @@ import math
 import re
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,8 +38,15 @@ from ..tolerances import Tolerance, tolerance_for
 from . import parity
 from .cleanup import cleanup_record, node_count, simplify, split_layer_states
 from .exporter import DEFAULT_OPSET, EXPORTERS, ExportResult, build_card, graph_problems
-from .lengths import (LENGTHS_CHECK_LENGTH, LENGTHS_INPUT, add_lengths_input, check_lengths_layers,
-                      lengths_refusal, time_mixing_layers, verify_lengths)
+from .lengths import (
+    LENGTHS_CHECK_LENGTH,
+    LENGTHS_INPUT,
+    add_lengths_input,
+    check_lengths_layers,
+    lengths_refusal,
+    time_mixing_layers,
+    verify_lengths,
+)
 from .loading import load_model
 from .signature import check_supported, infer_signature
 
@@ -216,7 +224,7 @@ def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]
         shapes[key] = [tuple(o.shape) for o in out]
     axes = {}
     for i, shape in enumerate(shapes["base"]):
-        def changed(other: tuple[int, ...]) -> int | None:
+        def changed(other: tuple[int, ...], shape: tuple[int, ...] = shape) -> int | None:
             diff = [a for a, (p, q) in enumerate(zip(shape, other)) if p != q]
             return diff[0] if len(diff) == 1 and len(other) == len(shape) else None
 

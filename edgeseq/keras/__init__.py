@@ -24,7 +24,7 @@ __all__ = ["load_keras", "keras_reference", "supported_layers", "KERAS_SUFFIXES"
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
-def load_keras(path: str | Path) -> "torch.nn.Module":
+def load_keras(path: str | Path) -> torch.nn.Module:
     """Rebuild the Keras model saved at ``path`` as an equivalent ``torch.nn.Module`` (eval mode).
 
     The module keeps Keras's layout (batch-first, channels-last), has
@@ -48,7 +48,7 @@ def load_keras(path: str | Path) -> "torch.nn.Module":
         ) from exc
 
 
-def keras_reference(path: str | Path) -> Callable[["np.ndarray"], "np.ndarray"]:
+def keras_reference(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     """Load the ORIGINAL Keras model (torch backend by default) and return ``x -> model(x)``."""
     from .reference import keras_reference as _ref
 

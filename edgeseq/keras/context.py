@@ -22,8 +22,8 @@ class BuildContext:
 
     bag: WeightBag
     keras_major: int
-    build_model: Callable[[dict[str, Any], "BuildContext"], nn.Module]
-    input_shape: Callable[[], "tuple[int | None, ...] | None"] = lambda: None
+    build_model: Callable[[dict[str, Any], BuildContext], nn.Module]
+    input_shape: Callable[[], tuple[int | None, ...] | None] = lambda: None
     """The layer's input shape (batch first, None for dynamic axes), or None when unknown."""
 
 

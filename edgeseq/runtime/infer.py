@@ -11,9 +11,10 @@ SIGTERM (see :func:`edgeseq.runtime.io.sigterm_as_interrupt`) leaves no partial 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, TextIO
+from typing import TextIO
 
 import numpy as np
 

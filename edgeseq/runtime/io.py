@@ -25,9 +25,10 @@ import tempfile
 import threading
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import numpy as np
 
@@ -351,7 +352,7 @@ class InputSource:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __enter__(self) -> "InputSource":
+    def __enter__(self) -> InputSource:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -16,8 +16,8 @@ UTF-8 (a corrupt file), which ONNX Runtime's Python API would otherwise fail on 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Iterator
 
 from ..card import _iter_fields
 from ..errors import ModelFileError

@@ -18,9 +18,10 @@ import functools
 import json
 import re
 import threading
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Iterator, Mapping, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -337,7 +338,7 @@ class StreamingSession:
 
 def _locked(method: Any) -> Any:
     @functools.wraps(method)
-    def wrapper(self: "StreamPool", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: StreamPool, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
             return method(self, *args, **kwargs)
 

@@ -36,7 +36,7 @@ class Saved:
         rng = np.random.default_rng(seed + length)
         shape = (batch, length) + tuple(int(d) for d in self.model.input_shape[2:])
         if "int" in str(self.model.inputs[0].dtype):
-            vocab = next(l for l in self.model.layers if type(l).__name__ == "Embedding").input_dim
+            vocab = next(layer for layer in self.model.layers if type(layer).__name__ == "Embedding").input_dim
             return rng.integers(0, vocab, size=shape).astype(np.int64)
         return rng.standard_normal(shape).astype(np.float32)
 

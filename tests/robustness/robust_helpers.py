@@ -30,7 +30,6 @@ def write_external_model(folder: Path, location: str, data_file: str | None = "w
 
     ``where`` puts the tensor in a graph initializer, a Constant node's attribute, or an If subgraph.
     """
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from robust_helpers import ROOT, leftovers
 
 from edgeseq import Session
-
-from robust_helpers import ROOT, leftovers
 
 # Runs the command as its only child and reports that child's peak RSS (KiB on Linux) on stderr.
 PEAK_RSS = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "

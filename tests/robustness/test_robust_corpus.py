@@ -9,18 +9,18 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from robust_helpers import leftovers, run_cli, write_external_model
 
 from edgeseq import EdgeseqError
 from edgeseq.cli import main
 from edgeseq.runtime.infer import infer_file
-
-from robust_helpers import leftovers, run_cli, write_external_model
 
 F = 12  # features of the 'gru' family
 

@@ -6,12 +6,11 @@ import os
 
 import numpy as np
 import pytest
+from robust_helpers import write_external_model
 
 from edgeseq import Session
 from edgeseq.errors import ModelFileError
 from edgeseq.runtime.safety import check_external_data
-
-from robust_helpers import write_external_model
 
 
 @pytest.fixture
