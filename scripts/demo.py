@@ -49,11 +49,11 @@ def main() -> int:
     torch.set_num_threads(THREADS)
     OUT.parent.mkdir(parents=True, exist_ok=True)
 
-    step(f"1/3 export {MODEL} -> {OUT.relative_to(ROOT)}")
+    step(f"1/4 export {MODEL} -> {OUT.relative_to(ROOT)}")
     result = export(MODEL, OUT, log=lambda m: print("   " + m.replace(str(ROOT) + "/", "")))
     print(f"   exporter: {result.exporter}; {result.seconds:.1f}s")
 
-    step("2/3 parity sweep vs PyTorch (batch 1,3,16 x length 1,2,17,100,1000)")
+    step("2/4 parity sweep vs PyTorch (batch 1,3,16 x length 1,2,17,100,1000)")
     report = check(OUT, MODEL)
     summary = report.summary()
     worst = max(report.cases, key=lambda c: c.max_abs)
@@ -63,7 +63,7 @@ def main() -> int:
         print("   PARITY FAILED", file=sys.stderr)
         return 1
 
-    step(f"3/3 inference on the held-out eval set ({EVAL.relative_to(ROOT)})")
+    step(f"3/4 inference on the held-out eval set ({EVAL.relative_to(ROOT)})")
     data = np.load(EVAL)
     x, y = data["x"], data["y"]
     model = load_model(MODEL)
@@ -93,6 +93,24 @@ def main() -> int:
     t_onnx = _median_ms(lambda: session.predict(single))
     print(f"   batch-1 latency (median of 200): PyTorch {t_torch:.2f} ms, edgeseq {t_onnx:.2f} ms "
           f"-> {t_torch / t_onnx:.1f}x faster")
+
+    step("4/4 quantize to INT8 (dynamic), gated on the eval set's accuracy")
+    from edgeseq.quantize import quantize
+
+    int8_path = OUT.with_name("fashion_lstm.int8.onnx")
+    q = quantize(OUT, int8_path, mode="dynamic", eval_data=EVAL, log=lambda m: print("   " + m))
+    int8 = Session(int8_path, device="cpu", threads=THREADS)
+    int8.predict(x[:8])
+    t0 = time.perf_counter()
+    int8_out = int8.predict(x, batch_size=256)
+    int8_s = time.perf_counter() - t0
+    _, int8_metric = task_metric(int8_out, y)
+    t_int8 = _median_ms(lambda: int8.predict(single))
+    print(f"   edgeseq INT8  : {name} {int8_metric:.4f}  in {int8_s * 1000:7.1f} ms  "
+          f"({q.bytes / 1024:.0f} KiB, {q.bytes / q.float_bytes:.2f}x of float)")
+    print(f"   batch-1 latency INT8: {t_int8:.2f} ms -> {t_torch / t_int8:.1f}x faster than PyTorch; "
+          f"whole set {torch_s / int8_s:.1f}x")
+
     print(f"\nTry it yourself:\n   .venv/bin/edgeseq inspect {OUT.relative_to(ROOT)}\n"
           f"   .venv/bin/edgeseq infer {OUT.relative_to(ROOT)} --input {EVAL.relative_to(ROOT)} -o out/demo/y.npy")
     return 0
