@@ -23,7 +23,7 @@ import numpy as np
 from ..quantize.cpu import vnni_mismatch
 from ..tolerances import Tolerance, is_quantized, max_metric_drop, tolerance_for
 from . import parity
-from .loading import is_keras_ref, load_model
+from .loading import is_keras_ref, model_and_source
 
 DEFAULT_BATCH_SIZES = (1, 3, 16)
 DEFAULT_LENGTHS = (1, 2, 17, 100, 1000)
@@ -67,7 +67,7 @@ def check(
             out = keras_fn(*arrays)
             return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
     else:
-        model = load_model(against, weights) if isinstance(against, (str, Path)) else against.eval()
+        model, _ = model_and_source(against, weights)
         run_ref = parity.torch_runner(model)
 
     pairs: list[tuple[list[np.ndarray], list[np.ndarray]]] = []

@@ -25,7 +25,7 @@ from ..inputs import InputSpec
 from ..runtime.io import atomic_path
 from . import parity
 from .cleanup import cleanup_record, node_count, simplify
-from .loading import load_model
+from .loading import model_and_source
 from .signature import check_supported, infer_signature
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
@@ -212,12 +212,7 @@ def export(
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     start = time.perf_counter()
-    source = model_or_ref if isinstance(model_or_ref, str) else type(model_or_ref).__name__
-    model = load_model(model_or_ref, weights) if isinstance(model_or_ref, (str, Path)) else model_or_ref.eval()
-    if weights is not None and not isinstance(model_or_ref, (str, Path)):
-        from .loading import load_weights
-
-        load_weights(model, weights)
+    model, source = model_and_source(model_or_ref, weights)
     check_supported(model)
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
     try:

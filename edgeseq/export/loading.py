@@ -47,6 +47,16 @@ def load_model(ref: str, weights: str | Path | None = None) -> Any:
     return model.eval()
 
 
+def model_and_source(model_or_ref: Any, weights: str | Path | None = None) -> tuple[Any, str]:
+    """(model in eval mode with ``weights`` loaded, a label for the card) from an nn.Module or a reference."""
+    if isinstance(model_or_ref, (str, Path)):
+        return load_model(str(model_or_ref), weights), str(model_or_ref)
+    model = model_or_ref.eval()
+    if weights is not None:
+        load_weights(model, weights)
+    return model, type(model).__name__
+
+
 def resolve_factory(ref: str) -> Any:
     """Import the module named in ``ref`` and return its factory callable."""
     target, sep, attr = str(ref).rpartition(":")

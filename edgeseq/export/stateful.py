@@ -47,7 +47,7 @@ from .lengths import (
     time_mixing_layers,
     verify_lengths,
 )
-from .loading import load_model
+from .loading import model_and_source
 from .signature import check_supported, infer_signature
 
 STREAM_CHUNKS = (1, 3)  # plus the whole sequence
@@ -417,13 +417,7 @@ def export_with_extras(
         return export(ref_or_model, output, weights=weights, input_shape=input_shape, dynamic_axes=dynamic_axes,
                       time_first=time_first, exporter=exporter, opset=opset, check=check, log=log)
     start = time.perf_counter()
-    is_ref = isinstance(ref_or_model, (str, Path))
-    source = str(ref_or_model) if is_ref else type(ref_or_model).__name__
-    model = load_model(str(ref_or_model), weights) if is_ref else ref_or_model.eval()
-    if weights is not None and not is_ref:
-        from .loading import load_weights
-
-        load_weights(model, weights)
+    model, source = model_and_source(ref_or_model, weights)
     check_supported(model)
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
     if len(spec.inputs) != 1:
