@@ -138,23 +138,19 @@ def parse_shape(text: str) -> list[int]:
     return shape
 
 
-def parse_int_list(text: str, what: str) -> list[int]:
-    """Parse ``"1,3,16"`` into ``[1, 3, 16]`` (positive integers)."""
+def parse_int_list(text: str, what: str, minimum: int = 1, example: str = "1,3,16") -> list[int]:
+    """Parse ``"1,3,16"`` into ``[1, 3, 16]``; every value must be at least ``minimum``."""
+    kind = "positive integers" if minimum >= 1 else "axis numbers"
+    message = f"{what} {text!r}: expected comma-separated {kind} like {example}"
     try:
         values = [int(p) for p in str(text).split(",") if p.strip()]
     except ValueError:
-        raise InputError(f"{what} {text!r}: expected comma-separated positive integers like 1,3,16") from None
-    if not values or any(v < 1 for v in values):
-        raise InputError(f"{what} {text!r}: expected comma-separated positive integers like 1,3,16")
+        raise InputError(message) from None
+    if not values or any(v < minimum for v in values):
+        raise InputError(message)
     return values
 
 
 def parse_axes(text: str) -> list[int]:
     """Parse ``"0,1"`` into ``[0, 1]`` (non-negative axis indices)."""
-    try:
-        values = [int(p) for p in str(text).split(",") if p.strip()]
-    except ValueError:
-        raise InputError(f"--dynamic-axes {text!r}: expected comma-separated axis numbers like 0,1") from None
-    if not values or any(v < 0 for v in values):
-        raise InputError(f"--dynamic-axes {text!r}: expected comma-separated axis numbers like 0,1")
-    return values
+    return parse_int_list(text, "--dynamic-axes", minimum=0, example="0,1")
