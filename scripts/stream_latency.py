@@ -39,19 +39,34 @@ def timed(fn, steps: int, warmup: int = 50) -> np.ndarray:
     return out / 1000.0  # µs
 
 
+def state_pairs(slots: list) -> list[tuple[str, str]]:
+    """(graph input, graph output) of every state tensor (a layer's state may be split per layer)."""
+    return [pair for s in slots for pair in s.parts]
+
+
+def zero_state(slots: list, batch: int) -> dict[str, np.ndarray]:
+    """Zero initial state keyed by graph input name, as a hand-written loop feeds it."""
+    state = {}
+    for s in slots:
+        for (inp, _), part in zip(s.parts, s.split(np.zeros(s.shape(batch), np.float32))):
+            state[inp] = part
+    return state
+
+
 def baseline(path: Path, x: np.ndarray, threads: int, steps: int) -> np.ndarray:
     """InferenceSession.run, state fed back as numpy arrays: what hand-written streaming loops do."""
     probe = StreamingSession(path, device="cpu", threads=threads)
     sess = create_inference_session(path, resolve_device("cpu"), threads)
     slots = probe._slots
-    state = {s.input: np.zeros(s.shape(x.shape[0]), np.float32) for s in slots}
-    names = probe.output_names + [s.output for s in slots]
+    pairs = state_pairs(slots)
+    state = zero_state(slots, x.shape[0])
+    names = probe.output_names + [out for _, out in pairs]
     name = probe.input.name
 
     def step() -> None:
         values = sess.run(names, {name: x, **state})
-        for s, v in zip(slots, values[len(probe.output_names):]):
-            state[s.input] = v
+        for (inp, _), v in zip(pairs, values[len(probe.output_names):]):
+            state[inp] = v
 
     return timed(step, steps)
 
@@ -90,14 +105,15 @@ def run(path: Path, args: argparse.Namespace) -> None:
     rows.append((f"{n} streams, `StreamPool.step` dict in/out", n, timed(lambda: pool.step(per_key), args.ticks, 10)))
     # baseline: one InferenceSession.run per stream per tick, each stream's state kept as numpy arrays
     slots, name = stream._slots, stream.input.name
-    states = [{s.input: np.zeros(s.shape(1), np.float32) for s in slots} for _ in range(n)]
-    names = stream.output_names + [s.output for s in slots]
+    pairs = state_pairs(slots)
+    states = [zero_state(slots, 1) for _ in range(n)]
+    names = stream.output_names + [out for _, out in pairs]
     chunks = [np.ascontiguousarray(xs[i : i + 1]) for i in range(n)]
 
     def one_run_per_stream() -> None:
         for i in range(n):
             values = stream._ort.run(names, {name: chunks[i], **states[i]})
-            states[i] = {s.input: v for s, v in zip(slots, values[len(stream.output_names):])}
+            states[i] = {inp: v for (inp, _), v in zip(pairs, values[len(stream.output_names):])}
 
     rows.append((f"{n} streams, one `run` per stream (baseline)", n, timed(one_run_per_stream, max(5, args.ticks // 20), 2)))
     half = dict(list(per_key.items())[: n // 2])
