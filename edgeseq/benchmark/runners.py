@@ -138,9 +138,8 @@ def ort_default_runner(path: str | Path) -> Runner:
     return Runner("onnxruntime-default", call, None, notes={"options": "ONNX Runtime defaults"})
 
 
-def openvino_runner(path: str | Path, threads: int | None = None, precision: str | None = None) -> Runner:
-    """OpenVINO's CPU plugin on the same ONNX file; ``precision`` 'f32' pins the inference precision
-    (OpenVINO's default on CPUs with bf16 support is bf16).  Raises MissingDependencyError if absent."""
+def compile_openvino(path: str | Path, threads: int | None = None, precision: str | None = None) -> Any:
+    """The file compiled by OpenVINO's CPU plugin for latency; MissingDependencyError if OpenVINO is absent."""
     try:
         import openvino as ov
     except ImportError:
@@ -150,11 +149,18 @@ def openvino_runner(path: str | Path, threads: int | None = None, precision: str
         config["INFERENCE_NUM_THREADS"] = int(threads)
     if precision:
         config["INFERENCE_PRECISION_HINT"] = precision
-    core = ov.Core()
     try:
-        compiled = core.compile_model(str(path), "CPU", config)
+        return ov.Core().compile_model(str(path), "CPU", config)
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with long texts
         raise ModelFileError(f"OpenVINO cannot compile {Path(path).name}: {_first_line(exc)}") from None
+
+
+def openvino_runner(path: str | Path, threads: int | None = None, precision: str | None = None) -> Runner:
+    """OpenVINO's CPU plugin on the same ONNX file; ``precision`` 'f32' pins the inference precision
+    (OpenVINO's default on CPUs with bf16 support is bf16).  Raises MissingDependencyError if absent."""
+    import openvino as ov
+
+    compiled = compile_openvino(path, threads, precision)
     request = compiled.create_infer_request()
     used = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
     complete = _completer(path, [p.get_any_name() for p in compiled.inputs])

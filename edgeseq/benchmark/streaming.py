@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..card import read_card
-from ..errors import InputError, MissingDependencyError, ModelFileError
-from .runners import OPENVINO_MISSING, Runner, _first_line
+from ..errors import InputError, ModelFileError
+from .runners import Runner, compile_openvino
 
 
 def is_streaming_file(path: str | Path) -> bool:
@@ -76,19 +76,7 @@ def streaming_runner(name: str, path: str | Path, threads: int | None = None, da
 
         return Runner(name, call, None, notes={"options": "ONNX Runtime defaults; state through numpy"})
     if name in ("openvino", "openvino-f32"):
-        try:
-            import openvino as ov
-        except ImportError:
-            raise MissingDependencyError(OPENVINO_MISSING) from None
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        if name == "openvino-f32":
-            config["INFERENCE_PRECISION_HINT"] = "f32"
-        try:
-            compiled = ov.Core().compile_model(str(path), "CPU", config)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelFileError(f"OpenVINO cannot compile {Path(path).name}: {_first_line(exc)}") from None
+        compiled = compile_openvino(path, threads, "f32" if name == "openvino-f32" else None)
         request = compiled.create_infer_request()
         in_names = [p.get_any_name() for p in compiled.inputs]
         out_index = {p.get_any_name(): i for i, p in enumerate(compiled.outputs)}
