@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.common import TimeDistributed  # the zoo's Keras-style wrapper, shared
+
 
 class StackedLSTMClassifier(nn.Module):
     """Stacked LSTM reading a sequence (e.g. an image row by row), classifying from the last step."""
@@ -63,19 +65,6 @@ class BiRNNClassifier(nn.Module):
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         return (torch.randn(2, 10, self.features),)
-
-
-class TimeDistributed(nn.Module):
-    """Apply ``module`` to every sub-sequence: (B, S, ...) -> merge B*S -> module -> split back."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, s = x.shape[0], x.shape[1]
-        y = self.module(x.reshape((-1,) + tuple(x.shape[2:])))
-        return y.reshape((b, s) + tuple(y.shape[1:]))
 
 
 class _ChannelsFirst(nn.Module):
