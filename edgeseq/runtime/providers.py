@@ -21,7 +21,7 @@ import re
 import sys
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ProviderError, ProviderFallbackWarning
@@ -287,9 +287,21 @@ def _driver_problems(build: str) -> tuple[str, list[GpuDevice], list[tuple[str, 
         problems.append(("the NVIDIA driver reports no CUDA device", "check nvidia-smi and CUDA_VISIBLE_DEVICES"))
     if driver_cuda and build and _major(driver_cuda) < _major(build):
         problems.append((f"the NVIDIA driver supports CUDA up to {driver_cuda} but onnxruntime was built for CUDA {build}",
-                         f"update the NVIDIA driver to one for CUDA {_major(build)}, or install an onnxruntime-gpu "
-                         f"built for CUDA {_major(driver_cuda)}"))
+                         f"update the NVIDIA driver to one for CUDA {_major(build)}, or "
+                         + _older_build_fix(_major(driver_cuda))))
     return driver_cuda, devices, problems
+
+
+# onnxruntime-gpu releases on PyPI by the CUDA major version they are built for (read from each wheel's
+# nvidia-* requirements); 1.24 is edgeseq's floor because it is the first that reports node placement.
+CUDA_BUILDS = {12: ">=1.24,<1.27", 13: ">=1.27"}
+
+
+def _older_build_fix(driver_major: int) -> str:
+    spec = CUDA_BUILDS.get(driver_major)
+    if spec is None:
+        return f"install an onnxruntime-gpu built for CUDA {driver_major}"
+    return f"install the CUDA {driver_major} build: pip install 'onnxruntime-gpu[cuda,cudnn]{spec}'"
 
 
 def _major(version: str) -> int:
@@ -448,6 +460,10 @@ def explain_cuda_failure() -> str:
     return "see ONNX Runtime's log above; 'edgeseq doctor' lists drivers, libraries and devices"
 
 
+PLACEMENT_UNCHECKED = ("node placement not checked: onnxruntime {} cannot report it (1.24+ can: "
+                       "pip install -U 'onnxruntime-gpu[cuda,cudnn]')")
+
+
 def settle_choice(choice: DeviceChoice, active: list[str], placement: Placement | None) -> DeviceChoice:
     """Check a created session against ``choice``: raise, fall back (``auto`` only) or warn.
 
@@ -464,7 +480,9 @@ def settle_choice(choice: DeviceChoice, active: list[str], placement: Placement 
         if auto:
             return _cpu(f"auto chose cpu: ONNX Runtime could not create the CUDA provider ({why})", choice.requested)
         raise ProviderError(f"device={choice.requested!r} cannot be used: ONNX Runtime could not create the CUDA provider ({why})")
-    off = placement.recurrent_not_on(CUDA_EP) if placement is not None else []
+    if placement is None:  # onnxruntime < 1.24 cannot report node placement: say so instead of staying silent
+        return replace(choice, reason="; ".join(filter(None, [choice.reason, PLACEMENT_UNCHECKED.format(_ort().__version__)])))
+    off = placement.recurrent_not_on(CUDA_EP)
     if off and auto:
         return _cpu(f"auto chose cpu: {len(off)} recurrent node(s) have no CUDA kernel here ({', '.join(off[:3])})",
                     choice.requested)

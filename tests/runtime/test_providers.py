@@ -120,7 +120,9 @@ def test_driver_without_device_and_old_driver(machine):
     machine(driver=FakeDriver(init_rc=100))
     assert "cuInit returned CUDA_ERROR_NO_DEVICE (100)" in P.cuda_unusable_reason()
     machine(driver=FakeDriver(version=12040))
-    assert "supports CUDA up to 12.4 but onnxruntime was built for CUDA 13.0" in P.cuda_unusable_reason()
+    reason = P.cuda_unusable_reason()
+    assert "supports CUDA up to 12.4 but onnxruntime was built for CUDA 13.0" in reason
+    assert "pip install 'onnxruntime-gpu[cuda,cudnn]>=1.24,<1.27'" in reason  # the last CUDA 12 builds
 
 
 def test_usable_cuda_devices_and_index_checks(machine):
@@ -176,6 +178,14 @@ def test_placement_reports_nodes_and_recurrent_fallback(exported):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert P.settle_choice(cuda, [P.CUDA_EP], on_gpu) is cuda  # shape ops on the CPU are fine
+
+
+def test_unknown_placement_is_said_not_skipped_silently():
+    # onnxruntime < 1.24 has no placement record: the CUDA choice stands, and its reason says it was not checked.
+    cuda = P.DeviceChoice("cuda:0", [], reason="asked for cuda:0", requested="cuda")
+    settled = P.settle_choice(cuda, [P.CUDA_EP, "CPUExecutionProvider"], None)
+    assert settled.device == "cuda:0" and settled.reason.startswith("asked for cuda:0; node placement not checked")
+    assert "1.24+" in settled.reason
 
 
 def test_io_binding_path_matches_plain_run(exported):
