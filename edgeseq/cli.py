@@ -88,8 +88,11 @@ def main() -> None:
 @click.option("--check/--no-check", default=True, show_default=True, help="Run the parity gate before writing.")
 @click.option("--streaming", is_flag=True, help="Add every recurrent layer's state as inputs/outputs (for StreamingSession).")
 @click.option("--lengths", "with_lengths", is_flag=True, help="Add a 'lengths' input so zero-padded steps do not change results.")
+@click.option("--atol", type=click.FloatRange(min=0), help="Parity gate's absolute tolerance (default 1e-5).")
+@click.option("--rtol", type=click.FloatRange(min=0), help="Parity gate's relative tolerance (default 1e-5).")
 def export(ref: str, output: str, weights: str | None, input_shape: str | None, dynamic_axes: str | None,
-           time_first: bool, exporter: str, opset: int | None, check: bool, streaming: bool, with_lengths: bool) -> None:
+           time_first: bool, exporter: str, opset: int | None, check: bool, streaming: bool, with_lengths: bool,
+           atol: float | None, rtol: float | None) -> None:
     """Export REF to ONNX with dynamic batch and sequence axes.
 
     REF is path/to/file.py:factory, package.module:factory, or a Keras file (.keras/.h5).
@@ -105,12 +108,12 @@ def export(ref: str, output: str, weights: str | None, input_shape: str | None, 
 
         result = export_with_extras(ref, output, weights=weights, input_shape=shape, dynamic_axes=axes,
                                     time_first=time_first, exporter=exporter, opset=opset, check=check,
-                                    streaming=streaming, lengths=with_lengths, log=_err)
+                                    streaming=streaming, lengths=with_lengths, log=_err, atol=atol, rtol=rtol)
     else:
         from .export.exporter import export as do_export
 
         result = do_export(ref, output, weights=weights, input_shape=shape, dynamic_axes=axes, time_first=time_first,
-                           exporter=exporter, opset=opset, check=check, log=_err)
+                           exporter=exporter, opset=opset, check=check, log=_err, atol=atol, rtol=rtol)
     parity_note = "parity not checked (--no-check)"
     if result.report is not None:
         s = result.report.summary()
@@ -149,7 +152,9 @@ def check(model: str, against: str, weights: str | None, batch_sizes: str, lengt
             tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if not report.passed:
         failing = len(report.failures)
-        _err(f"Error: parity FAILED in {failing} case(s) ({criteria(report)})")
+        from .export.parity import rounding_hint
+
+        _err(f"Error: parity FAILED in {failing} case(s) ({criteria(report)}){rounding_hint(report)}")
         sys.exit(1)
     click.echo(f"parity ok on {report.provider}: all {report.summary()['cases']} cases pass ({criteria(report)})")
 

@@ -198,10 +198,13 @@ def export(
     opset: int | None = None,
     check: bool = True,
     log: Callable[[str], None] | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
 ) -> ExportResult:
     """Export a model to ONNX with dynamic batch and sequence axes; never leaves a file that fails parity.
 
     ``model_or_ref`` is an ``nn.Module`` or a reference ``"file.py:factory"`` / ``"pkg.mod:factory"``.
+    ``atol``/``rtol`` replace the parity gate's float32 tolerances (``edgeseq.tolerances``).
 
     >>> export("models/fashion_lstm.py:build", "fashion.onnx").exporter   # doctest: +SKIP
     'torchscript'
@@ -212,7 +215,7 @@ def export(
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     start = time.perf_counter()
-    model, source = model_and_source(model_or_ref, weights)
+    model, source = model_and_source(model_or_ref, weights, say)
     check_supported(model)
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
     try:
@@ -223,6 +226,7 @@ def export(
     check_layout(model, spec, time_first)
     order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
     attempts: list[str] = []
+    hints: list[str] = []  # per failed parity gate: the float32-rounding hint, or ''
     frozen = False
     with tempfile.TemporaryDirectory(prefix="edgeseq-export-") as tmp:
         for name in order:
@@ -258,13 +262,16 @@ def export(
             if check:
                 lengths = quick_lengths(spec.example_length)
                 say(f"checking parity with PyTorch (batch 1,3 x length {','.join(map(str, lengths))}) ...")
-                report, cleaned, by = _measure_cleaned(proto, cleaned, by, candidate, model, spec, lengths, say)
+                report, cleaned, by = _measure_cleaned(proto, cleaned, by, candidate, model, spec, lengths, say,
+                                                       atol, rtol)
                 try:
-                    parity.gate(report, f"{name} export")
+                    parity.gate(report, f"{name} export", hint=False)
                 except ParityError as exc:
-                    if report.failures:
+                    hints.append(parity.rounding_hint(report))
+                    fails = report.failures
+                    if fails and not all(c.rounding_sized for c in fails):
                         # right at the example's length, wrong elsewhere: the length was baked into the graph
-                        frozen = frozen or all(c.length != spec.example_length for c in report.failures)
+                        frozen = frozen or all(c.length != spec.example_length for c in fails)
                     attempts.append(str(exc))
                     say(f"  {exc}")
                     continue
@@ -285,16 +292,20 @@ def export(
             f"{spec.example_length}; other lengths fail or give wrong numbers).{_cell_hint(model)} "
             f"[{' | '.join(attempts)}]"
         )
-    raise ExportError("no exporter produced a correct file: " + " | ".join(attempts))
+    hint = hints[0] if hints and len(hints) == len(attempts) and all(hints) else ""
+    raise ExportError("no exporter produced a correct file: " + " | ".join(attempts) + hint)
 
 
 def _measure_cleaned(proto: Any, cleaned: Any, by: str | None, candidate: Path, model: Any, spec: InputSpec,
-                     lengths: list[int], say: Callable[[str], None]) -> tuple[parity.ParityReport, Any, str | None]:
+                     lengths: list[int], say: Callable[[str], None], atol: float | None = None,
+                     rtol: float | None = None) -> tuple[parity.ParityReport, Any, str | None]:
     """Parity of the cleaned graph, and (report, graph, cleanup) of the graph to keep: the cleaned one
     unless it fails where the graph as exported (``candidate`` on disk) passes."""
     import onnx
 
-    measure = lambda path: parity.measure(path, model, spec, batch_sizes=(1, 3), lengths=lengths, device="cpu")  # noqa: E731
+    def measure(path: Path) -> parity.ParityReport:
+        return parity.measure(path, model, spec, batch_sizes=(1, 3), lengths=lengths, atol=atol, rtol=rtol, device="cpu")
+
     if not by:
         return measure(candidate), proto, None
     clean_path = candidate.with_name(candidate.stem + ".clean.onnx")

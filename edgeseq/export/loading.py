@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ def is_keras_ref(ref: str) -> bool:
     return str(ref).lower().endswith(KERAS_SUFFIXES)
 
 
-def load_model(ref: str, weights: str | Path | None = None) -> Any:
+def load_model(ref: str, weights: str | Path | None = None, log: Callable[[str], None] | None = None) -> Any:
     """Return the ``nn.Module`` that ``ref`` names, with ``weights`` loaded, in eval mode."""
     torch = require("torch", "export")
     if is_keras_ref(ref):
@@ -43,17 +44,18 @@ def load_model(ref: str, weights: str | Path | None = None) -> Any:
         if not isinstance(model, torch.nn.Module):
             raise ModelLoadError(f"{ref}: the factory returned {type(model).__name__}, expected a torch.nn.Module")
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, log)
     return model.eval()
 
 
-def model_and_source(model_or_ref: Any, weights: str | Path | None = None) -> tuple[Any, str]:
+def model_and_source(model_or_ref: Any, weights: str | Path | None = None,
+                     log: Callable[[str], None] | None = None) -> tuple[Any, str]:
     """(model in eval mode with ``weights`` loaded, a label for the card) from an nn.Module or a reference."""
     if isinstance(model_or_ref, (str, Path)):
-        return load_model(str(model_or_ref), weights), str(model_or_ref)
+        return load_model(str(model_or_ref), weights, log), str(model_or_ref)
     model = model_or_ref.eval()
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, log)
     return model, type(model).__name__
 
 
@@ -121,8 +123,12 @@ def _import_file(target: str) -> Any:
         raise ModelLoadError(f"{target}: running the file failed: {type(exc).__name__}: {exc}") from exc
 
 
-def load_weights(model: Any, weights: str | Path) -> None:
-    """Load a state dict into ``model`` safely (never unpickles arbitrary objects)."""
+def load_weights(model: Any, weights: str | Path, log: Callable[[str], None] | None = None) -> None:
+    """Load a state dict into ``model`` safely (never unpickles arbitrary objects).
+
+    Training checkpoints that nest the state dict, and keys with a DataParallel/compile prefix, are
+    unwrapped (:func:`find_state_dict`); ``log`` hears how.
+    """
     torch = require("torch", "export")
     path = Path(weights)
     if not path.exists():
@@ -144,16 +150,80 @@ def load_weights(model: Any, weights: str | Path) -> None:
                     "which could run code; save a plain state_dict (torch.save(model.state_dict(), path)) or safetensors"
                 ) from None
             raise ModelLoadError(f"{path}: not a valid PyTorch checkpoint ({text.splitlines()[0][:200]})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
     if not isinstance(state, dict):
         raise ModelLoadError(f"{path}: expected a state_dict (a dict of tensors), found {type(state).__name__}")
+    expected = set(model.state_dict())
+    state, how = find_state_dict(state, expected, torch.Tensor)
+    where = f" ({how})" if how else ""
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ModelLoadError(f"{path}: weights do not fit the model{where}: " + _key_mismatch(missing, unexpected))
+    own = model.state_dict()
+    wrong = [f"{k} is {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model"
+             for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        more = f" (and {len(wrong) - 2} more)" if len(wrong) > 2 else ""
+        raise ModelLoadError(f"{path}: weights do not fit the model{where}: {'; '.join(wrong[:2])}{more}; build the "
+                             "model with the sizes it was trained with")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).split("\n\t")
         detail = "; ".join(s.strip() for s in first[1:3]) or first[0]
         raise ModelLoadError(f"{path}: weights do not fit the model: {detail[:400]}") from None
+    if how and log:
+        log(f"weights: {how}")
+
+
+# Where training scripts put the model's weights inside a checkpoint dict, and the key prefixes that
+# wrappers add: nn.DataParallel / DistributedDataParallel ("module."), torch.compile ("_orig_mod."),
+# Lightning modules holding the network as ``self.model`` ("model.").
+STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "net", "network", "weights")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
+def find_state_dict(state: dict, expected: set[str], tensor_type: type) -> tuple[dict, str]:
+    """The model's weights inside a loaded checkpoint ``state``, and how they were found ('' if as is).
+
+    Accepts a plain state dict, a training checkpoint that nests it (``{"epoch": 3,
+    "model_state_dict": {...}, "optimizer_state_dict": {...}}``), and keys carrying a wrapper's prefix
+    (``module.lstm.weight_ih_l0``).  Only an exact key match is accepted, so nothing is guessed.
+
+    >>> find_state_dict({"epoch": 1, "model_state_dict": {"module.w": t}}, {"w"}, Tensor)  # doctest: +SKIP
+    ({'w': t}, "using checkpoint['model_state_dict'], keys without 'module.'")
+    """
+    candidates: list[tuple[str, dict]] = [("", state)]
+    candidates += [(f"checkpoint[{k!r}]", state[k]) for k in STATE_KEYS if isinstance(state.get(k), dict)]
+    best: tuple[int, dict, str] = (-1, state, "")
+    for where, inner in candidates:
+        tensors = {k: v for k, v in inner.items() if isinstance(k, str) and isinstance(v, tensor_type)}
+        if not tensors or len(tensors) != len(inner):
+            continue
+        for prefix in ("", *WRAPPER_PREFIXES):
+            if not all(k.startswith(prefix) for k in tensors):
+                continue
+            keys = {k[len(prefix):]: v for k, v in tensors.items()}
+            how = ", ".join(filter(None, [f"using {where}" if where else "", f"keys without {prefix!r}" if prefix else ""]))
+            if set(keys) == expected:
+                return keys, how
+            best = max(best, (len(expected & set(keys)), keys, how), key=lambda b: b[0])
+    # no exact match: the closest candidate, so that the caller's mismatch message names the right keys
+    return best[1], best[2]
+
+
+def _key_mismatch(missing: list[str], unexpected: list[str]) -> str:
+    """'3 missing (lstm.weight_ih_l0, ...); 2 unexpected (epoch, ...)' plus a hint for nested checkpoints."""
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"the model's {few(missing)} not in the file")
+    if unexpected:
+        parts.append(f"the file's {few(unexpected)} not in the model")
+    hint = "; check that the factory builds the same architecture (layer names, sizes) as the one trained"
+    return "; ".join(parts) + hint
 
 
 def accepts_lengths(model: Any) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import EdgeseqError, ParityError
 from ..inputs import InputSpec
-from ..tolerances import Tolerance, tolerance_for
+from ..tolerances import ROUNDING_OF_SCALE, Tolerance, tolerance_for
 
 
 @dataclass
@@ -35,6 +35,13 @@ class ParityCase:
     passed: bool = True
     skipped: bool = False
     note: str = ""
+    scale: float = math.nan  # largest |PyTorch output| in this case (nan where not recorded)
+
+    @property
+    def rounding_sized(self) -> bool:
+        """A failure no bigger than float32 rounding of outputs this large (see tolerances.ROUNDING_OF_SCALE)."""
+        return (not self.passed and math.isfinite(self.max_abs) and math.isfinite(self.scale)
+                and self.max_abs <= ROUNDING_OF_SCALE * self.scale)
 
 
 @dataclass
@@ -160,10 +167,15 @@ def measure_runners(
                 continue
             for name, o, r in zip(output_names, got, ref):
                 max_abs, max_rel, sqnr, ok, note = compare(o, r, tol)
-                cases.append(ParityCase(batch, length, name, max_abs, max_rel, sqnr, ok, note=note))
+                cases.append(ParityCase(batch, length, name, max_abs, max_rel, sqnr, ok, note=note, scale=_scale(r)))
             if progress:
                 progress(f"batch {batch} length {length}: {'ok' if all(c.passed for c in cases[-len(ref):]) else 'MISMATCH'}")
     return ParityReport(cases, tol.atol, tol.rtol, precision, tol.min_sqnr_db)
+
+
+def _scale(ref: np.ndarray) -> float:
+    finite = np.abs(ref[np.isfinite(ref)]) if np.issubdtype(ref.dtype, np.floating) else np.abs(ref)
+    return float(finite.max()) if finite.size else math.nan
 
 
 def measure(
@@ -211,7 +223,7 @@ def spec_of_session(session: Any) -> InputSpec:
     return InputSpec.from_session_inputs(session.data_inputs())
 
 
-def gate(report: ParityReport, what: str = "ONNX file") -> None:
+def gate(report: ParityReport, what: str = "ONNX file", hint: bool = True) -> None:
     """Raise :class:`ParityError` naming the worst failing case when ``report`` did not pass."""
     if report.passed:
         return
@@ -222,5 +234,18 @@ def gate(report: ParityReport, what: str = "ONNX file") -> None:
     detail = worst.note or f"max abs error {worst.max_abs:.3g} > atol {report.atol:g} + rtol {report.rtol:g}"
     raise ParityError(
         f"{what} does not match PyTorch: output {worst.output!r} at batch {worst.batch}, length {worst.length}: "
-        f"{detail} ({len(fails)} failing case(s))"
+        f"{detail} ({len(fails)} failing case(s)){rounding_hint(report) if hint else ''}"
     )
+
+
+def rounding_hint(report: ParityReport) -> str:
+    """When every failure is float32 rounding of large outputs: say so, and the --atol that would accept it."""
+    fails = report.failures
+    if not fails or not all(c.rounding_sized for c in fails):
+        return ""
+    worst = max(c.max_abs for c in fails)
+    scale = max(c.scale for c in fails)
+    suggest = 10 ** math.ceil(math.log10(worst * 2))
+    return (f"; every mismatch is below {ROUNDING_OF_SCALE:g} of the largest output (|y| up to {scale:.3g}): "
+            f"that is float32 rounding at this scale, not a wrong graph. If outputs this large are expected, "
+            f"pass --atol {suggest:g}")

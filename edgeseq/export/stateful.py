@@ -400,6 +400,8 @@ def export_with_extras(
     streaming: bool = False,
     lengths: bool = False,
     log: Callable[[str], None] | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
 ) -> ExportResult:
     """Export with carried state (``streaming``) and/or a ``lengths`` input, verified before writing.
 
@@ -415,9 +417,9 @@ def export_with_extras(
         raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     if not streaming and not lengths:
         return export(ref_or_model, output, weights=weights, input_shape=input_shape, dynamic_axes=dynamic_axes,
-                      time_first=time_first, exporter=exporter, opset=opset, check=check, log=log)
+                      time_first=time_first, exporter=exporter, opset=opset, check=check, log=log, atol=atol, rtol=rtol)
     start = time.perf_counter()
-    model, source = model_and_source(ref_or_model, weights)
+    model, source = model_and_source(ref_or_model, weights, say)
     check_supported(model)
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
     if len(spec.inputs) != 1:
@@ -428,7 +430,8 @@ def export_with_extras(
                                     "drop --dynamic-axes or include both")
     if lengths:
         check_lengths_layers(model)
-    tol = tolerance_for("float32")
+    base_tol = tolerance_for("float32")
+    tol = Tolerance(base_tol.atol if atol is None else atol, base_tol.rtol if rtol is None else rtol)
     with tempfile.TemporaryDirectory(prefix="edgeseq-extras-") as tmp:
         folder = Path(tmp)
         report = None
@@ -443,7 +446,7 @@ def export_with_extras(
         else:
             base = folder / "base.onnx"
             result = export(model, base, input_shape=input_shape, dynamic_axes=dynamic_axes, time_first=time_first,
-                            exporter=exporter, opset=opset, check=check,
+                            exporter=exporter, opset=opset, check=check, atol=atol, rtol=rtol,
                             log=lambda m: None if m.startswith("wrote ") else say(m))  # not the temp file
             used, attempts, report = result.exporter, result.attempts, result.report
             exported = onnx.load(str(base))

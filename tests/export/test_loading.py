@@ -1,0 +1,105 @@
+"""--weights accepts the checkpoint layouts training scripts write, and never loads a partial match."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgeseq.cli import main
+from edgeseq.errors import ModelLoadError
+from edgeseq.export.loading import load_weights
+from models.families import FAMILIES
+
+REF = "models/families.py:gru"
+
+
+def _trained(shift: float = 0.05) -> torch.nn.Module:
+    model = FAMILIES["gru"]()
+    with torch.no_grad():  # weights that differ from the factory's, so loading them is observable
+        for p in model.parameters():
+            p.add_(shift)
+    return model
+
+
+def _layouts(state: dict) -> dict[str, tuple[object, str]]:
+    """name -> (what torch.save gets, what the log line says)."""
+    optimizer = torch.optim.Adam(FAMILIES["gru"]().parameters()).state_dict()
+    return {
+        "plain": (state, ""),
+        "training checkpoint": ({"epoch": 7, "model_state_dict": state, "optimizer_state_dict": optimizer,
+                                 "loss": 0.25}, "using checkpoint['model_state_dict']"),
+        "lightning-style": ({"state_dict": {f"model.{k}": v for k, v in state.items()}, "epoch": 1},
+                            "using checkpoint['state_dict'], keys without 'model.'"),
+        "DataParallel": ({f"module.{k}": v for k, v in state.items()}, "keys without 'module.'"),
+        "torch.compile": ({f"_orig_mod.{k}": v for k, v in state.items()}, "keys without '_orig_mod.'"),
+    }
+
+
+@pytest.mark.parametrize("layout", list(_layouts({})))
+def test_checkpoint_layouts_load_exactly(layout, tmp_path):
+    trained = _trained()
+    saved, said = _layouts(trained.state_dict())[layout]
+    path = tmp_path / "ckpt.pt"
+    torch.save(saved, path)
+    model, log = FAMILIES["gru"](), []
+    load_weights(model, path, log.append)
+    for k, v in trained.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    assert log == ([f"weights: {said}"] if said else [])
+
+
+def test_wrong_architecture_names_keys_and_where_it_looked(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"epoch": 1, "model_state_dict": FAMILIES["stacked_lstm"]().state_dict()}, path)
+    with pytest.raises(ModelLoadError) as info:
+        load_weights(FAMILIES["gru"](), path)
+    text = str(info.value)
+    assert "(using checkpoint['model_state_dict'])" in text
+    assert "the model's gru." in text and "not in the file" in text and "the file's lstm." in text
+    assert "epoch" not in text  # compared against the nested state dict, not the wrapper
+
+
+def test_wrong_sizes_are_named_with_both_shapes(tmp_path):
+    path = tmp_path / "small.pt"
+    state = {k: v[..., :1] if v.ndim == 2 else v for k, v in FAMILIES["gru"]().state_dict().items()}
+    torch.save(state, path)
+    with pytest.raises(ModelLoadError, match=r"is \(\d+, 1\) in the file, \(\d+, \d+\) in the model"):
+        load_weights(FAMILIES["gru"](), path)
+
+
+def test_a_partial_match_is_refused_not_loaded(tmp_path):
+    state = FAMILIES["gru"]().state_dict()
+    state.pop(next(iter(state)))
+    path = tmp_path / "partial.pt"
+    torch.save({"module." + k: v for k, v in state.items()}, path)
+    with pytest.raises(ModelLoadError, match="not in the file"):
+        load_weights(FAMILIES["gru"](), path)
+
+
+def test_cli_export_reports_how_it_found_the_weights(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    torch.save({"epoch": 3, "model_state_dict": _trained().state_dict()}, path)
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(main, ["export", REF, "--weights", str(path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "weights: using checkpoint['model_state_dict']" in result.stderr
+    assert out.exists()
+
+
+def test_large_outputs_get_a_rounding_hint_and_atol_lets_them_through(tmp_path):
+    """Logits of ~50: float32 rounding alone misses atol 1e-5; the error says so, --atol accepts it."""
+    path = tmp_path / "big.pt"
+    torch.save(_trained(shift=1.0).state_dict(), path)
+    out = tmp_path / "m.onnx"
+    refused = CliRunner().invoke(main, ["export", REF, "--weights", str(path), "-o", str(out)])
+    assert refused.exit_code == 1 and not out.exists()
+    error = refused.stderr.strip().splitlines()[-1]
+    assert "that is float32 rounding at this scale, not a wrong graph" in error
+    assert error.count("float32 rounding") == 1 and "pass --atol 0.001" in error
+    assert "frozen" not in error  # rounding is not mistaken for a baked-in length
+    ok = CliRunner().invoke(main, ["export", REF, "--weights", str(path), "-o", str(out), "--atol", "1e-3"])
+    assert ok.exit_code == 0, ok.output
+    from edgeseq.card import read_card
+
+    assert read_card(out)["parity"]["atol"] == 1e-3
