@@ -270,10 +270,18 @@ class Session:
         """First output for ``x`` (batch first), run in chunks of ``batch_size`` samples.
 
         ``lengths`` (one per sample) marks zero-padded steps so they do not change results.
+        ``x`` may also be a list of sequences of different lengths (each ``(steps, features)``):
+        they are padded and given their lengths, as if each ran alone; outputs with a time axis
+        come back at the longest length, each sample's last valid step repeated over its padding.
         Long sequences run fewer samples at a time (at most :data:`STEP_BUDGET` samples x steps),
         so memory stays bounded; sequences over ``max_length`` steps are refused.
         A Session may be shared by threads: ``predict`` and ``run`` keep no state between calls.
+
+        >>> s.predict([np.zeros((5, 6), np.float32), np.zeros((9, 6), np.float32)]).shape  # doctest: +SKIP
+        (2, 4)
         """
+        if lengths is None and isinstance(x, (list, tuple)):
+            x, lengths = self._pad_ragged(x)
         y = self._predict_one_run(x, lengths, batch_size)
         if y is not None:
             return y
@@ -286,6 +294,8 @@ class Session:
 
         >>> for y in s.iter_predict(x, batch_size=64): ...      # doctest: +SKIP
         """
+        if lengths is None and isinstance(x, (list, tuple)):
+            x, lengths = self._pad_ragged(x)
         data = self.data_inputs()
         if len(data) != 1:
             raise InputError(f"predict() takes one input, the model has {len(data)}; use run(feed)")
@@ -374,19 +384,66 @@ class Session:
         return binding.copy_outputs_to_cpu()[0]
 
     def _run_by_length(self, spec: TensorSpec, x: np.ndarray, lengths: np.ndarray, out: str) -> np.ndarray:
-        """Without a lengths input, run each group of equal-length samples unpadded."""
+        """Without a lengths input, run each group of equal-length samples unpadded.
+
+        Outputs with a time axis come back at the padded length, each sample's padded steps holding its
+        last valid step (as files exported with ``--lengths`` do), so ``y[:, -1]`` is every sample's answer.
+        """
         ba, sa = self._batch_axis(), self._seq_axis()
-        result: np.ndarray | None = None
+        padded = x.shape[sa]
+        groups = []
         for length in np.unique(lengths):
             idx = np.flatnonzero(lengths == length)
             part = np.take(x, idx, axis=ba)
             part = np.take(part, np.arange(int(length)), axis=sa)
-            y = self._run_one(self.with_defaults({spec.name: np.ascontiguousarray(part)}), out)
-            if result is None:
-                result = np.empty((len(lengths), *y.shape[1:]), dtype=y.dtype)
+            groups.append((idx, int(length), self._run_one(self.with_defaults({spec.name: np.ascontiguousarray(part)}), out)))
+        out_sa = self._output_seq_axis(out, spec, [(n, y.shape) for _, n, y in groups])
+        first = groups[0][2]
+        shape = [len(lengths), *first.shape[1:]]
+        if out_sa is not None:
+            shape[out_sa] = padded
+        result = np.empty(shape, dtype=first.dtype)
+        for idx, length, y in groups:
+            if out_sa is not None and length < padded:
+                last = np.take(y, [length - 1], axis=out_sa)
+                y = np.concatenate([y, np.repeat(last, padded - length, axis=out_sa)], axis=out_sa)
             result[idx] = y
-        assert result is not None
         return result
+
+    def _pad_ragged(self, x: list | tuple) -> tuple[Any, np.ndarray | None]:
+        """A list of sequences of different lengths -> (zero-padded batch, lengths); other input as it is."""
+        try:
+            seqs = [np.asarray(s) for s in x]
+        except (ValueError, TypeError, OverflowError, RecursionError):
+            return x, None  # check_shape words the error
+        if not seqs or all(s.shape == seqs[0].shape for s in seqs):
+            return x, None
+        spec = self.data_inputs()[0] if len(self.data_inputs()) == 1 else None
+        if spec is None or (self._ba, self._sa) != (0, 1):
+            return x, None
+        step = "(steps, " + ", ".join(map(str, spec.shape[2:])) + ")" if spec.rank > 2 else "(steps,)"
+        for i, seq in enumerate(seqs):
+            fixed_ok = all(not isinstance(want, int) or want == got for want, got in zip(spec.shape[2:], seq.shape[1:]))
+            if seq.ndim != spec.rank - 1 or not fixed_ok:
+                raise InputError(f"input {spec.name!r}: sequence {i} has shape {tuple(seq.shape)}; each sequence in a "
+                                 f"list must be {step}")
+            if len(seq) == 0:
+                raise InputError(f"input {spec.name!r}: sequence {i} is empty; every sequence needs at least one step")
+        from .io import pad_sequences
+
+        batch = pad_sequences(seqs)
+        return batch.x, batch.lengths
+
+    def _output_seq_axis(self, out: str, spec: TensorSpec, shapes: list[tuple[int, tuple[int, ...]]]) -> int | None:
+        """The time axis of output ``out``: the axis named like the input's, else the one that follows the length."""
+        seq_name = spec.shape[self._seq_axis()] if self._seq_axis() < len(spec.shape) else None
+        dims = next((o.shape for o in self.outputs if o.name == out), ())
+        if isinstance(seq_name, str) and seq_name in dims:
+            return dims.index(seq_name)
+        for axis in range(1, len(shapes[0][1])):
+            if len({shape[axis] for _, shape in shapes}) > 1 and all(shape[axis] == n for n, shape in shapes):
+                return axis
+        return None
 
     # -- checks ------------------------------------------------------------------------------
     def _layout(self) -> str:

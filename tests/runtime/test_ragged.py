@@ -1,0 +1,90 @@
+"""Sequences of different lengths: a list to predict(), padded batches with lengths, per-step outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeseq import Session
+from edgeseq.cli import main
+from edgeseq.errors import InputError
+
+LENGTHS = (5, 12, 1, 5)
+
+
+@pytest.fixture(scope="module")
+def per_step_path(tmp_path_factory):
+    """A model with an output per time step (batch, seq, 2): the case whose groups differ in shape."""
+    import torch
+    from torch import nn
+
+    from edgeseq.export import export
+
+    class Tagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(6, 16, num_layers=2, batch_first=True)
+            self.head = nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0])
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ragged") / "tagger.onnx"
+    export(Tagger().eval(), path, input_shape=(2, 10, 6))
+    return path
+
+
+def _seqs(features: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((n, features)).astype(np.float32) for n in LENGTHS]
+
+
+def test_a_list_of_sequences_equals_each_run_alone(exported):
+    s = Session(exported("stacked_lstm"), device="cpu")
+    seqs = _seqs(28)
+    y = s.predict(seqs)
+    assert y.shape == (len(LENGTHS), 10)
+    for i, seq in enumerate(seqs):
+        np.testing.assert_allclose(y[i], s.predict(seq[None])[0], atol=1e-6)
+
+
+def test_per_step_outputs_come_back_padded_with_the_last_valid_step(per_step_path):
+    s = Session(per_step_path, device="cpu")
+    seqs = _seqs(6)
+    for y in (s.predict(seqs), np.concatenate(list(s.iter_predict(seqs, batch_size=2)))):
+        assert y.shape == (len(LENGTHS), max(LENGTHS), 2)
+        for i, (seq, n) in enumerate(zip(seqs, LENGTHS)):
+            alone = s.predict(seq[None])[0]
+            np.testing.assert_allclose(y[i, :n], alone, atol=1e-6)
+            np.testing.assert_array_equal(y[i, n:], np.broadcast_to(alone[-1], (max(LENGTHS) - n, 2)))
+
+
+def test_padded_batch_with_lengths_for_per_step_outputs(per_step_path):
+    s = Session(per_step_path, device="cpu")
+    seqs = _seqs(6, seed=1)
+    x = np.full((len(seqs), max(LENGTHS), 6), 7.0, np.float32)  # padding that would change results if read
+    for i, seq in enumerate(seqs):
+        x[i, : len(seq)] = seq
+    np.testing.assert_array_equal(s.predict(x, lengths=np.array(LENGTHS)), s.predict(seqs))
+
+
+def test_infer_jsonl_of_different_lengths_with_per_step_outputs(per_step_path, tmp_path):
+    seqs = _seqs(6, seed=2)
+    src = tmp_path / "seqs.jsonl"
+    src.write_text("".join(__import__("json").dumps(s.tolist()) + "\n" for s in seqs))
+    out = tmp_path / "y.npy"
+    result = CliRunner().invoke(main, ["infer", str(per_step_path), "-i", str(src), "-o", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(out), Session(per_step_path, device="cpu").predict(seqs), atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([np.zeros((5, 28)), np.zeros((4, 7))], r"sequence 1 has shape \(4, 7\); each sequence in a list must be \(steps, 28\)"),
+    ([np.zeros((5, 28)), np.zeros((0, 28))], "sequence 1 is empty"),
+    ([np.zeros((5, 28)), np.zeros((2, 3, 28))], r"sequence 1 has shape \(2, 3, 28\)"),
+])
+def test_bad_lists_name_the_sequence(exported, bad, message):
+    with pytest.raises(InputError, match=message):
+        Session(exported("stacked_lstm"), device="cpu").predict(bad)
