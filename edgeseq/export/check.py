@@ -147,14 +147,22 @@ def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callabl
     For quantized precisions the metric is also a verdict: a drop beyond the gate fails the report.
     """
     from ..metrics import metric_drop, predictions, task_metric
-    from ..runtime.io import read_input
+    from ..runtime.io import read_input, read_npz_inputs
 
     with np.load(eval_data, allow_pickle=False) as data:
         y = data["y"]
-    batch = read_input(eval_data)
-    batch.x = np.require(batch.x, requirements=["W"])  # torch.from_numpy warns on read-only arrays
-    onnx_out = session.predict(batch.x, lengths=batch.lengths)
-    ref_out = reference_outputs(run_ref, batch.x, batch.lengths)
+    inputs = session.data_inputs()
+    if len(inputs) > 1:  # several inputs, each an array of the .npz named after it
+        arrays = read_npz_inputs(eval_data, [i.name for i in inputs])
+        onnx_out, ref_out = _several_inputs_outputs(session, run_ref, arrays)
+        x = arrays[inputs[0].name]
+    else:
+        batch = read_input(eval_data)
+        batch.x = np.require(batch.x, requirements=["W"])  # torch.from_numpy warns on read-only arrays
+        onnx_out = session.predict(batch.x, lengths=batch.lengths)
+        ref_out = reference_outputs(run_ref, batch.x, batch.lengths)
+        x = batch.x
+    length = int(x.shape[1]) if x.ndim > 1 else 1
     name, onnx_value = task_metric(onnx_out, y)
     _, ref_value = task_metric(ref_out, y)
     agree = float(np.mean(predictions(onnx_out) == predictions(ref_out))) if name == "accuracy" else None
@@ -173,9 +181,21 @@ def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callabl
              else f"{100 * drop:+.2f}% (max +{100 * limit:.2f}%)")
     note = f"{precision} vs PyTorch on the eval set: {name} drop {shown}"
     report.extra["metrics"].update(drop=drop, max_drop=limit, passed=ok)
-    length = int(batch.x.shape[1]) if batch.x.ndim > 1 else 1
     report.cases.append(parity.ParityCase(len(y), length, f"eval:{name}", 0.0, 0.0, math.inf, ok, note=note))
     report.extra["metric_lines"].append(("ok: " if ok else "FAIL: ") + note)
+
+
+def _several_inputs_outputs(session: Any, run_ref: Callable[..., list[np.ndarray]], arrays: dict[str, np.ndarray],
+                            batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """First output of ONNX Runtime and of the reference for a multi-input model, in batches."""
+    out = session.data_outputs()[0].name
+    n = len(next(iter(arrays.values())))
+    onnx_parts, ref_parts = [], []
+    for i in range(0, n, batch_size):
+        part = {k: np.require(v[i : i + batch_size], requirements=["W"]) for k, v in arrays.items()}
+        onnx_parts.append(session.run(part, outputs=[out])[out])
+        ref_parts.append(run_ref(list(part.values()))[0])
+    return np.concatenate(onnx_parts), np.concatenate(ref_parts)
 
 
 def reference_outputs(run_ref: Callable[..., list[np.ndarray]], x: np.ndarray, lengths: np.ndarray | None,

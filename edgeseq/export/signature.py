@@ -92,11 +92,17 @@ def infer_signature(
         if not examples or not all(isinstance(t, torch.Tensor) for t in examples):
             raise ExportError("model.example_inputs() must return a tensor or a tuple of tensors")
         infos = []
+        steps = examples[0].shape[seq_axis] if examples[0].dim() > seq_axis else None
+        params = forward_parameter_names(model)
         for i, t in enumerate(examples):
-            name = "x" if i == 0 else f"x{i}"
+            name = "x" if i == 0 else _later_input_name(params, i)
             dtype = str(t.dtype).replace("torch.", "")
             sa = seq_axis if t.dim() >= 2 else None
-            info = _info(name, dtype, list(t.shape), batch_axis if t.dim() >= 1 else None, sa, dynamic_axes,
+            if i > 0 and sa is not None and t.shape[sa] != steps:
+                sa = None  # not a sequence of the first input's length: static per-sample data, e.g. (batch, 3)
+            axes = dynamic_axes if i == 0 or dynamic_axes is None else [a for a in dynamic_axes if a < t.dim()
+                                                                        and (a == batch_axis or a == sa)]
+            info = _info(name, dtype, list(t.shape), batch_axis if t.dim() >= 1 else None, sa, axes,
                          vocab if dtype.startswith("int") else None)
             if t.is_floating_point() and t.numel() and bool(torch.isfinite(t).all()):
                 # random parity inputs follow the declared example's range (e.g. positive prices)
@@ -128,6 +134,29 @@ def _features_of(layer: Any) -> int:
         if hasattr(layer, attr):
             return int(getattr(layer, attr))
     raise ExportError("cannot infer the feature count; pass --input-shape B,T,F")
+
+
+def forward_parameter_names(model: Any) -> list[str]:
+    """Names of ``model.forward``'s positional parameters (without ``self``), [] when not inspectable."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in kinds]
+
+
+# Input names edgeseq gives a meaning of its own (the first input is always "x").
+_RESERVED_NAMES = {"x", "lengths"}
+
+
+def _later_input_name(params: list[str], i: int) -> str:
+    """The i-th input's name (i >= 1): forward's parameter name (``meta``), else ``x{i}``."""
+    name = params[i] if i < len(params) else ""
+    ok = name.isidentifier() and name not in _RESERVED_NAMES and name not in params[:i] and not name.endswith(("_in", "_out"))
+    return name if ok else f"x{i}"
 
 
 def _info(name: str, dtype: str, shape: list[int], batch_axis: int | None, seq_axis: int | None,

@@ -25,7 +25,7 @@ from ..tolerances import tolerance_for
 from . import modes
 from .auto import Choice, choose, weight_profile
 from .cpu import CpuSettings, int8_cpu_settings
-from .data import CALIBRATION_SAMPLES, CalibrationReader, Dataset, load_dataset
+from .data import CALIBRATION_SAMPLES, CalibrationReader, Dataset, load_dataset, with_other_inputs
 from .measure import Drift, MetricComparison, compare_metric, drift, predict
 
 MODES = ("dynamic", "static", "fp16", "auto")
@@ -125,6 +125,10 @@ def quantize(
     float_card = _check_float_model(src, output)
     evalset = load_dataset(eval_data, need_labels=True) if eval_data is not None else None
     calib = load_dataset(calibration) if calibration is not None else None
+    others = _other_input_names(src)
+    if others:  # a multi-input model: its data files carry every input, by name
+        evalset = with_other_inputs(evalset, others) if evalset is not None else None
+        calib = with_other_inputs(calib, others) if calib is not None else None
     if calib is not None:
         calib = calib.spread(calibration_samples)
     if mode == "static" and calib is None:
@@ -186,6 +190,13 @@ def quantize(
     hint = "another --mode" if per_channel else "--per-channel, another --mode"
     raise QuantizationError("refused, nothing written: " + " | ".join(refusals)
                             + f"; try {hint}, or a larger --max-drop if the loss is acceptable")
+
+
+def _other_input_names(path: Path) -> list[str]:
+    """Names of the data inputs after the first (empty for the usual one-input model)."""
+    from ..runtime.session import Session
+
+    return [i.name for i in Session(path, device="cpu").data_inputs()[1:]]
 
 
 def _apply(mode: str, src: Path, dst: Path, calib: Dataset | None, per_channel: bool, cpu: CpuSettings,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class Dataset:
     y: np.ndarray | None = None
     lengths: np.ndarray | None = None
     source: str = ""
+    others: dict[str, np.ndarray] = field(default_factory=dict)  # the other inputs of a multi-input model, by name
 
     def __len__(self) -> int:
         return len(self.x)
@@ -41,7 +42,7 @@ class Dataset:
         idx = np.linspace(0, len(self) - 1, n).round().astype(np.int64)
         lengths = None if self.lengths is None else self.lengths[idx]
         y = None if self.y is None else self.y[idx]
-        return Dataset(self.x[idx], y, lengths, self.source)
+        return Dataset(self.x[idx], y, lengths, self.source, {k: v[idx] for k, v in self.others.items()})
 
     @property
     def variable_length(self) -> bool:
@@ -95,11 +96,23 @@ def batches(data: Dataset, batch_size: int = CALIBRATION_BATCH,
             yield np.ascontiguousarray(data.x[part, : int(length)]), np.full(len(part), int(length), np.int64)
 
 
+def with_other_inputs(data: Dataset, names: list[str]) -> Dataset:
+    """``data`` with the arrays of a multi-input model's other inputs (``names``) read from its .npz."""
+    from ..runtime.io import read_npz_inputs
+
+    others = read_npz_inputs(data.source, names)
+    for name, array in others.items():
+        if len(array) != len(data.x):
+            raise InputError(f"{data.source}: '{name}' has {len(array)} samples, 'x' has {len(data.x)}")
+    return Dataset(data.x, data.y, data.lengths, data.source, others)
+
+
 def make_feed(session: Any, x: np.ndarray, lengths: np.ndarray | None) -> dict[str, np.ndarray]:
     """A feed for every graph input of an edgeseq ``Session``: data, lengths (if any), zero states."""
     data_inputs = session.data_inputs()
     if len(data_inputs) != 1:
-        raise InputError(f"the model has {len(data_inputs)} data inputs; quantize supports one")
+        raise InputError(f"the model has {len(data_inputs)} data inputs; --mode static calibrates models with one "
+                         "input only: use --mode dynamic or fp16")
     spec = data_inputs[0]
     feed = {spec.name: session.check_input(x, spec)}
     if lengths is not None and session.lengths_input:

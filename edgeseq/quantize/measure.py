@@ -78,7 +78,15 @@ def predict(path: str | Path, data: Dataset, threads: int | None = None) -> np.n
     """First output of an ONNX file on a dataset (lengths honoured), on CPU."""
     from ..runtime.session import Session
 
-    return Session(path, device="cpu", threads=threads).predict(data.x, lengths=data.lengths)
+    session = Session(path, device="cpu", threads=threads)
+    inputs = session.data_inputs()
+    if len(inputs) == 1:
+        return session.predict(data.x, lengths=data.lengths)
+    out = session.data_outputs()[0].name  # several inputs: the first is x, the others come by name
+    feeds = {inputs[0].name: data.x, **data.others}
+    step = session.batch_size
+    return np.concatenate([session.run({k: v[i : i + step] for k, v in feeds.items()}, outputs=[out])[out]
+                           for i in range(0, len(data.x), step)])
 
 
 def compare_metric(float_path: str | Path, quant_path: str | Path, data: Dataset, max_drop: float | None = None,
@@ -128,5 +136,5 @@ def random_dataset(path: str | Path, seed: int = 0) -> Dataset:
     from ..runtime.session import Session
 
     spec = spec_of_session(Session(path, device="cpu"))
-    x = spec.random(DRIFT_RANDOM_BATCH, max(spec.example_length, 1), seed=seed)[0]
-    return Dataset(x, None, None, "random")
+    arrays = spec.random(DRIFT_RANDOM_BATCH, max(spec.example_length, 1), seed=seed)
+    return Dataset(arrays[0], None, None, "random", dict(zip(spec.names[1:], arrays[1:])))

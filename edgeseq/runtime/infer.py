@@ -19,7 +19,7 @@ from typing import TextIO
 import numpy as np
 
 from ..errors import InputError
-from .io import CHUNK_BYTES, InputSource, format_lines, open_input, open_output
+from .io import CHUNK_BYTES, InputSource, format_lines, open_input, open_output, read_npz_inputs
 from .session import MAX_LENGTH, Session, TensorSpec, check_shape
 
 Chunk = tuple[int, np.ndarray, "np.ndarray | None"]
@@ -65,10 +65,10 @@ def infer_file(
     session = session or Session(model, device=device, threads=threads, batch_size=batch_size,
                                  allow_nonfinite=allow_nonfinite, max_length=max_length)
     data = session.data_inputs()
-    if len(data) != 1:
-        raise InputError(f"the model takes {len(data)} data inputs; infer reads one array per file, use Session.run")
-    spec = data[0]
     started = time.perf_counter()
+    if len(data) != 1:
+        return _infer_several(session, data, input_path, output, batch_size, text_out, progress, started)
+    spec = data[0]
     with open_input(input_path) as source:
         total, chunks = _plan(source, spec, session, batch_size)
         if text_out is not None:
@@ -128,6 +128,47 @@ def _plan(source: InputSource, spec: TensorSpec, session: Session,
             yield start, x[tuple(index)], None if lengths is None else lengths[start : start + rows]
 
     return n, slices
+
+
+def _infer_several(session: Session, data: list, input_path: str | Path, output: str | Path | None, batch_size: int,
+                   text_out: TextIO | None, progress: Callable[[int, int], None] | None, started: float) -> InferResult:
+    """A model with several inputs, read from one .npz (an array per input name, samples along the batch axis)."""
+    names = [d.name for d in data]
+    arrays = read_npz_inputs(input_path, names)
+    batch_axis = session._batch_axis()
+    sizes = {n: a.shape[batch_axis] if a.ndim > batch_axis else None for n, a in arrays.items()}
+    if len(set(sizes.values())) != 1 or None in sizes.values():
+        listed = ", ".join(f"{n} {tuple(a.shape)}" for n, a in arrays.items())
+        raise InputError(f"{input_path}: the inputs need the same number of samples along axis {batch_axis}; got {listed}")
+    total = next(iter(sizes.values()))
+    for name, spec in zip(names, data):  # every value checked before anything is written
+        arrays[name] = session.check_input(arrays[name], spec)
+    out_name = session.data_outputs()[0].name
+
+    def runs() -> Iterator[np.ndarray]:
+        for start in range(0, total, batch_size):
+            part = {n: np.take(a, range(start, min(total, start + batch_size)), axis=batch_axis) for n, a in arrays.items()}
+            yield session.run(part, outputs=[out_name])[out_name]
+            if progress is not None:
+                progress(min(total, start + batch_size), total)
+
+    collected: list[np.ndarray] = []
+    written: str | None = None
+    if output is not None:
+        with open_output(output, total) as writer:
+            for y in runs():
+                writer.write(y)
+        written = str(output)
+    else:
+        for y in runs():
+            if text_out is not None:
+                text_out.write(format_lines(y) + "\n")
+            else:
+                collected.append(y)
+        if text_out is not None:
+            text_out.flush()
+    outputs = np.concatenate(collected, axis=0) if collected else None
+    return InferResult(outputs, total, session.providers[0], time.perf_counter() - started, written, session.device_reason)
 
 
 def _run(session: Session, chunks: Callable[[], Iterator[Chunk]], batch_size: int,

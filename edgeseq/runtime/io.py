@@ -179,6 +179,33 @@ def _read_npz(path: Path) -> InputBatch:
     return InputBatch(x, lengths)
 
 
+def read_npz_inputs(path: str | Path, names: list[str]) -> dict[str, np.ndarray]:
+    """Arrays ``names`` of an .npz (for models with several inputs), checked like single inputs.
+
+    >>> read_npz_inputs("batch.npz", ["x", "meta"])["meta"].shape      # doctest: +SKIP
+    (1000, 3)
+    """
+    path = Path(path)
+    if _check_file(path) != ".npz":
+        raise _fail(path, f"the model takes {len(names)} inputs ({', '.join(names)}); give them as one .npz "
+                          f"file: numpy.savez(path, {', '.join(f'{n}=...' for n in names)})")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {Path(info.filename).stem: info for info in zf.infolist() if info.filename.endswith(".npy")}
+            missing = [n for n in names if n not in members]
+            if missing:
+                raise _fail(path, f"has no array named {', '.join(map(repr, missing))} (found: "
+                                  f"{', '.join(members) or 'none'}); the model's inputs are {', '.join(names)}")
+            arrays = {n: _check_numeric(path, _read_member(path, zf, members[n])) for n in names}
+    except InputError:
+        raise
+    except MemoryError:
+        raise _fail(path, "is too large to load into memory; run it in parts") from None
+    except _PARSE_ERRORS as exc:
+        raise _fail(path, f"not a valid .npz file ({str(exc)[:160]}); re-save it with numpy.savez") from None
+    return arrays
+
+
 def _read_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
     """One array of an .npz, its header checked against the member's size before any allocation."""
     with zf.open(info) as fh:

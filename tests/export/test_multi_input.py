@@ -1,0 +1,100 @@
+"""A sequence plus static per-sample data (two inputs): export, check, infer and quantize end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from edgeseq import Session
+from edgeseq.cli import main
+from edgeseq.export import export
+
+REF = "tests/export/test_multi_input.py:build"
+
+
+class SequenceWithMeta(nn.Module):
+    """LSTM over (batch, seq, 6) and a Linear over static (batch, 3) metadata, joined for the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(6, 32, batch_first=True)
+        self.meta_proj = nn.Linear(3, 32)
+        self.head = nn.Linear(64, 2)
+
+    def forward(self, x, meta):
+        return self.head(torch.cat([self.lstm(x)[0][:, -1], self.meta_proj(meta)], dim=-1))
+
+    def example_inputs(self):
+        return (torch.randn(2, 10, 6), torch.randn(2, 3))
+
+
+def build() -> nn.Module:
+    torch.manual_seed(0)
+    return SequenceWithMeta().eval()
+
+
+def _data(n: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((n, 10, 6)).astype(np.float32),
+            "meta": rng.standard_normal((n, 3)).astype(np.float32)}
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("multi") / "m.onnx"
+    export(build(), path)
+    return path
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_static_input_keeps_its_size_and_its_name(exporter, tmp_path):
+    path = tmp_path / "m.onnx"
+    result = export(build(), path, exporter=exporter)
+    assert result.report.passed
+    shapes = {i.name: i.shape for i in Session(path, device="cpu").inputs}
+    assert isinstance(shapes["x"][1], str) and shapes["x"][2] == 6  # x's sequence axis stays dynamic
+    assert list(shapes) == ["x", "meta"] and shapes["meta"][1] == 3  # named after forward(x, meta), not "x1"
+    assert result.card["inputs"][1]["seq_axis"] is None
+
+
+def test_infer_reads_every_input_from_one_npz(model_path, tmp_path):
+    data = _data()
+    src, out = tmp_path / "in.npz", tmp_path / "out.npy"
+    np.savez(src, **data)
+    result = CliRunner().invoke(main, ["infer", str(model_path), "-i", str(src), "-o", str(out), "--batch-size", "16"])
+    assert result.exit_code == 0, result.output
+    with torch.inference_mode():
+        want = build()(torch.from_numpy(data["x"]), torch.from_numpy(data["meta"])).numpy()
+    np.testing.assert_allclose(np.load(out), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": _data()["x"]}, "has no array named 'meta' (found: x); the model's inputs are x, meta"),
+    ({"x": _data()["x"], "meta": _data()["meta"][:5]}, "the inputs need the same number of samples"),
+])
+def test_infer_names_what_is_missing_or_inconsistent(model_path, tmp_path, arrays, message):
+    src, out = tmp_path / "in.npz", tmp_path / "out.npy"
+    np.savez(src, **arrays)
+    result = CliRunner().invoke(main, ["infer", str(model_path), "-i", str(src), "-o", str(out)])
+    assert result.exit_code == 1 and message in result.stderr and not out.exists()
+
+
+def test_check_and_quantize_with_an_eval_set(model_path, tmp_path):
+    evalset = tmp_path / "eval.npz"
+    data = _data(64, seed=3)
+    with torch.inference_mode():
+        labels = build()(torch.from_numpy(data["x"]), torch.from_numpy(data["meta"])).argmax(-1).numpy()
+    np.savez(evalset, y=labels, **data)
+    checked = CliRunner().invoke(main, ["check", str(model_path), "--against", REF, "--eval", str(evalset),
+                                        "--lengths", "1,17"])
+    assert checked.exit_code == 0, checked.output
+    assert "accuracy PyTorch 1.0000 vs ONNX 1.0000" in checked.output
+    quant = tmp_path / "m.int8.onnx"
+    done = CliRunner().invoke(main, ["quantize", str(model_path), "-o", str(quant), "--eval", str(evalset)])
+    assert done.exit_code == 0, done.output
+    static = CliRunner().invoke(main, ["quantize", str(model_path), "-o", str(tmp_path / "s.onnx"), "--mode", "static",
+                                       "--calibration", str(evalset)])
+    assert static.exit_code == 1 and "calibrates models with one input only" in static.stderr
