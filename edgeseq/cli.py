@@ -177,7 +177,8 @@ def format_parity_table(report: Any) -> str:
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--input", "-i", "input_path", type=click.Path(dir_okay=False), help="Input .npy/.npz/.csv/.jsonl.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output .npy/.json/.csv (default: stdout, one JSON array per sample).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output .npy/.json/.csv (the first output), "
+              ".npz (every output, by name); default: stdout, one JSON array per sample.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (default 1: fastest for batch 1 and streaming; more can help big LSTM batches on idle cores).")

@@ -19,7 +19,7 @@ from typing import TextIO
 import numpy as np
 
 from ..errors import InputError
-from .io import CHUNK_BYTES, InputSource, format_lines, open_input, open_output, read_npz_inputs
+from .io import CHUNK_BYTES, InputSource, format_lines, open_input, open_output, read_npz_inputs, write_npz
 from .session import MAX_LENGTH, Session, TensorSpec, check_shape
 
 Chunk = tuple[int, np.ndarray, "np.ndarray | None"]
@@ -66,8 +66,14 @@ def infer_file(
                                  allow_nonfinite=allow_nonfinite, max_length=max_length)
     data = session.data_inputs()
     started = time.perf_counter()
+    every_output = output is not None and Path(output).suffix.lower() == ".npz"
+    names = [o.name for o in session.data_outputs()]
+    if len(names) > 1 and not every_output and log is not None:
+        log(f"note: the model has {len(names)} outputs ({', '.join(names)}); this writes the first, {names[0]!r}; "
+            "give -o FILE.npz to write them all")
     if len(data) != 1:
-        return _infer_several(session, data, input_path, output, batch_size, text_out, progress, started)
+        return _infer_several(session, data, input_path, output, batch_size, text_out, progress, started,
+                              names if every_output else names[:1], every_output)
     spec = data[0]
     with open_input(input_path) as source:
         total, chunks = _plan(source, spec, session, batch_size)
@@ -75,7 +81,11 @@ def infer_file(
             for start, x, _ in chunks():
                 session.check_input(x, spec, offset=start)
         collected: list[np.ndarray] = []
-        if output is not None:
+        if every_output:
+            parts = list(_run_outputs(session, chunks, batch_size, progress, total, names))
+            write_npz(output, {n: np.concatenate([p[k] for p in parts], axis=0) for k, n in enumerate(names)})
+            written: str | None = str(output)
+        elif output is not None:
             with open_output(output, total) as writer:
                 for y in _run(session, chunks, batch_size, progress, total):
                     writer.write(y)
@@ -131,7 +141,8 @@ def _plan(source: InputSource, spec: TensorSpec, session: Session,
 
 
 def _infer_several(session: Session, data: list, input_path: str | Path, output: str | Path | None, batch_size: int,
-                   text_out: TextIO | None, progress: Callable[[int, int], None] | None, started: float) -> InferResult:
+                   text_out: TextIO | None, progress: Callable[[int, int], None] | None, started: float,
+                   out_names: list[str], every_output: bool) -> InferResult:
     """A model with several inputs, read from one .npz (an array per input name, samples along the batch axis)."""
     names = [d.name for d in data]
     arrays = read_npz_inputs(input_path, names)
@@ -143,24 +154,27 @@ def _infer_several(session: Session, data: list, input_path: str | Path, output:
     total = next(iter(sizes.values()))
     for name, spec in zip(names, data):  # every value checked before anything is written
         arrays[name] = session.check_input(arrays[name], spec)
-    out_name = session.data_outputs()[0].name
-
-    def runs() -> Iterator[np.ndarray]:
+    def runs(names: list[str]) -> Iterator[list[np.ndarray]]:
         for start in range(0, total, batch_size):
             part = {n: np.take(a, range(start, min(total, start + batch_size)), axis=batch_axis) for n, a in arrays.items()}
-            yield session.run(part, outputs=[out_name])[out_name]
+            result = session.run(part, outputs=names)
+            yield [result[n] for n in names]
             if progress is not None:
                 progress(min(total, start + batch_size), total)
 
     collected: list[np.ndarray] = []
     written: str | None = None
-    if output is not None:
+    if every_output:  # -o FILE.npz: every output, by name
+        parts = list(runs(out_names))
+        write_npz(output, {n: np.concatenate([p[k] for p in parts], axis=0) for k, n in enumerate(out_names)})
+        written = str(output)
+    elif output is not None:
         with open_output(output, total) as writer:
-            for y in runs():
+            for (y,) in runs(out_names):
                 writer.write(y)
         written = str(output)
     else:
-        for y in runs():
+        for (y,) in runs(out_names):
             if text_out is not None:
                 text_out.write(format_lines(y) + "\n")
             else:
@@ -169,6 +183,17 @@ def _infer_several(session: Session, data: list, input_path: str | Path, output:
             text_out.flush()
     outputs = np.concatenate(collected, axis=0) if collected else None
     return InferResult(outputs, total, session.providers[0], time.perf_counter() - started, written, session.device_reason)
+
+
+def _run_outputs(session: Session, chunks: Callable[[], Iterator[Chunk]], batch_size: int,
+                 progress: Callable[[int, int], None] | None, total: int, names: list[str]) -> Iterator[list[np.ndarray]]:
+    done = 0
+    for start, x, lengths in chunks():
+        for ys in session.iter_outputs(x, lengths, batch_size, offset=start, outputs=names):
+            done += len(ys[0])
+            yield ys
+        if progress is not None:
+            progress(done, total)
 
 
 def _run(session: Session, chunks: Callable[[], Iterator[Chunk]], batch_size: int,

@@ -538,11 +538,24 @@ def open_output(path: str | Path, total: int) -> Iterator[OutputWriter]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
-        raise InputError(f"{path}: unsupported output type {suffix or '(none)'!r}; use one of {', '.join(OUTPUT_SUFFIXES)}")
+        raise InputError(f"{path}: unsupported output type {suffix or '(none)'!r}; use one of {', '.join(OUTPUT_SUFFIXES)} "
+                         "(or .npz from edgeseq infer, for every output)")
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         writer = OutputWriter(fh, suffix, total)
         yield writer
         writer.finish()
+
+
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> str:
+    """Write named arrays to an .npz, atomically (nothing appears at ``path`` unless all is written).
+
+    >>> write_npz("out.npz", {"y0": logits, "y1": weights})      # doctest: +SKIP
+    'out.npz'
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:  # a file object, so numpy does not append its own ".npz"
+            np.savez(fh, **arrays)
+    return str(path)
 
 
 def write_output(path: str | Path | None, y: np.ndarray) -> str:

@@ -294,6 +294,19 @@ class Session:
 
         >>> for y in s.iter_predict(x, batch_size=64): ...      # doctest: +SKIP
         """
+        for ys in self.iter_outputs(x, lengths, batch_size, offset, [self.outputs[0].name]):
+            yield ys[0]
+
+    def iter_outputs(self, x: Any, lengths: Any = None, batch_size: int | None = None, offset: int = 0,
+                     outputs: Sequence[str] | None = None) -> Iterator[list[np.ndarray]]:
+        """Like :meth:`iter_predict` for several outputs (default: every data output), one list per run.
+
+        >>> for logits, weights in s.iter_outputs(x, outputs=["y0", "y1"]): ...   # doctest: +SKIP
+        """
+        names = list(outputs) if outputs else [o.name for o in self.data_outputs()]
+        unknown = [n for n in names if n not in self._output_names]
+        if unknown:
+            raise InputError(f"unknown output(s) {', '.join(unknown)}; the model gives {', '.join(self._output_names)}")
         if lengths is None and isinstance(x, (list, tuple)):
             x, lengths = self._pad_ragged(x)
         data = self.data_inputs()
@@ -308,7 +321,6 @@ class Session:
         if lengths is not None:
             lengths = self._check_lengths(lengths, x, n)
         step = max(1, min(batch_size or self.batch_size, STEP_BUDGET // max(1, steps)))
-        out_name = self.outputs[0].name
         for start in range(0, n, step):
             sl = [slice(None)] * x.ndim
             sl[batch_axis] = slice(start, start + step)
@@ -316,13 +328,13 @@ class Session:
             part_lengths = None if lengths is None else lengths[start : start + step]
             last = offset + start + part.shape[batch_axis] - 1
             try:
-                y = self._run_chunk(spec, part, part_lengths, out_name)
+                ys = self._run_chunk(spec, part, part_lengths, names)
             except InputError:
                 raise
             except Exception as exc:  # ORT's own errors (a bad value deep in the graph, out of memory, ...)
                 msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
                 raise InputError(f"ONNX Runtime failed on samples {offset + start}..{last}: {msg}") from None
-            yield y
+            yield ys
 
     def _predict_one_run(self, x: Any, lengths: Any, batch_size: int | None) -> np.ndarray | None:
         """predict() in one run for the common call -- a C-contiguous array of the input's dtype that
@@ -362,15 +374,30 @@ class Session:
             msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise InputError(f"ONNX Runtime failed on samples 0..{n - 1}: {msg}") from None
 
-    def _run_chunk(self, spec: TensorSpec, x: np.ndarray, lengths: np.ndarray | None, out: str) -> np.ndarray:
+    def _run_chunk(self, spec: TensorSpec, x: np.ndarray, lengths: np.ndarray | None,
+                   outs: list[str]) -> list[np.ndarray]:
         feed: dict[str, np.ndarray] = self.with_defaults({spec.name: np.ascontiguousarray(x)})
         if self._lengths_name:
             n, t = x.shape[self._ba], x.shape[self._sa]
             feed[self._lengths_name] = lengths if lengths is not None else np.full(n, t, np.int64)
-            return self._run_one(feed, out)
+            return self._run_many(feed, outs)
         if lengths is None or (lengths == x.shape[self._seq_axis()]).all():
-            return self._run_one(feed, out)
-        return self._run_by_length(spec, x, lengths, out)
+            return self._run_many(feed, outs)
+        return self._run_by_length(spec, x, lengths, outs)
+
+    def _run_many(self, feed: dict[str, np.ndarray], outs: list[str]) -> list[np.ndarray]:
+        if len(outs) == 1:
+            return [self._run_one(feed, outs[0])]
+        if not self.io_binding:
+            return list(self._sess.run(outs, feed))
+        binding = self._sess.io_binding()
+        for name, value in feed.items():
+            binding.bind_cpu_input(name, value)
+        device_type, device_id = self.device_choice.ort_device
+        for out in outs:
+            binding.bind_output(out, device_type, device_id)
+        self._sess.run_with_iobinding(binding)
+        return list(binding.copy_outputs_to_cpu())
 
     def _run_one(self, feed: dict[str, np.ndarray], out: str) -> np.ndarray:
         if not self.io_binding:
@@ -383,7 +410,7 @@ class Session:
         self._sess.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
-    def _run_by_length(self, spec: TensorSpec, x: np.ndarray, lengths: np.ndarray, out: str) -> np.ndarray:
+    def _run_by_length(self, spec: TensorSpec, x: np.ndarray, lengths: np.ndarray, outs: list[str]) -> list[np.ndarray]:
         """Without a lengths input, run each group of equal-length samples unpadded.
 
         Outputs with a time axis come back at the padded length, each sample's padded steps holding its
@@ -396,19 +423,23 @@ class Session:
             idx = np.flatnonzero(lengths == length)
             part = np.take(x, idx, axis=ba)
             part = np.take(part, np.arange(int(length)), axis=sa)
-            groups.append((idx, int(length), self._run_one(self.with_defaults({spec.name: np.ascontiguousarray(part)}), out)))
-        out_sa = self._output_seq_axis(out, spec, [(n, y.shape) for _, n, y in groups])
-        first = groups[0][2]
-        shape = [len(lengths), *first.shape[1:]]
-        if out_sa is not None:
-            shape[out_sa] = padded
-        result = np.empty(shape, dtype=first.dtype)
-        for idx, length, y in groups:
-            if out_sa is not None and length < padded:
-                last = np.take(y, [length - 1], axis=out_sa)
-                y = np.concatenate([y, np.repeat(last, padded - length, axis=out_sa)], axis=out_sa)
-            result[idx] = y
-        return result
+            groups.append((idx, int(length), self._run_many(self.with_defaults({spec.name: np.ascontiguousarray(part)}), outs)))
+        results = []
+        for k, out in enumerate(outs):
+            out_sa = self._output_seq_axis(out, spec, [(n, ys[k].shape) for _, n, ys in groups])
+            first = groups[0][2][k]
+            shape = [len(lengths), *first.shape[1:]]
+            if out_sa is not None:
+                shape[out_sa] = padded
+            result = np.empty(shape, dtype=first.dtype)
+            for idx, length, ys in groups:
+                y = ys[k]
+                if out_sa is not None and length < padded:
+                    last = np.take(y, [length - 1], axis=out_sa)
+                    y = np.concatenate([y, np.repeat(last, padded - length, axis=out_sa)], axis=out_sa)
+                result[idx] = y
+            results.append(result)
+        return results
 
     def _pad_ragged(self, x: list | tuple) -> tuple[Any, np.ndarray | None]:
         """A list of sequences of different lengths -> (zero-padded batch, lengths); other input as it is."""
