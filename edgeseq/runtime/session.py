@@ -426,9 +426,11 @@ class Session:
             groups.append((idx, int(length), self._run_many(self.with_defaults({spec.name: np.ascontiguousarray(part)}), outs)))
         results = []
         for k, out in enumerate(outs):
-            out_sa = self._output_seq_axis(out, spec, [(n, ys[k].shape) for _, n, ys in groups])
+            shapes = [(len(idx), n, ys[k].shape) for idx, n, ys in groups]
+            out_ba, out_sa = self._output_axes(out, spec, shapes)
             first = groups[0][2][k]
-            shape = [len(lengths), *first.shape[1:]]
+            shape = list(first.shape)
+            shape[out_ba] = len(lengths)
             if out_sa is not None:
                 shape[out_sa] = padded
             result = np.empty(shape, dtype=first.dtype)
@@ -437,7 +439,9 @@ class Session:
                 if out_sa is not None and length < padded:
                     last = np.take(y, [length - 1], axis=out_sa)
                     y = np.concatenate([y, np.repeat(last, padded - length, axis=out_sa)], axis=out_sa)
-                result[idx] = y
+                where: list[Any] = [slice(None)] * result.ndim
+                where[out_ba] = idx
+                result[tuple(where)] = y
             results.append(result)
         return results
 
@@ -450,7 +454,7 @@ class Session:
         if not seqs or all(s.shape == seqs[0].shape for s in seqs):
             return x, None
         spec = self.data_inputs()[0] if len(self.data_inputs()) == 1 else None
-        if spec is None or (self._ba, self._sa) != (0, 1):
+        if spec is None or (self._ba, self._sa) not in ((0, 1), (1, 0)):
             return x, None
         step = "(steps, " + ", ".join(map(str, spec.shape[2:])) + ")" if spec.rank > 2 else "(steps,)"
         for i, seq in enumerate(seqs):
@@ -463,18 +467,33 @@ class Session:
         from .io import pad_sequences
 
         batch = pad_sequences(seqs)
-        return batch.x, batch.lengths
+        x = batch.x if self._ba == 0 else np.ascontiguousarray(np.swapaxes(batch.x, 0, 1))  # time-first models
+        return x, batch.lengths
 
-    def _output_seq_axis(self, out: str, spec: TensorSpec, shapes: list[tuple[int, tuple[int, ...]]]) -> int | None:
-        """The time axis of output ``out``: the axis named like the input's, else the one that follows the length."""
-        seq_name = spec.shape[self._seq_axis()] if self._seq_axis() < len(spec.shape) else None
+    def _output_axes(self, out: str, spec: TensorSpec,
+                     shapes: list[tuple[int, int, tuple[int, ...]]]) -> tuple[int, int | None]:
+        """(batch axis, time axis or None) of output ``out``, from ``(samples, length, shape)`` of each group run:
+        the axes named like the input's, else the ones whose sizes follow the samples and the lengths."""
         dims = next((o.shape for o in self.outputs if o.name == out), ())
-        if isinstance(seq_name, str) and seq_name in dims:
-            return dims.index(seq_name)
-        for axis in range(1, len(shapes[0][1])):
-            if len({shape[axis] for _, shape in shapes}) > 1 and all(shape[axis] == n for n, shape in shapes):
-                return axis
-        return None
+        rank = len(shapes[0][2])
+
+        def named(axis: int) -> int | None:
+            name = spec.shape[axis] if axis < len(spec.shape) else None
+            return dims.index(name) if isinstance(name, str) and name in dims else None
+
+        def follows(index: int, exclude: int | None = None) -> int | None:
+            if index == 1 and len({g[1] for g in shapes}) < 2:
+                return None  # one length only: no evidence of a time axis
+            return next((axis for axis in range(rank)
+                         if axis != exclude and all(g[2][axis] == g[index] for g in shapes)), None)
+
+        batch = named(self._ba)
+        batch = batch if batch is not None else follows(0)
+        batch = 0 if batch is None else batch
+        seq = named(self._sa)
+        if seq is None:
+            seq = follows(1, exclude=batch)
+        return batch, (seq if seq != batch else None)
 
     # -- checks ------------------------------------------------------------------------------
     def _layout(self) -> str:

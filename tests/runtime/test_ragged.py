@@ -88,3 +88,36 @@ def test_infer_jsonl_of_different_lengths_with_per_step_outputs(per_step_path, t
 def test_bad_lists_name_the_sequence(exported, bad, message):
     with pytest.raises(InputError, match=message):
         Session(exported("stacked_lstm"), device="cpu").predict(bad)
+
+
+def test_time_first_per_step_outputs_with_lengths_and_lists(tmp_path):
+    """(seq, batch, ...) in and out: groups are put back along the output's batch axis, not its time axis."""
+    import torch
+    from torch import nn
+
+    from edgeseq.export import export
+
+    class TimeFirstTagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(6, 8)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0])
+
+    torch.manual_seed(0)
+    path = tmp_path / "tf.onnx"
+    export(TimeFirstTagger().eval(), path, input_shape=(10, 2, 6), time_first=True)
+    s = Session(path, device="cpu")
+    seqs = _seqs(6, seed=4)
+    x = np.zeros((max(LENGTHS), len(seqs), 6), np.float32)
+    for i, seq in enumerate(seqs):
+        x[: len(seq), i] = seq
+    y = s.predict(x, lengths=np.array(LENGTHS))
+    assert y.shape == (max(LENGTHS), len(LENGTHS), 2)
+    np.testing.assert_array_equal(s.predict(seqs), y)
+    for i, (seq, n) in enumerate(zip(seqs, LENGTHS)):
+        alone = s.predict(seq[:, None])[:, 0]
+        np.testing.assert_allclose(y[:n, i], alone, atol=1e-6)
+        np.testing.assert_array_equal(y[n:, i], np.broadcast_to(alone[-1], (max(LENGTHS) - n, 2)))
