@@ -398,10 +398,55 @@ def step_floor(models: list[str]) -> None:
             print(f"{name:16}: " + ", ".join(f"{k} {v * 1e6:.2f} µs" for k, v in res.items()))
 
 
+def run_size(models: list[str]) -> None:
+    """Whole eval sets through Session.predict: samples per run (cache cap) and length-sorted runs, on and off."""
+    import edgeseq.runtime.session as S
+    from edgeseq import Session
+    from edgeseq.export.stateful import export_with_extras
+
+    print("\n## run size and length buckets (Session.predict on the eval set, >= 2000 samples, 1 thread)")
+    defaults = (S.CPU_RUN_SAMPLE_STEPS, S.LENGTH_WINDOW_RUNS)
+
+    def with_settings(session: Any, x: np.ndarray, lengths: Any, cap: int, window: int) -> Callable[[], Any]:
+        def call() -> Any:
+            S.CPU_RUN_SAMPLE_STEPS, S.LENGTH_WINDOW_RUNS = cap, window
+            try:
+                return session.predict(x, lengths=lengths)
+            finally:
+                S.CPU_RUN_SAMPLE_STEPS, S.LENGTH_WINDOW_RUNS = defaults
+        return call
+
+    def padded_runs(session: Any, x: np.ndarray, lengths: Any) -> Callable[[], Any]:
+        spec, out = session.data_inputs()[0], [session.outputs[0].name]  # one padded run per 256 samples
+        return lambda: [session._run_chunk(spec, x[i : i + 256], lengths[i : i + 256], out) for i in range(0, len(x), 256)]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            data = np.load(ROOT / "models" / "data" / f"{name}-test.npz")
+            reps = -(-2000 // len(data["x"]))
+            x = np.concatenate([data["x"]] * reps)
+            lengths = np.concatenate([data["lengths"]] * reps) if "lengths" in data.files else None
+            files = {k: BUILD / name / f"{k}.onnx" for k in ("float", "int8") if (BUILD / name / f"{k}.onnx").exists()}
+            if lengths is not None:
+                files["float --lengths"] = Path(tmp) / f"{name}-lengths.onnx"
+                with contextlib.redirect_stderr(io.StringIO()):
+                    export_with_extras(f"models/{name}.py:build", files["float --lengths"], lengths=True)
+            for kind, f in files.items():
+                session = Session(f, device="cpu", threads=1)
+                variants = {"256 per run": with_settings(session, x, lengths, 1 << 30, 1),
+                            "cache cap": with_settings(session, x, lengths, defaults[0], 1)}
+                if lengths is not None:
+                    variants["cache cap + length-sorted windows"] = with_settings(session, x, lengths, *defaults)
+                    if session.lengths_input:
+                        variants = {"padded runs of 256": padded_runs(session, x, lengths), **variants}
+                res = interleaved(variants, rounds=5, seconds=3.0)
+                print(f"{name:15} {kind:16} {tuple(x.shape)}: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in res.items()))
+
+
 EXPERIMENTS = {"threads": threads_and_spinning, "stream-threads": stream_threads, "levels": optimization_levels,
                "startup": startup, "cleanup": graph_cleanup, "overhead": overhead, "quant": quantization,
                "stream-state": stream_state, "conv-int8": conv_int8, "arena": memory_arena,
-               "step-floor": step_floor}
+               "step-floor": step_floor, "run-size": run_size}
 
 
 def main() -> None:

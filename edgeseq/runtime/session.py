@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,12 @@ _ORT_TO_NUMPY = {
 # Memory of a recurrent run grows with batch x steps (ONNX Runtime keeps every step's gates and outputs):
 MAX_LENGTH = 100_000  # longest sequence predict() accepts; Session(max_length=) / --max-length raise it
 STEP_BUDGET = 1 << 18  # samples x steps per run; predict() runs fewer samples at a time for long sequences
+# On the CPU, runs of at most this many samples x steps (but at least CPU_MIN_ROWS samples): ONNX Runtime's
+# recurrent kernels keep every step's gates of the run, and past a few MB they fall out of cache. Measured
+# (bench/README.md, "Run size"): fashion_lstm 2000 x 28 steps 137 ms at 256 samples per run, 117 ms at 73.
+CPU_RUN_SAMPLE_STEPS = 2048
+CPU_MIN_ROWS = 32
+LENGTH_WINDOW_RUNS = 32  # variable lengths: samples sorted by length within windows of this many runs
 
 
 @dataclass(frozen=True)
@@ -267,7 +274,10 @@ class Session:
         return dict(zip(names, values))
 
     def predict(self, x: Any, lengths: Any = None, batch_size: int | None = None) -> np.ndarray:
-        """First output for ``x`` (batch first), run in chunks of ``batch_size`` samples.
+        """First output for ``x`` (batch first), run in chunks of at most ``batch_size`` samples.
+
+        On the CPU a run holds at most ~2048 samples x steps (at least 32 samples), where ONNX Runtime's
+        recurrent kernels stay in cache; samples of different lengths run sorted by length.
 
         ``lengths`` (one per sample) marks zero-padded steps so they do not change results.
         ``x`` may also be a list of sequences of different lengths (each ``(steps, features)``):
@@ -290,7 +300,8 @@ class Session:
 
     def iter_predict(self, x: Any, lengths: Any = None, batch_size: int | None = None,
                      offset: int = 0) -> Iterator[np.ndarray]:
-        """Like :meth:`predict`, yielding the output of each run; ``offset`` numbers samples in errors.
+        """Like :meth:`predict`, yielding the output in sample order a piece at a time (a run, or a window of
+        length-sorted runs for samples of different lengths); ``offset`` numbers samples in errors.
 
         >>> for y in s.iter_predict(x, batch_size=64): ...      # doctest: +SKIP
         """
@@ -299,7 +310,7 @@ class Session:
 
     def iter_outputs(self, x: Any, lengths: Any = None, batch_size: int | None = None, offset: int = 0,
                      outputs: Sequence[str] | None = None) -> Iterator[list[np.ndarray]]:
-        """Like :meth:`iter_predict` for several outputs (default: every data output), one list per run.
+        """Like :meth:`iter_predict` for several outputs (default: every data output), one list per piece.
 
         >>> for logits, weights in s.iter_outputs(x, outputs=["y0", "y1"]): ...   # doctest: +SKIP
         """
@@ -320,21 +331,44 @@ class Session:
         self.check_length(spec, steps)
         if lengths is not None:
             lengths = self._check_lengths(lengths, x, n)
-        step = max(1, min(batch_size or self.batch_size, STEP_BUDGET // max(1, steps)))
-        for start in range(0, n, step):
+        rows = self._rows(batch_size, steps)
+        if lengths is None or (lengths == steps).all():
+            for start in range(0, n, rows):
+                sl = [slice(None)] * x.ndim
+                sl[batch_axis] = slice(start, start + rows)
+                part = self.check_input(x[tuple(sl)], spec, offset=offset + start)
+                with self._ort_errors(offset + start, offset + start + part.shape[batch_axis] - 1):
+                    ys = self._run_chunk(spec, part, None, names)
+                yield ys
+            return
+        # Different lengths: sort each window of samples by length, so that a run holds one length (similar
+        # lengths with a lengths input, trimmed to the longest), instead of many small runs per chunk.
+        window = rows * LENGTH_WINDOW_RUNS
+        for start in range(0, n, window):
             sl = [slice(None)] * x.ndim
-            sl[batch_axis] = slice(start, start + step)
+            sl[batch_axis] = slice(start, start + window)
             part = self.check_input(x[tuple(sl)], spec, offset=offset + start)
-            part_lengths = None if lengths is None else lengths[start : start + step]
-            last = offset + start + part.shape[batch_axis] - 1
-            try:
-                ys = self._run_chunk(spec, part, part_lengths, names)
-            except InputError:
-                raise
-            except Exception as exc:  # ORT's own errors (a bad value deep in the graph, out of memory, ...)
-                msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                raise InputError(f"ONNX Runtime failed on samples {offset + start}..{last}: {msg}") from None
+            with self._ort_errors(offset + start, offset + start + part.shape[batch_axis] - 1):
+                ys = self._run_bucketed(spec, part, lengths[start : start + window], names, batch_size)
             yield ys
+
+    @contextlib.contextmanager
+    def _ort_errors(self, first: int, last: int) -> Iterator[None]:
+        """ONNX Runtime's own errors (a bad value deep in the graph, out of memory, ...) as one InputError."""
+        try:
+            yield
+        except InputError:
+            raise
+        except Exception as exc:
+            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise InputError(f"ONNX Runtime failed on samples {first}..{last}: {msg}") from None
+
+    def _rows(self, batch_size: int | None, steps: int) -> int:
+        """Samples per run for sequences of ``steps``: the batch size, capped by memory and (CPU) by cache."""
+        rows = min(batch_size or self.batch_size, STEP_BUDGET // max(1, steps))
+        if not self.device_choice.is_cuda:
+            rows = min(rows, max(CPU_MIN_ROWS, CPU_RUN_SAMPLE_STEPS // max(1, steps)))
+        return max(1, rows)
 
     def _predict_one_run(self, x: Any, lengths: Any, batch_size: int | None) -> np.ndarray | None:
         """predict() in one run for the common call -- a C-contiguous array of the input's dtype that
@@ -351,7 +385,7 @@ class Session:
                 return None
         n = shape[self._ba]
         steps = shape[self._sa] if self._sa < len(shape) else 1
-        if steps > self.max_length or n > max(1, min(batch_size or self.batch_size, STEP_BUDGET // steps)):
+        if steps > self.max_length or n > self._rows(batch_size, steps):
             return None
         kind = x.dtype.kind
         if kind == "f":
@@ -381,9 +415,7 @@ class Session:
             n, t = x.shape[self._ba], x.shape[self._sa]
             feed[self._lengths_name] = lengths if lengths is not None else np.full(n, t, np.int64)
             return self._run_many(feed, outs)
-        if lengths is None or (lengths == x.shape[self._seq_axis()]).all():
-            return self._run_many(feed, outs)
-        return self._run_by_length(spec, x, lengths, outs)
+        return self._run_many(feed, outs)
 
     def _run_many(self, feed: dict[str, np.ndarray], outs: list[str]) -> list[np.ndarray]:
         if len(outs) == 1:
@@ -410,35 +442,56 @@ class Session:
         self._sess.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
-    def _run_by_length(self, spec: TensorSpec, x: np.ndarray, lengths: np.ndarray, outs: list[str]) -> list[np.ndarray]:
-        """Without a lengths input, run each group of equal-length samples unpadded.
+    def _run_bucketed(self, spec: TensorSpec, x: np.ndarray, lengths: np.ndarray, outs: list[str],
+                      batch_size: int | None) -> list[np.ndarray]:
+        """Run samples of different lengths sorted by length, each run trimmed to its longest sample.
 
-        Outputs with a time axis come back at the padded length, each sample's padded steps holding its
-        last valid step (as files exported with ``--lengths`` do), so ``y[:, -1]`` is every sample's answer.
+        Without a lengths input a run holds one length only (padding would change results); with one,
+        a run holds consecutive lengths and passes them on. Outputs with a time axis come back at the
+        padded length, each sample's padded steps holding its last valid step (as files exported with
+        ``--lengths`` do), so ``y[:, -1]`` is every sample's answer.
         """
-        ba, sa = self._batch_axis(), self._seq_axis()
-        padded = x.shape[sa]
+        ba, sa = self._ba, self._sa
+        order = np.argsort(lengths, kind="stable")
+        runs: list[np.ndarray] = []
+        i = 0
+        while i < len(order):
+            if self._lengths_name:
+                end = min(len(order), i + self._rows(batch_size, int(lengths[order[i]])))
+                end = min(end, i + self._rows(batch_size, int(lengths[order[end - 1]])))  # fits the longest too
+            else:
+                same = i + int(np.searchsorted(lengths[order[i:]], lengths[order[i]], side="right"))
+                end = min(same, i + self._rows(batch_size, int(lengths[order[i]])))
+            runs.append(order[i:end])
+            i = end
         groups = []
-        for length in np.unique(lengths):
-            idx = np.flatnonzero(lengths == length)
-            part = np.take(x, idx, axis=ba)
-            part = np.take(part, np.arange(int(length)), axis=sa)
-            groups.append((idx, int(length), self._run_many(self.with_defaults({spec.name: np.ascontiguousarray(part)}), outs)))
+        for idx in runs:
+            longest = int(lengths[idx].max())
+            part = np.take(np.take(x, idx, axis=ba), np.arange(longest), axis=sa)
+            feed = self.with_defaults({spec.name: np.ascontiguousarray(part)})
+            if self._lengths_name:
+                feed[self._lengths_name] = lengths[idx].astype(np.int64)
+            groups.append((idx, longest, self._run_many(feed, outs)))
+        return self._assemble(spec, groups, len(lengths), x.shape[sa], outs)
+
+    def _assemble(self, spec: TensorSpec, groups: list[tuple[np.ndarray, int, list[np.ndarray]]], n: int,
+                  padded: int, outs: list[str]) -> list[np.ndarray]:
+        """Outputs of runs over sample subsets (``(indices, run length, outputs)``) put back in sample order."""
         results = []
         for k, out in enumerate(outs):
-            shapes = [(len(idx), n, ys[k].shape) for idx, n, ys in groups]
+            shapes = [(len(idx), length, ys[k].shape) for idx, length, ys in groups]
             out_ba, out_sa = self._output_axes(out, spec, shapes)
             first = groups[0][2][k]
             shape = list(first.shape)
-            shape[out_ba] = len(lengths)
+            shape[out_ba] = n
             if out_sa is not None:
                 shape[out_sa] = padded
             result = np.empty(shape, dtype=first.dtype)
-            for idx, length, ys in groups:
+            for idx, _length, ys in groups:
                 y = ys[k]
-                if out_sa is not None and length < padded:
-                    last = np.take(y, [length - 1], axis=out_sa)
-                    y = np.concatenate([y, np.repeat(last, padded - length, axis=out_sa)], axis=out_sa)
+                if out_sa is not None and y.shape[out_sa] < padded:
+                    last = np.take(y, [y.shape[out_sa] - 1], axis=out_sa)
+                    y = np.concatenate([y, np.repeat(last, padded - y.shape[out_sa], axis=out_sa)], axis=out_sa)
                 where: list[Any] = [slice(None)] * result.ndim
                 where[out_ba] = idx
                 result[tuple(where)] = y

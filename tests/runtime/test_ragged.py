@@ -121,3 +121,63 @@ def test_time_first_per_step_outputs_with_lengths_and_lists(tmp_path):
         alone = s.predict(seq[:, None])[:, 0]
         np.testing.assert_allclose(y[:n, i], alone, atol=1e-6)
         np.testing.assert_array_equal(y[n:, i], np.broadcast_to(alone[-1], (max(LENGTHS) - n, 2)))
+
+
+@pytest.fixture(scope="module")
+def per_step_lengths_path(tmp_path_factory):
+    """The per-step tagger exported with a lengths input (runs are then trimmed, not split by length)."""
+    import torch
+    from torch import nn
+
+    from edgeseq.export.stateful import export_with_extras
+
+    class Tagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(6, 16, batch_first=True)
+            self.head = nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0])
+
+    torch.manual_seed(1)
+    model = Tagger().eval()
+    path = tmp_path_factory.mktemp("ragged-lengths") / "tagger-lengths.onnx"
+    export_with_extras(model, path, input_shape=(2, 10, 6), lengths=True)
+    return path
+
+
+@pytest.mark.parametrize("fixture", ["per_step_path", "per_step_lengths_path"])
+def test_many_lengths_across_windows_equal_each_sample_alone(fixture, request):
+    """Samples sorted into length buckets over several windows come back in order, each as if alone."""
+    s = Session(request.getfixturevalue(fixture), device="cpu")
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 41, size=300)
+    x = rng.standard_normal((300, 40, 6)).astype(np.float32)  # padding holds noise: it must not be read
+    y = s.predict(x, lengths=lengths, batch_size=4)  # 4 per run x 32 runs per window: 3 windows
+    assert y.shape == (300, 40, 2)
+    for i in range(0, 300, 7):
+        n = int(lengths[i])
+        alone = s.predict(x[i : i + 1, :n])[0]
+        np.testing.assert_allclose(y[i, :n], alone, atol=1e-5)
+        np.testing.assert_array_equal(y[i, n:], np.broadcast_to(y[i, n - 1], (40 - n, 2)))
+
+
+def test_errors_in_sorted_windows_name_the_original_sample(per_step_path):
+    s = Session(per_step_path, device="cpu")
+    lengths = np.array([3, 9] * 100)
+    x = np.zeros((200, 9, 6), np.float32)
+    x[151, 2, 4] = np.nan
+    with pytest.raises(InputError, match=r"sample 151, step 2"):
+        s.predict(x, lengths=lengths, batch_size=8)
+
+
+def test_cpu_runs_stay_cache_sized_and_cuda_runs_do_not(per_step_path):
+    from edgeseq.runtime.providers import DeviceChoice
+    from edgeseq.runtime.session import CPU_MIN_ROWS, CPU_RUN_SAMPLE_STEPS
+
+    s = Session(per_step_path, device="cpu", batch_size=256)
+    assert s._rows(None, 100) == max(CPU_MIN_ROWS, CPU_RUN_SAMPLE_STEPS // 100)
+    assert s._rows(None, 4) == 256 and s._rows(16, 4) == 16
+    s.device_choice = DeviceChoice("cuda:0", [])  # what a CUDA session decides: the batch size as given
+    assert s._rows(None, 100) == 256
