@@ -37,7 +37,7 @@ STEP_BUDGET = 1 << 18  # samples x steps per run; predict() runs fewer samples a
 # recurrent kernels keep every step's gates of the run, and past a few MB they fall out of cache. Measured
 # (bench/README.md, "Run size"): fashion_lstm 2000 x 28 steps 137 ms at 256 samples per run, 117 ms at 73.
 CPU_RUN_SAMPLE_STEPS = 2048
-CPU_MIN_ROWS = 32
+CPU_MIN_ROWS = 64
 LENGTH_WINDOW_RUNS = 32  # variable lengths: samples sorted by length within windows of this many runs
 
 
@@ -276,7 +276,7 @@ class Session:
     def predict(self, x: Any, lengths: Any = None, batch_size: int | None = None) -> np.ndarray:
         """First output for ``x`` (batch first), run in chunks of at most ``batch_size`` samples.
 
-        On the CPU a run holds at most ~2048 samples x steps (at least 32 samples), where ONNX Runtime's
+        On the CPU a run holds at most ~2048 samples x steps (at least 64 samples), where ONNX Runtime's
         recurrent kernels stay in cache; samples of different lengths run sorted by length.
 
         ``lengths`` (one per sample) marks zero-padded steps so they do not change results.
