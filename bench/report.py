@@ -129,7 +129,8 @@ def markdown(summary: dict[str, Any], results: list[dict[str, Any]]) -> str:
         "# edgeseq benchmark results",
         "",
         f"{summary['when']} · {mach.get('cpu')} · {mach.get('cores')} cores · onnxruntime {mach.get('onnxruntime')} · "
-        f"**{summary['threads']} intra-op thread(s) for every runtime** · suite took {summary['seconds']:.0f} s"
+        f"**{summary['threads']} intra-op thread(s) for every runtime** (except `onnxruntime-default`: ONNX Runtime's "
+        f"own defaults, all cores and spinning) · suite took {summary['seconds']:.0f} s"
         + (" · QUICK smoke run: too few repetitions to judge" if summary["quick"] else ""),
         "",
         "Medians over repeated calls, all runtimes interleaved in one process (`python -m bench.suite`, "
@@ -309,7 +310,7 @@ def readme_section(summary: dict[str, Any]) -> str:
         "## Benchmarks",
         "",
         f"`make bench` times edgeseq (float, INT8, FP16) against PyTorch eager, ONNX Runtime with its default "
-        f"settings and OpenVINO over the zoo, all in one run at {summary['threads']} intra-op "
+        f"settings (all cores) and OpenVINO over the zoo, in one run, the others at {summary['threads']} intra-op "
         f"thread{'s' if summary['threads'] != 1 else ''} each "
         f"({summary['when']}, {summary['machine'].get('cpu')}, {summary['machine'].get('cores')} cores). "
         "Ratios to PyTorch eager (✓ target met, ✗ missed); what was tried and why targets are missed: "
