@@ -52,11 +52,30 @@ def model_and_source(model_or_ref: Any, weights: str | Path | None = None,
                      log: Callable[[str], None] | None = None) -> tuple[Any, str]:
     """(model in eval mode with ``weights`` loaded, a label for the card) from an nn.Module or a reference."""
     if isinstance(model_or_ref, (str, Path)):
-        return load_model(str(model_or_ref), weights, log), str(model_or_ref)
+        return as_float32(load_model(str(model_or_ref), weights, log), log), str(model_or_ref)
     model = model_or_ref.eval()
     if weights is not None:
         load_weights(model, weights, log)
-    return model, type(model).__name__
+    return as_float32(model, log), type(model).__name__
+
+
+def as_float32(model: Any, log: Callable[[str], None] | None = None) -> Any:
+    """``model`` with float64/float16/bfloat16 parameters and buffers converted to float32 (in place).
+
+    edgeseq's files take and give float32 (its input checks, tolerances and quantizer assume it; half
+    precision is ``edgeseq quantize --mode fp16``'s job), so a model trained in another precision is
+    exported, and checked, in float32; ``log`` hears about it.
+    """
+    import torch
+
+    found = sorted({str(t.dtype).replace("torch.", "") for t in [*model.parameters(), *model.buffers()]
+                    if t.is_floating_point() and t.dtype != torch.float32})
+    if found:
+        model.float()
+        if log:
+            log(f"model: {'/'.join(found)} weights converted to float32 (for half precision on the device, "
+                "run edgeseq quantize --mode fp16 on the exported file)")
+    return model
 
 
 def resolve_factory(ref: str) -> Any:

@@ -103,3 +103,20 @@ def test_large_outputs_get_a_rounding_hint_and_atol_lets_them_through(tmp_path):
     from edgeseq.card import read_card
 
     assert read_card(out)["parity"]["atol"] == 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_models_in_other_precisions_export_in_float32(dtype, tmp_path):
+    model = FAMILIES["gru"]().to(dtype)
+    out = tmp_path / "m.onnx"
+    log: list[str] = []
+    from edgeseq.export import export
+
+    result = export(model, out, log=log.append)
+    assert result.report.passed
+    assert any(f"{str(dtype).replace('torch.', '')} weights converted to float32" in m for m in log)
+    import numpy as np
+
+    from edgeseq import Session
+
+    assert np.dtype(Session(out, device="cpu").inputs[0].dtype) == np.float32
