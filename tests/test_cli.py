@@ -73,6 +73,20 @@ def test_infer_reads_csv_and_jsonl(runner, gru_file, tmp_path):
     assert len(r.stdout.strip().splitlines()) == 2
 
 
+def test_csv_with_a_pandas_index_column_gets_a_hint(runner, gru_file, tmp_path):
+    rows = np.random.default_rng(0).random((6, 12))
+    indexed = tmp_path / "indexed.csv"
+    indexed.write_text("," + ",".join(f"f{i}" for i in range(12)) + "\n"
+                       + "\n".join(f"{t}," + ",".join(map(str, r)) for t, r in enumerate(rows)) + "\n")
+    r = runner.invoke(main, ["infer", str(gru_file), "--input", str(indexed)])
+    assert r.exit_code == 1
+    assert "axis 2 must be 12, got 13" in r.stderr and "df.to_csv(path, index=False)" in r.stderr
+    plain = tmp_path / "plain.csv"  # 13 real features whose first happens to be 0.5 everywhere: no hint
+    plain.write_text("\n".join(",".join(["0.5"] * 13) for _ in range(5)))
+    r = runner.invoke(main, ["infer", str(gru_file), "--input", str(plain)])
+    assert r.exit_code == 1 and "pandas" not in r.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

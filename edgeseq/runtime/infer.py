@@ -76,7 +76,12 @@ def infer_file(
                               names if every_output else names[:1], every_output)
     spec = data[0]
     with open_input(input_path) as source:
-        total, chunks = _plan(source, spec, session, batch_size)
+        try:
+            total, chunks = _plan(source, spec, session, batch_size)
+        except InputError as exc:
+            if not source.hint:
+                raise
+            raise InputError(f"{exc}{source.hint}") from None
         if text_out is not None:
             for start, x, _ in chunks():
                 session.check_input(x, spec, offset=start)

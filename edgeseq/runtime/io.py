@@ -50,6 +50,7 @@ class InputBatch:
 
     x: np.ndarray
     lengths: np.ndarray | None = None
+    hint: str = ""  # said with a shape error, e.g. a CSV whose first column looks like a pandas index
 
 
 def _fail(path: Path, what: str) -> InputError:
@@ -296,7 +297,11 @@ def _read_csv(path: Path) -> InputBatch:
             raise _fail(path, f"row {i} has {len(row)} columns, expected {width} like the first row")
         values.append([_parse_number(path, c, f"row {i} column {j + 1}") for j, c in enumerate(row)])
     x = np.asarray(values, dtype=np.float64)[None]  # one sequence: (1, T, F)
-    return InputBatch(x)
+    hint = ""
+    if x.shape[2] > 1 and np.array_equal(x[0, :, 0], np.arange(x.shape[1])) and (start == 0 or not rows[0][0].strip()):
+        hint = ("; its first column counts 0, 1, 2, ... like a pandas index: if that is not a feature, "
+                "save with df.to_csv(path, index=False)")
+    return InputBatch(x, hint=hint)
 
 
 def _not_number(cell: str) -> bool:
@@ -371,8 +376,8 @@ class InputSource:
     """
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype, lengths: np.ndarray | None = None,
-                 array: np.ndarray | None = None, header: NpyHeader | None = None) -> None:
-        self.path, self.shape, self.dtype, self.lengths = path, shape, dtype, lengths
+                 array: np.ndarray | None = None, header: NpyHeader | None = None, hint: str = "") -> None:
+        self.path, self.shape, self.dtype, self.lengths, self.hint = path, shape, dtype, lengths, hint
         self._array, self._header = array, header
         self._fh: IO[bytes] | None = open(path, "rb") if header is not None else None
 
@@ -436,7 +441,7 @@ def open_input(path: str | Path) -> InputSource:
             _check_kind(path, header.dtype, header.shape)
             return InputSource(path, header.shape, header.dtype, header=header)
     batch = read_input(path, mmap=suffix == ".npy")
-    return InputSource(path, batch.x.shape, batch.x.dtype, batch.lengths, array=batch.x)
+    return InputSource(path, batch.x.shape, batch.x.dtype, batch.lengths, array=batch.x, hint=batch.hint)
 
 
 # ------------------------------------------------------------------------------------- outputs
