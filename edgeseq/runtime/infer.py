@@ -54,7 +54,7 @@ def infer_file(
 ) -> InferResult:
     """Run ``model`` over every sample in ``input_path``.
 
-    With ``output`` the results go to that file (.npy/.json/.csv), written atomically; with
+    With ``output`` the results go to that file (.npy/.json/.csv; .npz holds every output), written atomically; with
     ``text_out`` they are printed there as one JSON array per line, after the whole input has
     been checked (so a bad value prints nothing); otherwise they are returned in ``outputs``.
     ``progress(done, total)`` is called after each chunk.
@@ -71,42 +71,50 @@ def infer_file(
     if len(names) > 1 and not every_output and log is not None:
         log(f"note: the model has {len(names)} outputs ({', '.join(names)}); this writes the first, {names[0]!r}; "
             "give -o FILE.npz to write them all")
+    names = names if every_output else names[:1]
     if len(data) != 1:
-        return _infer_several(session, data, input_path, output, batch_size, text_out, progress, started,
-                              names if every_output else names[:1], every_output)
-    spec = data[0]
-    with open_input(input_path) as source:
-        try:
-            total, chunks = _plan(source, spec, session, batch_size)
-        except InputError as exc:
-            if not source.hint:
-                raise
-            raise InputError(f"{exc}{source.hint}") from None
-        if text_out is not None:
-            for start, x, _ in chunks():
-                session.check_input(x, spec, offset=start)
-        collected: list[np.ndarray] = []
-        if every_output:
-            parts = list(_run_outputs(session, chunks, batch_size, progress, total, names))
-            write_npz(output, {n: np.concatenate([p[k] for p in parts], axis=0) for k, n in enumerate(names)})
-            written: str | None = str(output)
-        elif output is not None:
-            with open_output(output, total) as writer:
-                for y in _run(session, chunks, batch_size, progress, total):
-                    writer.write(y)
-            written: str | None = str(output)
-        else:
-            written = None
-            for y in _run(session, chunks, batch_size, progress, total):
-                if text_out is not None:
-                    text_out.write(format_lines(y) + "\n")
-                else:
-                    collected.append(y)
-            if text_out is not None:
-                text_out.flush()
-    outputs = None if output is not None or text_out is not None else np.concatenate(collected, axis=0)
+        total, pieces = _plan_several(session, data, input_path, batch_size, names, progress)
+        outputs, written = _deliver(pieces, names, total, output, text_out)
+    else:
+        spec = data[0]
+        with open_input(input_path) as source:
+            try:
+                total, chunks = _plan(source, spec, session, batch_size)
+            except InputError as exc:
+                if not source.hint:
+                    raise
+                raise InputError(f"{exc}{source.hint}") from None
+            if text_out is not None:  # every value checked before anything is printed
+                for start, x, _ in chunks():
+                    session.check_input(x, spec, offset=start)
+            outputs, written = _deliver(_run(session, chunks, batch_size, progress, total, names), names, total,
+                                        output, text_out)
     return InferResult(outputs, total, session.providers[0], time.perf_counter() - started, written,
                        session.device_reason)
+
+
+def _deliver(pieces: Iterator[list[np.ndarray]], names: list[str], total: int, output: str | Path | None,
+             text_out: TextIO | None) -> tuple[np.ndarray | None, str | None]:
+    """Write the pieces (one array per name) to ``output`` or ``text_out``, or return them joined:
+    (outputs, written path). ``.npz`` holds every name; other files and text get the first."""
+    if output is not None and Path(output).suffix.lower() == ".npz":
+        parts = list(pieces)
+        return None, write_npz(output, {n: np.concatenate([p[k] for p in parts], axis=0) for k, n in enumerate(names)})
+    if output is not None:
+        with open_output(output, total) as writer:
+            for ys in pieces:
+                writer.write(ys[0])
+        return None, str(output)
+    collected: list[np.ndarray] = []
+    for ys in pieces:
+        if text_out is not None:
+            text_out.write(format_lines(ys[0]) + "\n")
+        else:
+            collected.append(ys[0])
+    if text_out is not None:
+        text_out.flush()
+        return None, None
+    return np.concatenate(collected, axis=0), None
 
 
 def _plan(source: InputSource, spec: TensorSpec, session: Session,
@@ -145,21 +153,21 @@ def _plan(source: InputSource, spec: TensorSpec, session: Session,
     return n, slices
 
 
-def _infer_several(session: Session, data: list, input_path: str | Path, output: str | Path | None, batch_size: int,
-                   text_out: TextIO | None, progress: Callable[[int, int], None] | None, started: float,
-                   out_names: list[str], every_output: bool) -> InferResult:
-    """A model with several inputs, read from one .npz (an array per input name, samples along the batch axis)."""
-    names = [d.name for d in data]
-    arrays = read_npz_inputs(input_path, names)
+def _plan_several(session: Session, data: list[TensorSpec], input_path: str | Path, batch_size: int, names: list[str],
+                  progress: Callable[[int, int], None] | None) -> tuple[int, Iterator[list[np.ndarray]]]:
+    """A model with several inputs, read from one .npz (an array per input name, samples along the batch axis):
+    the sample count and the outputs ``names``, a batch at a time."""
+    arrays = read_npz_inputs(input_path, [d.name for d in data])
     batch_axis = session._batch_axis()
     sizes = {n: a.shape[batch_axis] if a.ndim > batch_axis else None for n, a in arrays.items()}
     if len(set(sizes.values())) != 1 or None in sizes.values():
         listed = ", ".join(f"{n} {tuple(a.shape)}" for n, a in arrays.items())
         raise InputError(f"{input_path}: the inputs need the same number of samples along axis {batch_axis}; got {listed}")
     total = next(iter(sizes.values()))
-    for name, spec in zip(names, data):  # every value checked before anything is written
-        arrays[name] = session.check_input(arrays[name], spec)
-    def runs(names: list[str]) -> Iterator[list[np.ndarray]]:
+    for spec in data:  # every value checked before anything is written
+        arrays[spec.name] = session.check_input(arrays[spec.name], spec)
+
+    def runs() -> Iterator[list[np.ndarray]]:
         for start in range(0, total, batch_size):
             part = {n: np.take(a, range(start, min(total, start + batch_size)), axis=batch_axis) for n, a in arrays.items()}
             result = session.run(part, outputs=names)
@@ -167,46 +175,15 @@ def _infer_several(session: Session, data: list, input_path: str | Path, output:
             if progress is not None:
                 progress(min(total, start + batch_size), total)
 
-    collected: list[np.ndarray] = []
-    written: str | None = None
-    if every_output:  # -o FILE.npz: every output, by name
-        parts = list(runs(out_names))
-        write_npz(output, {n: np.concatenate([p[k] for p in parts], axis=0) for k, n in enumerate(out_names)})
-        written = str(output)
-    elif output is not None:
-        with open_output(output, total) as writer:
-            for (y,) in runs(out_names):
-                writer.write(y)
-        written = str(output)
-    else:
-        for (y,) in runs(out_names):
-            if text_out is not None:
-                text_out.write(format_lines(y) + "\n")
-            else:
-                collected.append(y)
-        if text_out is not None:
-            text_out.flush()
-    outputs = np.concatenate(collected, axis=0) if collected else None
-    return InferResult(outputs, total, session.providers[0], time.perf_counter() - started, written, session.device_reason)
+    return total, runs()
 
 
-def _run_outputs(session: Session, chunks: Callable[[], Iterator[Chunk]], batch_size: int,
-                 progress: Callable[[int, int], None] | None, total: int, names: list[str]) -> Iterator[list[np.ndarray]]:
+def _run(session: Session, chunks: Callable[[], Iterator[Chunk]], batch_size: int,
+         progress: Callable[[int, int], None] | None, total: int, names: list[str]) -> Iterator[list[np.ndarray]]:
     done = 0
     for start, x, lengths in chunks():
         for ys in session.iter_outputs(x, lengths, batch_size, offset=start, outputs=names):
             done += len(ys[0])
             yield ys
-        if progress is not None:
-            progress(done, total)
-
-
-def _run(session: Session, chunks: Callable[[], Iterator[Chunk]], batch_size: int,
-         progress: Callable[[int, int], None] | None, total: int) -> Iterator[np.ndarray]:
-    done = 0
-    for start, x, lengths in chunks():
-        for y in session.iter_predict(x, lengths, batch_size, offset=start):
-            done += len(y)
-            yield y
         if progress is not None:
             progress(done, total)

@@ -160,21 +160,10 @@ def _read_npy(path: Path, mmap: bool = False) -> InputBatch:
 
 # ------------------------------------------------------------------------------------------ .npz
 def _read_npz(path: Path) -> InputBatch:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            members = {Path(info.filename).stem: info for info in zf.infolist() if info.filename.endswith(".npy")}
-            if "x" not in members:
-                raise _fail(path, f"has no array named 'x' (found: {', '.join(members) or 'none'}); "
-                                  "save with numpy.savez(path, x=...)")
-            x = _read_member(path, zf, members["x"])
-            lengths = _read_member(path, zf, members["lengths"]) if "lengths" in members else None
-    except InputError:
-        raise
-    except MemoryError:
-        raise _fail(path, "is too large to load into memory; save 'x' as a .npy file, which is read in chunks") from None
-    except _PARSE_ERRORS as exc:
-        raise _fail(path, f"not a valid .npz file ({str(exc)[:160]}); re-save it with numpy.savez") from None
-    x = _check_numeric(path, x)
+    arrays = _npz_arrays(path, ["x"], ["lengths"], "save with numpy.savez(path, x=...)",
+                         "save 'x' as a .npy file, which is read in chunks")
+    x = _check_numeric(path, arrays["x"])
+    lengths = arrays.get("lengths")
     if lengths is not None:
         lengths = _check_lengths(path, lengths, x)
     return InputBatch(x, lengths)
@@ -190,21 +179,27 @@ def read_npz_inputs(path: str | Path, names: list[str]) -> dict[str, np.ndarray]
     if _check_file(path) != ".npz":
         raise _fail(path, f"the model takes {len(names)} inputs ({', '.join(names)}); give them as one .npz "
                           f"file: numpy.savez(path, {', '.join(f'{n}=...' for n in names)})")
+    arrays = _npz_arrays(path, names, [], f"the model's inputs are {', '.join(names)}", "run it in parts")
+    return {n: _check_numeric(path, a) for n, a in arrays.items()}
+
+
+def _npz_arrays(path: Path, required: list[str], optional: list[str], fix_missing: str,
+                fix_too_big: str) -> dict[str, np.ndarray]:
+    """The ``required`` (and present ``optional``) arrays of an .npz, each header checked before reading."""
     try:
         with zipfile.ZipFile(path) as zf:
             members = {Path(info.filename).stem: info for info in zf.infolist() if info.filename.endswith(".npy")}
-            missing = [n for n in names if n not in members]
+            missing = [n for n in required if n not in members]
             if missing:
                 raise _fail(path, f"has no array named {', '.join(map(repr, missing))} (found: "
-                                  f"{', '.join(members) or 'none'}); the model's inputs are {', '.join(names)}")
-            arrays = {n: _check_numeric(path, _read_member(path, zf, members[n])) for n in names}
+                                  f"{', '.join(members) or 'none'}); {fix_missing}")
+            return {n: _read_member(path, zf, members[n]) for n in [*required, *optional] if n in members}
     except InputError:
         raise
     except MemoryError:
-        raise _fail(path, "is too large to load into memory; run it in parts") from None
+        raise _fail(path, f"is too large to load into memory; {fix_too_big}") from None
     except _PARSE_ERRORS as exc:
         raise _fail(path, f"not a valid .npz file ({str(exc)[:160]}); re-save it with numpy.savez") from None
-    return arrays
 
 
 def _read_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
