@@ -385,7 +385,7 @@ class Session:
                 return None
         n = shape[self._ba]
         steps = shape[self._sa] if self._sa < len(shape) else 1
-        if steps > self.max_length or n > self._rows(batch_size, steps):
+        if steps > self.max_length or (n > 1 and n > self._rows(batch_size, steps)):  # one sample always fits
             return None
         kind = x.dtype.kind
         if kind == "f":
