@@ -10,6 +10,7 @@ recipes (``fashion_lstm.py`` ...) are built from the same ideas.  Tests parametr
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.common import TimeDistributed  # the zoo's Keras-style wrapper, shared
@@ -119,6 +120,26 @@ class Conv1dLSTM(nn.Module):
         return (torch.randn(2, 10, self.features),)
 
 
+class CausalConvLSTM(nn.Module):
+    """Causal Conv1d front-end over time (padded on the left only, dilated) and an LSTM: streams exactly."""
+
+    def __init__(self, features: int = 6, filters: int = 16, hidden: int = 32, classes: int = 4) -> None:
+        super().__init__()
+        self.features = features
+        self.conv = nn.Conv1d(features, filters, kernel_size=3, dilation=2)
+        self.lstm = nn.LSTM(filters, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        context = (self.conv.kernel_size[0] - 1) * self.conv.dilation[0]
+        z = F.pad(x.transpose(1, 2), (context, 0))  # step t sees steps t-4, t-2, t only
+        out, _ = self.lstm(torch.relu(self.conv(z)).transpose(1, 2))
+        return self.head(out[:, -1])
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        return (torch.randn(2, 10, self.features),)
+
+
 class EmbeddingBiLSTM(nn.Module):
     """Embedding + bidirectional LSTM text classifier over int64 token ids (B, T)."""
 
@@ -168,6 +189,10 @@ def conv1d_lstm() -> nn.Module:
     return _seeded(lambda: Conv1dLSTM())
 
 
+def causal_conv_lstm() -> nn.Module:
+    return _seeded(CausalConvLSTM)
+
+
 def text_bilstm() -> nn.Module:
     return _seeded(lambda: EmbeddingBiLSTM())
 
@@ -180,5 +205,6 @@ FAMILIES = {
     "cnn_lstm": cnn_lstm,
     "cnn_lstm_per_layer": cnn_lstm_per_layer,
     "conv1d_lstm": conv1d_lstm,
+    "causal_conv_lstm": causal_conv_lstm,
     "text_bilstm": text_bilstm,
 }

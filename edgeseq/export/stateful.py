@@ -37,6 +37,7 @@ from ..runtime.io import atomic_path
 from ..tolerances import Tolerance, tolerance_for
 from . import parity
 from .cleanup import cleanup_record, node_count, simplify, split_layer_states
+from .conv_state import ConvLayer, conv_layers
 from .exporter import DEFAULT_OPSET, EXPORTERS, ExportResult, build_card, graph_problems
 from .lengths import (
     LENGTHS_CHECK_LENGTH,
@@ -95,7 +96,7 @@ class RecurrentLayer:
                 "states": states}
 
 
-def recurrent_layers(model: Any) -> list[RecurrentLayer]:
+def recurrent_layers(model: Any, required: bool = True) -> list[RecurrentLayer]:
     """The model's recurrent modules, refusing ones that cannot stream (bidirectional, projections)."""
     import torch.nn as nn
 
@@ -113,9 +114,10 @@ def recurrent_layers(model: Any) -> list[RecurrentLayer]:
                 "--streaming (use --lengths for padded batches), or use a unidirectional layer"
             )
         layers.append(RecurrentLayer(label, kind, module, module.num_layers, module.hidden_size))
-    if not layers:
+    if not layers and required:
         raise UnsupportedModelError(
-            "refused --streaming: the model has no nn.LSTM/nn.GRU/nn.RNN layer, so there is no state to carry"
+            "refused --streaming: the model has no nn.LSTM/nn.GRU/nn.RNN layer (or causal nn.Conv1d over time), "
+            "so there is no state to carry"
         )
     return layers
 
@@ -140,7 +142,9 @@ class _StateRouter:
             for layer in self.layers:
                 layer.module.__dict__.pop("forward", None)
 
-    def _forward_for(self, layer: RecurrentLayer) -> Callable[..., Any]:
+    def _forward_for(self, layer: RecurrentLayer | ConvLayer) -> Callable[..., Any]:
+        if isinstance(layer, ConvLayer):
+            return self._conv_forward_for(layer)
         original = type(layer.module).forward.__get__(layer.module)
 
         def forward(input: Any, hx: Any = None) -> Any:
@@ -150,6 +154,19 @@ class _StateRouter:
             out, new_state = original(input, state if layer.kind == "lstm" else state[0])
             self.outgoing[layer.name] = list(new_state) if layer.kind == "lstm" else [new_state]
             return out, new_state
+
+        return forward
+
+    def _conv_forward_for(self, layer: ConvLayer) -> Callable[..., Any]:
+        def forward(input: Any) -> Any:
+            if self.probing:
+                layer.calls += 1
+                if layer.calls > 1:
+                    raise UnsupportedModelError(f"refused --streaming: layer '{layer.name}' runs {layer.calls} times in "
+                                                "one forward; carried context needs each convolution to run once")
+            out, new_state = layer.step(input, self.incoming[layer.name][0])
+            self.outgoing[layer.name] = [new_state]
+            return out
 
         return forward
 
@@ -242,9 +259,14 @@ def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any]
     from .exporter import _EXPORT_FUNCS, _error_text
 
     onnx = require("onnx", "export")
-    layers = recurrent_layers(model)
     info = spec.inputs[0]
     batch = int(examples[0].shape[info.batch_axis]) if info.batch_axis is not None else 1
+    longer = [torch.from_numpy(np.ascontiguousarray(a)) for a in spec.random(batch, spec.example_length + 3, seed=3)]
+    convs = conv_layers(model, examples, longer, batch)
+    layers: list[Any] = [*recurrent_layers(model, required=not convs), *convs]
+    if convs:
+        say("carrying the left context of causal convolution(s) over time: "
+            + ", ".join(f"'{c.name}' ({c.context} steps, {c.mode})" for c in convs))
     router = _StateRouter(layers, batch)
     states = {layer.name: layer.example_state(batch) for layer in layers}
     with router.installed(), torch.inference_mode():
@@ -302,14 +324,20 @@ def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any]
     raise ExportError("no exporter produced a streaming graph: " + " | ".join(attempts))
 
 
-def _name_state_batch_dims(proto: Any, data: InputInfo, layers: list[RecurrentLayer]) -> None:
-    """Give the state tensors the data input's batch dim name (the exporters invent names for outputs)."""
+def _name_state_batch_dims(proto: Any, data: InputInfo, layers: list[Any]) -> None:
+    """Spell out the state tensors' shapes: ``[layers, <the data input's batch dim>, size]`` (the exporters
+    invent names for dims they cannot infer, e.g. of a reshaped convolution context)."""
     dims = next(i for i in proto.graph.input if i.name == data.name).type.tensor_type.shape.dim
     batch = dims[data.batch_axis].dim_param if data.batch_axis is not None else ""
-    names = {layer.io_name(w, d) for layer in layers for w in layer.state_names for d in ("in", "out")}
+    shapes = {layer.io_name(w, d): (layer.num_layers, layer.hidden_size)
+              for layer in layers for w in layer.state_names for d in ("in", "out")}
     for value in [*proto.graph.input, *proto.graph.output]:
-        if batch and value.name in names and len(value.type.tensor_type.shape.dim) > 1:
-            value.type.tensor_type.shape.dim[1].dim_param = batch
+        state_dims = value.type.tensor_type.shape.dim
+        if value.name not in shapes or len(state_dims) != 3:
+            continue
+        state_dims[0].dim_value, state_dims[2].dim_value = shapes[value.name]
+        if batch:
+            state_dims[1].dim_param = batch
 
 
 def verify_streaming(path: str | Path, model: Any, spec: InputSpec, axes: dict[str, dict[str, int | None]],
@@ -375,8 +403,10 @@ def verify_streaming(path: str | Path, model: Any, spec: InputSpec, axes: dict[s
 def _streaming_refusal(report: parity.ParityReport, model: Any) -> UnsupportedModelError:
     worst = max(report.failures, key=lambda c: (c.max_abs if math.isfinite(c.max_abs) else 1e300))
     mixing = time_mixing_layers(model)
-    hint = (f"; layers that look across time steps: {', '.join(mixing[:4])} (a convolution over time needs its "
-            "neighbouring steps, which a chunk does not have)") if mixing else ""
+    hint = (f"; layers that look across time steps: {', '.join(mixing[:4])} (a convolution over time streams only "
+            "when it is causal: nn.Conv1d(padding=0) after F.pad(x, ((k-1)*dilation, 0)), or "
+            "nn.Conv1d(padding=(k-1)*dilation) with its last (k-1)*dilation outputs dropped; a centred or strided one "
+            "needs steps a chunk does not have)") if mixing else ""
     what = worst.note if not math.isfinite(worst.max_abs) else f"max abs error {worst.max_abs:.3g} {worst.note}"
     return UnsupportedModelError(
         f"refused --streaming: stepping the model in chunks of {worst.length} changes output {worst.output!r} "
@@ -439,6 +469,12 @@ def export_with_extras(
         if streaming:
             candidate, used, version, layers, data_outputs, attempts = _export_streaming_candidate(
                 model, spec, examples, folder, exporter, opset, say)
+            convs = [layer.name for layer in layers if isinstance(layer, ConvLayer)]
+            if lengths and convs:
+                raise UnsupportedModelError(
+                    f"refused --streaming --lengths: the carried context of causal convolution(s) "
+                    f"{', '.join(map(repr, convs))} cannot follow per-sample lengths inside a chunk. Export with "
+                    "--streaming (chunks of the same length for every sample) or with --lengths (whole sequences)")
             exported = onnx.load(str(candidate))
             _name_state_batch_dims(exported, spec.inputs[0], layers)
             base_card = build_card(spec, data_outputs, used, version, source, None, time_first)

@@ -1,0 +1,117 @@
+"""Causal ``nn.Conv1d`` layers over time, streamed by carrying their left context as state.
+
+A convolution over time with kernel ``k`` and dilation ``d`` reads the ``(k-1)*d`` steps before each
+output step.  When those steps come from zero padding on the left only, the convolution is causal and
+a stream can carry them: each chunk is convolved together with the previous chunk's last
+``(k-1)*d`` input steps (zeros at the start, which is exactly the padding).  Two ways of writing a
+causal convolution are recognised (the streaming check, chunk by chunk against PyTorch on the
+whole sequence, has the last word in both cases):
+
+* ``"left-pad"``: ``nn.Conv1d(padding=0)`` fed by ``F.pad(x, ((k-1)*d, 0))``: in a stream, the
+  padded steps are replaced by the carried ones;
+* ``"chomp"``: ``nn.Conv1d(padding=(k-1)*d)`` whose last ``(k-1)*d`` outputs the model drops
+  (``y[..., :-(k-1)*d]``, as temporal convolutional networks do): in a stream, the convolution runs
+  unpadded after the carried steps and hands back ``(k-1)*d`` placeholder steps for the model to drop.
+
+A centred ("same") convolution reads future steps and cannot stream; neither can a strided one.
+The carried input ``(batch, channels, context)`` travels in the recurrent states' layout
+``(1, batch, channels * context)``, so the runtime carries it like any other state.
+
+>>> conv_layers(model, examples, longer, batch=2)          # doctest: +SKIP
+[ConvLayer(name='conv', kind='conv1d', channels=6, context=2, mode='left-pad', ...)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class ConvLayer:
+    """One time convolution whose left context the streaming graph carries (duck-types RecurrentLayer)."""
+
+    name: str
+    module: Any
+    channels: int  # input channels
+    context: int  # (kernel - 1) * dilation: input steps each output step looks back
+    mode: str  # "left-pad" | "chomp"
+    kind: str = "conv1d"
+    num_layers: int = 1
+    calls: int = 0
+
+    @property
+    def hidden_size(self) -> int:
+        return self.channels * self.context
+
+    @property
+    def state_names(self) -> list[str]:
+        return ["x"]
+
+    def io_name(self, which: str, direction: str) -> str:
+        return f"{self.name}.{which}_{direction}"
+
+    def example_state(self, batch: int) -> list[Any]:
+        import torch
+
+        g = torch.Generator().manual_seed(2)
+        return [0.1 * torch.randn((1, batch, self.hidden_size), generator=g)]
+
+    def to_card(self, parts: dict[str, list[tuple[str, str]]] | None = None) -> dict[str, Any]:
+        state = {"name": "x", "input": self.io_name("x", "in"), "output": self.io_name("x", "out"),
+                 "shape": [1, "batch", self.hidden_size], "batch_axis": 1}
+        return {"name": self.name, "kind": self.kind, "num_layers": 1, "hidden_size": self.hidden_size,
+                "channels": self.channels, "context": self.context, "mode": self.mode, "states": [state]}
+
+    def step(self, input: Any, state: Any) -> tuple[Any, Any]:
+        """(output for this chunk, new state) from the conv's input and the carried ``(1, batch, C*context)``."""
+        import torch
+        import torch.nn.functional as F
+
+        conv, ctx = self.module, self.context
+        carried = state.reshape(-1, self.channels, ctx)
+        fresh = input[..., ctx:] if self.mode == "left-pad" else input  # left-pad: drop the zero padding
+        x = torch.cat([carried, fresh], dim=-1)
+        out = F.conv1d(x, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
+        if self.mode == "chomp":  # placeholders for the steps the model drops after the convolution
+            out = torch.cat([out, out.new_zeros(out.shape[0], out.shape[1], ctx)], dim=-1)
+        return out, x[..., -ctx:].reshape(1, -1, self.hidden_size)
+
+
+def conv_layers(model: Any, examples: list[Any], longer: list[Any], batch: int) -> list[ConvLayer]:
+    """The model's ``nn.Conv1d`` layers that convolve over time with a causal-looking padding.
+
+    A layer convolves over time when its input's last axis follows the sequence length (``examples``
+    vs ``longer``, the same inputs a few steps longer) and its first is the batch; its padding says
+    which causal form it may be (see the module docstring).  Other convolutions are left alone: a
+    pointwise one (kernel 1) needs no context, and the streaming check refuses the rest.
+    """
+    import torch
+    import torch.nn as nn
+
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv1d)}
+    if not convs:
+        return []
+    seen: dict[str, list[tuple[int, ...]]] = {name: [] for name in convs}
+    hooks = [m.register_forward_pre_hook(lambda _m, args, name=name: seen[name].append(tuple(args[0].shape)))
+             for name, m in convs.items()]
+    try:
+        with torch.inference_mode():
+            model(*examples)
+            model(*longer)
+    finally:
+        for h in hooks:
+            h.remove()
+    layers = []
+    for name, m in convs.items():
+        shapes = seen[name]
+        if len(shapes) != 2 or shapes[0][0] != batch or shapes[0][-1] == shapes[1][-1]:
+            continue  # not called once per forward over (batch, channels, time)
+        context = (m.kernel_size[0] - 1) * m.dilation[0]
+        if context == 0 or m.stride[0] != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
+            continue
+        pad = m.padding[0]
+        mode = "left-pad" if pad == 0 else "chomp" if pad == context else None
+        if mode:
+            layers.append(ConvLayer(name, m, m.in_channels, context, mode))
+    return layers
