@@ -3,8 +3,9 @@
 *Streaming* wraps the unchanged user model: during export each ``nn.LSTM``/``nn.GRU``/``nn.RNN``
 takes its initial state from an extra graph input and hands its final state to an extra output,
 named ``<layer>.h_in`` / ``<layer>.h_out`` (and ``.c_in``/``.c_out`` for an LSTM's cell state).
+Causal ``nn.Conv1d`` layers over time carry their left context the same way (``conv_state.py``).
 The file is then stepped chunk by chunk against PyTorch on the whole sequence; a model that mixes
-time steps outside its recurrent layers (e.g. a Conv1d front-end) is refused.
+time steps in any other way (e.g. a centred Conv1d front-end) is refused.
 
 *Lengths* adds an int64 ``lengths`` [batch] input by graph surgery: it feeds every recurrent node's
 ``sequence_lens`` (so padded steps never touch the state, and the reverse direction starts at each
