@@ -78,23 +78,25 @@ class ConvLayer:
         return out, x[..., -ctx:].reshape(1, -1, self.hidden_size)
 
 
-def conv_layers(model: Any, examples: list[Any], longer: list[Any], batch: int) -> list[ConvLayer]:
-    """The model's ``nn.Conv1d`` layers that convolve over time with a causal-looking padding.
+def conv_layers(model: Any, examples: list[Any], longer: list[Any], batch: int) -> tuple[list[ConvLayer], list[str]]:
+    """(the ``nn.Conv1d`` layers over time with a causal-looking padding, the other layers that mix time steps).
 
-    A layer convolves over time when its input's last axis follows the sequence length (``examples``
-    vs ``longer``, the same inputs a few steps longer) and its first is the batch; its padding says
-    which causal form it may be (see the module docstring).  Other convolutions are left alone: a
-    pointwise one (kernel 1) needs no context, and the streaming check refuses the rest.
+    A layer works over time when its input's last axis follows the sequence length (``examples`` vs
+    ``longer``, the same inputs a few steps longer) and its first is the batch; a convolution's
+    padding says which causal form it may be (see the module docstring).  Pointwise convolutions
+    (kernel 1) need no context; the rest (centred or strided convolutions, pooling over time) are
+    returned by name for the streaming check's refusal to point at.
     """
     import torch
-    import torch.nn as nn
 
-    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv1d)}
-    if not convs:
-        return []
-    seen: dict[str, list[tuple[int, ...]]] = {name: [] for name in convs}
+    from .lengths import TIME_MIXING
+
+    watched = {name: m for name, m in model.named_modules() if type(m).__name__ in TIME_MIXING}
+    if not watched:
+        return [], []
+    seen: dict[str, list[tuple[int, ...]]] = {name: [] for name in watched}
     hooks = [m.register_forward_pre_hook(lambda _m, args, name=name: seen[name].append(tuple(args[0].shape)))
-             for name, m in convs.items()]
+             for name, m in watched.items()]
     try:
         with torch.inference_mode():
             model(*examples)
@@ -102,16 +104,29 @@ def conv_layers(model: Any, examples: list[Any], longer: list[Any], batch: int) 
     finally:
         for h in hooks:
             h.remove()
-    layers = []
-    for name, m in convs.items():
+    layers, others = [], []
+    for name, m in watched.items():
         shapes = seen[name]
         if len(shapes) != 2 or shapes[0][0] != batch or shapes[0][-1] == shapes[1][-1]:
-            continue  # not called once per forward over (batch, channels, time)
-        context = (m.kernel_size[0] - 1) * m.dilation[0]
-        if context == 0 or m.stride[0] != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
-            continue
-        pad = m.padding[0]
-        mode = "left-pad" if pad == 0 else "chomp" if pad == context else None
+            continue  # not once per forward over (batch, channels, time): e.g. inside each time step
+        mode, context = _causal_form(m)
         if mode:
             layers.append(ConvLayer(name, m, m.in_channels, context, mode))
-    return layers
+        elif context:
+            others.append(f"'{name}' ({type(m).__name__})")
+    return layers, others
+
+
+def _causal_form(m: Any) -> tuple[str | None, int]:
+    """("left-pad" | "chomp" | None, context steps) of a layer over time; (None, 0) when it needs no context."""
+    import torch.nn as nn
+
+    if not isinstance(m, nn.Conv1d):
+        return None, 1  # pooling over time: always mixes steps
+    context = (m.kernel_size[0] - 1) * m.dilation[0]
+    if context == 0 and m.stride[0] == 1:
+        return None, 0
+    if m.stride[0] != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
+        return None, max(context, 1)
+    pad = m.padding[0]
+    return ("left-pad" if pad == 0 else "chomp" if pad == context else None), context

@@ -46,7 +46,6 @@ from .lengths import (
     add_lengths_input,
     check_lengths_layers,
     lengths_refusal,
-    time_mixing_layers,
     verify_lengths,
 )
 from .loading import model_and_source
@@ -253,8 +252,9 @@ def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]
 
 def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any], folder: Path, exporter: str,
                                 opset: int | None, say: Callable[[str], None]
-                                ) -> tuple[Path, str, int, list[RecurrentLayer], list[str], list[str]]:
-    """Export the wrapped model; return (file, exporter, opset, layers, data outputs, attempts)."""
+                                ) -> tuple[Path, str, int, list[Any], list[str], list[str], list[str]]:
+    """Export the wrapped model; return (file, exporter, opset, layers, data outputs, attempts, names of the
+    layers that mix time steps and carry no state)."""
     import torch
 
     from .exporter import _EXPORT_FUNCS, _error_text
@@ -263,7 +263,7 @@ def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any]
     info = spec.inputs[0]
     batch = int(examples[0].shape[info.batch_axis]) if info.batch_axis is not None else 1
     longer = [torch.from_numpy(np.ascontiguousarray(a)) for a in spec.random(batch, spec.example_length + 3, seed=3)]
-    convs = conv_layers(model, examples, longer, batch)
+    convs, mixing = conv_layers(model, examples, longer, batch)
     layers: list[Any] = [*recurrent_layers(model, required=not convs), *convs]
     if convs:
         say("carrying the left context of causal convolution(s) over time: "
@@ -321,7 +321,7 @@ def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any]
             attempts.append(f"{name}: {'; '.join(problems)}")
             say(f"  {attempts[-1]}")
             continue
-        return candidate, name, version, layers, data_outputs, attempts
+        return candidate, name, version, layers, data_outputs, attempts, mixing
     raise ExportError("no exporter produced a streaming graph: " + " | ".join(attempts))
 
 
@@ -401,19 +401,21 @@ def verify_streaming(path: str | Path, model: Any, spec: InputSpec, axes: dict[s
     return parity.ParityReport(cases, tol.atol, tol.rtol, "float32", extra={"check": "streaming"})
 
 
-def _streaming_refusal(report: parity.ParityReport, model: Any) -> UnsupportedModelError:
+def _streaming_refusal(report: parity.ParityReport, mixing: list[str]) -> UnsupportedModelError:
     worst = max(report.failures, key=lambda c: (c.max_abs if math.isfinite(c.max_abs) else 1e300))
-    mixing = time_mixing_layers(model)
-    hint = (f"; layers that look across time steps: {', '.join(mixing[:4])} (a convolution over time streams only "
-            "when it is causal: nn.Conv1d(padding=0) after F.pad(x, ((k-1)*dilation, 0)), or "
-            "nn.Conv1d(padding=(k-1)*dilation) with its last (k-1)*dilation outputs dropped; a centred or strided one "
-            "needs steps a chunk does not have)") if mixing else ""
+    if mixing:
+        hint = (f"; layers that look across time steps: {', '.join(mixing[:4])} (a convolution over time streams "
+                "only when it is causal: nn.Conv1d(padding=0) after F.pad(x, ((k-1)*dilation, 0)), or "
+                "nn.Conv1d(padding=(k-1)*dilation) with its last (k-1)*dilation outputs dropped; a centred or strided "
+                "one, or pooling over time, needs steps a chunk does not have)")
+    else:
+        hint = ("; the output at a step depends on later steps or on the whole window (for example scaling by the "
+                "window's last value, or attention or pooling over the sequence)")
     what = worst.note if not math.isfinite(worst.max_abs) else f"max abs error {worst.max_abs:.3g} {worst.note}"
     return UnsupportedModelError(
         f"refused --streaming: stepping the model in chunks of {worst.length} changes output {worst.output!r} "
         f"vs PyTorch on the whole sequence ({what.strip()}){hint}. Export without --streaming"
     )
-
 
 
 # ----------------------------------------------------------------------------------- entry point
@@ -468,7 +470,7 @@ def export_with_extras(
         report = None
         attempts: list[str] = []
         if streaming:
-            candidate, used, version, layers, data_outputs, attempts = _export_streaming_candidate(
+            candidate, used, version, layers, data_outputs, attempts, mixing = _export_streaming_candidate(
                 model, spec, examples, folder, exporter, opset, say)
             convs = [layer.name for layer in layers if isinstance(layer, ConvLayer)]
             if lengths and convs:
@@ -481,6 +483,7 @@ def export_with_extras(
             base_card = build_card(spec, data_outputs, used, version, source, None, time_first)
             raw_nodes = node_count(exported)
         else:
+            mixing = []
             base = folder / "base.onnx"
             result = export(model, base, input_shape=input_shape, dynamic_axes=dynamic_axes, time_first=time_first,
                             exporter=exporter, opset=opset, check=check, atol=atol, rtol=rtol,
@@ -527,7 +530,8 @@ def export_with_extras(
             onnx.save(proto, str(candidate))
             if not check:
                 break
-            report, refusal = _check_extras(candidate, model, spec, axes, streaming, lengths, base_report, tol, say)
+            report, refusal = _check_extras(candidate, model, spec, axes, streaming, lengths, base_report, tol, say,
+                                            mixing)
             if refusal is None:
                 break
             if not (clean and did):
@@ -546,8 +550,8 @@ def export_with_extras(
 
 
 def _check_extras(path: Path, model: Any, spec: InputSpec, axes: dict[str, dict[str, int | None]], streaming: bool,
-                  lengths: bool, base_report: parity.ParityReport | None, tol: Tolerance, say: Callable[[str], None]
-                  ) -> tuple[parity.ParityReport | None, EdgeseqError | None]:
+                  lengths: bool, base_report: parity.ParityReport | None, tol: Tolerance, say: Callable[[str], None],
+                  mixing: list[str] | None = None) -> tuple[parity.ParityReport | None, EdgeseqError | None]:
     """Streaming and lengths checks of the file at ``path``: (report, None), or (None, the refusal to raise)."""
     report = None if streaming else base_report
     if streaming:
@@ -555,7 +559,7 @@ def _check_extras(path: Path, model: Any, spec: InputSpec, axes: dict[str, dict[
             f"({STREAM_CHECK_LENGTH} steps) vs PyTorch ...")
         report = verify_streaming(path, model, spec, axes, tol=tol)
         if not report.passed:
-            return None, _streaming_refusal(report, model)
+            return None, _streaming_refusal(report, mixing or [])
     if lengths:
         say(f"checking lengths: a padded batch vs each sample alone ({LENGTHS_CHECK_LENGTH} steps) ...")
         len_report = verify_lengths(path, model, spec, axes, tol=tol)

@@ -124,3 +124,13 @@ def test_conv_context_with_per_sample_lengths_is_refused(tmp_path):
     with pytest.raises(UnsupportedModelError, match=r"--streaming --lengths: the carried context of causal"):
         export_with_extras(FAMILIES["causal_conv_lstm"](), tmp_path / "x.onnx", streaming=True, lengths=True)
     export_with_extras(FAMILIES["causal_conv_lstm"](), tmp_path / "l.onnx", lengths=True)  # whole sequences: fine
+
+
+def test_refusal_blames_the_window_not_convolutions_inside_a_step(tmp_path):
+    """msft_cnnlstm scales the window by its last price: unstreamable, though its CNN works inside each step."""
+    from models.msft_cnnlstm import build
+
+    with pytest.raises(UnsupportedModelError) as info:
+        export_with_extras(build(), tmp_path / "x.onnx", streaming=True)
+    text = str(info.value)
+    assert "depends on later steps or on the whole window" in text and "Conv1d" not in text
