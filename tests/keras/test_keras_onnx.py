@@ -65,3 +65,25 @@ def test_standard_layers_use_torch_rnn_modules(zoo) -> None:
         model = load_keras(zoo(name).keras_path)
         assert not any(isinstance(m, OnnxRNN) for m in model.modules()), name
         assert any(isinstance(m, (torch.nn.LSTM, torch.nn.GRU)) for m in model.modules())
+
+
+def test_keras_causal_conv_lstm_streams_like_keras(keras, tmp_path) -> None:
+    """Conv1D(padding="causal", dilation 2) + LSTM(return_sequences): stepped in chunks == Keras on the whole."""
+    from edgeseq import StreamingSession
+    from edgeseq.export.stateful import export_with_extras
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, 6)), L.Conv1D(8, 3, padding="causal", dilation_rate=2,
+                                                                 activation="relu"),
+                              L.LSTM(8, return_sequences=True), L.Dense(2)])
+    model.save(tmp_path / "causal.keras")
+    path = tmp_path / "causal-stream.onnx"
+    export_with_extras(str(tmp_path / "causal.keras"), path, streaming=True)
+    x = np.random.default_rng(0).standard_normal((2, 20, 6)).astype(np.float32)
+    s, outs, t = StreamingSession(path, device="cpu"), [], 0
+    for c in (1, 3, 1, 8, 7):
+        outs.append(s.step(x[:, t : t + c]))
+        t += c
+    want = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+    np.testing.assert_allclose(np.concatenate(outs, axis=1), want, atol=1e-5, rtol=1e-5)
