@@ -95,8 +95,9 @@ def export(ref: str, output: str, weights: str | None, input_shape: str | None, 
            atol: float | None, rtol: float | None) -> None:
     """Export REF to ONNX with dynamic batch and sequence axes.
 
-    REF is path/to/file.py:factory, package.module:factory, or a Keras file (.keras/.h5).
-    The factory returns an nn.Module. Note: loading a .py file runs its code; only use files
+    REF is path/to/file.py:factory, package.module:factory, a TorchScript file (torch.jit.save)
+    or a Keras file (.keras/.h5). The factory returns an nn.Module. Note: loading a .py file runs
+    its code (a TorchScript file, its TorchScript code); only use files
     you trust. Weights are never unpickled as arbitrary objects.
     """
     from .inputs import parse_axes, parse_shape
@@ -124,7 +125,8 @@ def export(ref: str, output: str, weights: str | None, input_shape: str | None, 
 # ---------------------------------------------------------------------------------------- check
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--against", required=True, help="PyTorch model REF (file.py:factory, pkg.mod:factory) or Keras file. "
+@click.option("--against", required=True, help="PyTorch model REF (file.py:factory, pkg.mod:factory, TorchScript "
+              "file) or Keras file. "
               "Loading a .py file runs its code: only use files you trust.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="State dict (.pt via weights_only=True, or .safetensors).")
 @click.option("--batch-sizes", default="1,3,16", show_default=True)

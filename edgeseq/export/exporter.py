@@ -26,7 +26,7 @@ from ..runtime.io import atomic_path
 from . import parity
 from .cleanup import cleanup_record, node_count, simplify
 from .loading import model_and_source
-from .signature import check_supported, infer_signature
+from .signature import check_not_frozen, check_supported, infer_signature
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
@@ -91,6 +91,12 @@ def _export_dynamo(model: Any, examples: list[Any], path: Path, spec: InputSpec,
             output_names=outputs, opset_version=opset, optimize=True,
         )
         program.save(str(path), external_data=False)
+
+
+def _is_torchscript(model: Any) -> bool:
+    import torch
+
+    return isinstance(model, torch.jit.ScriptModule)
 
 
 def _reset_rnn_dispatch_cache(torch: Any) -> None:
@@ -221,9 +227,12 @@ def export(
     try:
         outputs = output_names_for(model, examples)
     except Exception as exc:
+        traced = (" (a TorchScript file traced at one length may run at that length only: save it with "
+                  "torch.jit.script, or export the Python model)") if _is_torchscript(model) else ""
         raise ExportError(f"the model fails on its example input {[tuple(e.shape) for e in examples]}: "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; pass --input-shape") from None
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; pass --input-shape{traced}") from None
     check_layout(model, spec, time_first)
+    check_not_frozen(model, spec)
     order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
     attempts: list[str] = []
     hints: list[str] = []  # per failed parity gate: the float32-rounding hint, or ''

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ def load_model(ref: str, weights: str | Path | None = None, log: Callable[[str],
         from ..keras import load_keras
 
         model = load_keras(ref)
+    elif ":" not in Path(ref).name and Path(ref).is_file():
+        model = load_torchscript(ref)
     else:
         factory = resolve_factory(ref)
         try:
@@ -57,6 +60,34 @@ def model_and_source(model_or_ref: Any, weights: str | Path | None = None,
     if weights is not None:
         load_weights(model, weights, log)
     return as_float32(model, log), type(model).__name__
+
+
+def load_torchscript(path: str | Path) -> Any:
+    """A model saved with ``torch.jit.save`` (scripted or traced), on the CPU.
+
+    Loading runs the archive's TorchScript code, like a ``.py`` reference runs Python: only load
+    files you trust.  A file of weights (``torch.save(model.state_dict())``) is not a model: it is
+    refused with the reference form that takes it.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        names = []
+    if not any("/code/" in n for n in names):
+        if any(n.endswith("data.pkl") for n in names):
+            raise ModelLoadError(f"{path}: a checkpoint of weights, not a model; give the model as "
+                                 f"path/to/file.py:factory --weights {path.name}")
+        raise ModelLoadError(f"{path}: not a model file; give path/to/file.py:factory, package.module:factory, a "
+                             "TorchScript file (torch.jit.save) or a Keras .keras/.h5 file")
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError with long texts
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelLoadError(f"{path}: not a loadable TorchScript file ({first})") from None
 
 
 def as_float32(model: Any, log: Callable[[str], None] | None = None) -> Any:

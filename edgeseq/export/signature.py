@@ -28,8 +28,10 @@ def first_layer(model: Any) -> Any | None:
     import torch.nn as nn
 
     kinds = (nn.Embedding, nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell, nn.Conv1d, nn.Linear)
+    names = {k.__name__ for k in kinds}
     for module in model.modules():
-        if isinstance(module, kinds):
+        # TorchScript keeps a submodule's class name in ``original_name`` and its size attributes
+        if isinstance(module, kinds) or getattr(module, "original_name", None) in names:
             return module
     return None
 
@@ -38,7 +40,7 @@ def vocab_size(model: Any) -> int | None:
     import torch.nn as nn
 
     for module in model.modules():
-        if isinstance(module, nn.Embedding):
+        if isinstance(module, nn.Embedding) or getattr(module, "original_name", None) == "Embedding":
             return int(module.num_embeddings)
     return None
 
@@ -53,6 +55,49 @@ def check_supported(model: Any) -> None:
                 f"layer '{name}' is nn.LSTM(proj_size={module.proj_size}): ONNX's LSTM operator has no projection, "
                 "so it cannot be exported as a native LSTM node; use proj_size=0 followed by nn.Linear"
             )
+
+
+def check_not_frozen(model: Any, spec: InputSpec) -> None:
+    """Refuse a model that ignores the steps after some length in PyTorch itself (its length is frozen).
+
+    The parity gate compares ONNX with PyTorch, so it cannot see a length frozen in the PyTorch
+    model: ``torch.jit.trace`` of a loop over time, for one, unrolls it at the traced length and later
+    steps are then silently ignored, in PyTorch and in the exported file alike.  The test: changing
+    the last step changes the output at the example's length, but not at a longer one.
+    """
+    import torch
+
+    from . import parity
+
+    info = spec.inputs[0]
+    if info.seq_axis is None or not info.dynamic:
+        return
+    short = max(spec.example_length, 1)
+
+    def last_step_matters(length: int) -> bool | None:
+        arrays = spec.random(2, length, seed=11)
+        changed = [a.copy() for a in arrays]
+        last = [slice(None)] * changed[0].ndim
+        last[info.seq_axis] = slice(length - 1, length)
+        if changed[0].dtype.kind in "iu":
+            changed[0][tuple(last)] = (changed[0][tuple(last)] + 1) % max(info.vocab_size or 2, 2)
+        else:
+            changed[0][tuple(last)] += 1.0
+        try:
+            with torch.inference_mode():
+                a = parity.flatten_outputs(model(*[torch.from_numpy(x) for x in arrays]))
+                b = parity.flatten_outputs(model(*[torch.from_numpy(x) for x in changed]))
+        except Exception:  # noqa: BLE001 - a model that rejects this length is the parity gate's to report
+            return None
+        return any(x.shape != y.shape or not torch.equal(x, y) for x, y in zip(a, b))
+
+    if last_step_matters(short) and last_step_matters(2 * short + 5) is False:
+        raise UnsupportedModelError(
+            f"refused: the model ignores the last step of a {2 * short + 5}-step input, though the last step of a "
+            f"{short}-step input changes its output: its sequence length is frozen in PyTorch itself (for example "
+            "torch.jit.trace unrolled a loop over time at one length), so every exported file would ignore late "
+            "steps too. Save it with torch.jit.script, or export the Python model"
+        )
 
 
 def _axes(time_first: bool) -> tuple[int, int]:
@@ -71,7 +116,7 @@ def infer_signature(
     batch_axis, seq_axis = _axes(time_first)
     vocab = vocab_size(model)
     layer = first_layer(model)
-    is_tokens = isinstance(layer, torch.nn.Embedding)
+    is_tokens = isinstance(layer, torch.nn.Embedding) or getattr(layer, "original_name", None) == "Embedding"
 
     if input_shape is not None:
         shape = list(input_shape)
@@ -133,6 +178,11 @@ def _features_of(layer: Any) -> int:
     for attr in ("input_size", "in_channels", "in_features"):
         if hasattr(layer, attr):
             return int(getattr(layer, attr))
+    # traced TorchScript modules keep weights but not size attributes: (4H, F) for an LSTM, (out, F) for a Linear
+    for name in ("weight_ih_l0", "weight_ih", "weight"):
+        weight = getattr(layer, name, None)
+        if weight is not None and getattr(weight, "dim", lambda: 0)() >= 2 and getattr(layer, "original_name", "") != "Conv1d":
+            return int(weight.shape[1])
     raise ExportError("cannot infer the feature count; pass --input-shape B,T,F")
 
 

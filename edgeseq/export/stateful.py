@@ -49,7 +49,7 @@ from .lengths import (
     verify_lengths,
 )
 from .loading import model_and_source
-from .signature import check_supported, infer_signature
+from .signature import check_not_frozen, check_supported, infer_signature
 
 STREAM_CHUNKS = (1, 3)  # plus the whole sequence
 STREAM_CHECK_LENGTH = 17  # odd and not a multiple of 3: the last chunk is a partial one
@@ -463,6 +463,8 @@ def export_with_extras(
                                     "drop --dynamic-axes or include both")
     if lengths:
         check_lengths_layers(model)
+    if streaming:
+        check_not_frozen(model, spec)  # (without --streaming, export() below checks it)
     base_tol = tolerance_for("float32")
     tol = Tolerance(base_tol.atol if atol is None else atol, base_tol.rtol if rtol is None else rtol)
     with tempfile.TemporaryDirectory(prefix="edgeseq-extras-") as tmp:

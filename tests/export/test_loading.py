@@ -120,3 +120,60 @@ def test_models_in_other_precisions_export_in_float32(dtype, tmp_path):
     from edgeseq import Session
 
     assert np.dtype(Session(out, device="cpu").inputs[0].dtype) == np.float32
+
+
+class _CellLoop(torch.nn.Module):
+    """A Python loop over time with nn.LSTMCell: torch.jit.trace unrolls it at the traced length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = torch.nn.LSTMCell(4, 8)
+        self.fc = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), 8)
+        c = torch.zeros(x.size(0), 8)
+        for t in range(x.size(1)):
+            h, c = self.cell(x[:, t], (h, c))
+        return self.fc(h)
+
+
+# torch.jit is deprecated in torch 2.13, but many deployed models are TorchScript files
+TORCHSCRIPT_WARNINGS = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+                        pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")]
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+@TORCHSCRIPT_WARNINGS[0]
+@TORCHSCRIPT_WARNINGS[1]
+def test_torchscript_files_export_with_dynamic_lengths(how, tmp_path):
+    model = FAMILIES["stacked_lstm"]()
+    saved = tmp_path / "model.pt"
+    example = torch.randn(2, 10, 28)
+    torch.jit.save(torch.jit.script(model) if how == "script" else torch.jit.trace(model, example), saved)
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(main, ["export", str(saved), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    checked = CliRunner().invoke(main, ["check", str(out), "--against", str(saved), "--lengths", "1,7,300"])
+    assert checked.exit_code == 0, checked.output
+
+
+@TORCHSCRIPT_WARNINGS[0]
+@TORCHSCRIPT_WARNINGS[1]
+def test_a_length_frozen_by_tracing_is_refused(tmp_path):
+    torch.manual_seed(0)
+    saved = tmp_path / "traced.pt"
+    torch.jit.save(torch.jit.trace(_CellLoop().eval(), torch.randn(2, 10, 4)), saved)
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(main, ["export", str(saved), "-o", str(out), "--input-shape", "2,10,4"])
+    assert result.exit_code == 1 and not out.exists()
+    assert "frozen in PyTorch itself" in result.stderr and "torch.jit.script" in result.stderr
+
+
+def test_a_weights_file_given_as_the_model_says_how_to_pass_it(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save(FAMILIES["gru"]().state_dict(), path)
+    result = CliRunner().invoke(main, ["export", str(path), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1
+    assert "a checkpoint of weights, not a model; give the model as path/to/file.py:factory --weights weights.pt" \
+        in result.stderr
