@@ -28,3 +28,16 @@ def test_zoo_evaluation_runs_on_one_model():
 def test_demo_script_runs_end_to_end():
     out = _run("scripts/demo.py")
     assert "parity" in out.stdout and "accuracy" in out.stdout and "INT8" in out.stdout
+
+
+def test_troubleshooting_tables_agree():
+    """docs/troubleshooting.md repeats the README's table; they must not drift apart."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+
+    def table(path: Path) -> str:
+        return re.search(r"^\| You see.*?\n(?=\n|\Z)", path.read_text(), re.S | re.M).group(0)
+
+    assert table(root / "README.md") == table(root / "docs" / "troubleshooting.md")
