@@ -26,7 +26,7 @@ from ..runtime.io import atomic_path
 from . import parity
 from .cleanup import cleanup_record, node_count, simplify
 from .loading import model_and_source
-from .signature import check_not_frozen, check_supported, infer_signature
+from .signature import check_not_frozen, check_supported, infer_signature, name_output_dims, output_axes
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
@@ -91,6 +91,14 @@ def _export_dynamo(model: Any, examples: list[Any], path: Path, spec: InputSpec,
             output_names=outputs, opset_version=opset, optimize=True,
         )
         program.save(str(path), external_data=False)
+
+
+def _output_axes_or_none(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]] | None:
+    """Which output axes follow the batch and the length (None when the model cannot say, e.g. fixed batch)."""
+    try:
+        return output_axes(model, spec)
+    except Exception:  # noqa: BLE001 - naming output dims is a courtesy, never a reason to fail an export
+        return None
 
 
 def _is_torchscript(model: Any) -> bool:
@@ -288,6 +296,10 @@ def export(
             if by:
                 say(f"graph cleanup ({by}): {raw_nodes} -> {node_count(proto)} nodes")
             card = build_card(spec, outputs, name, version, source, report, time_first)
+            axes = _output_axes_or_none(model, spec)
+            if axes:
+                name_output_dims(proto, outputs, axes, spec.inputs[0])
+                card["output_axes"] = {n: axes[i] for i, n in enumerate(outputs) if i in axes}
             card["graph_cleanup"] = cleanup_record(raw_nodes, proto, [by] if by else [])
             set_card(proto, card)
             out_path = Path(output)

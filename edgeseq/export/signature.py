@@ -100,6 +100,49 @@ def check_not_frozen(model: Any, spec: InputSpec) -> None:
         )
 
 
+def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]:
+    """For each model output (by position): which axis follows the batch and which the sequence length."""
+    import torch
+
+    from . import parity
+
+    base = max(spec.example_length, 4)
+    shapes = {}
+    for key, (b, t) in {"base": (2, base), "batch": (3, base), "seq": (2, base + 1)}.items():
+        arrays = spec.random(b, t, seed=3)
+        with torch.inference_mode():
+            out = parity.flatten_outputs(model(*[torch.from_numpy(a) for a in arrays]))
+        shapes[key] = [tuple(o.shape) for o in out]
+    axes = {}
+    for i, shape in enumerate(shapes["base"]):
+        def changed(other: tuple[int, ...], shape: tuple[int, ...] = shape) -> int | None:
+            diff = [a for a, (p, q) in enumerate(zip(shape, other)) if p != q]
+            return diff[0] if len(diff) == 1 and len(other) == len(shape) else None
+
+        axes[i] = {"batch_axis": changed(shapes["batch"][i]), "seq_axis": changed(shapes["seq"][i])}
+    return axes
+
+
+
+def name_output_dims(proto: Any, names: Sequence[str], axes: dict[int, dict[str, int | None]], data: InputInfo) -> None:
+    """Give each output's batch and sequence axes the data input's dim names (the exporters invent names such
+    as ``Gemmy_dim_0``), so the file says which output axis follows which input axis."""
+    dims = next((i for i in proto.graph.input if i.name == data.name), None)
+    if dims is None:
+        return
+    in_dims = dims.type.tensor_type.shape.dim
+    for i, name in enumerate(names):
+        value = next((o for o in proto.graph.output if o.name == name), None)
+        if value is None or i not in axes:
+            continue
+        out_dims = value.type.tensor_type.shape.dim
+        for key, src in (("batch_axis", data.batch_axis), ("seq_axis", data.seq_axis)):
+            axis = axes[i].get(key)
+            if axis is None or src is None or axis >= len(out_dims) or not in_dims[src].dim_param:
+                continue
+            out_dims[axis].dim_param = in_dims[src].dim_param
+
+
 def _axes(time_first: bool) -> tuple[int, int]:
     return (1, 0) if time_first else (0, 1)
 

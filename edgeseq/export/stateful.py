@@ -49,7 +49,7 @@ from .lengths import (
     verify_lengths,
 )
 from .loading import model_and_source
-from .signature import check_not_frozen, check_supported, infer_signature
+from .signature import check_not_frozen, check_supported, infer_signature, name_output_dims, output_axes
 
 STREAM_CHUNKS = (1, 3)  # plus the whole sequence
 STREAM_CHECK_LENGTH = 17  # odd and not a multiple of 3: the last chunk is a partial one
@@ -226,28 +226,6 @@ def _make_wrapper(model: Any, router: _StateRouter, n_data: int, arg_names: list
     StreamingWrapper.forward.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *params])
     return StreamingWrapper().eval()
-
-
-def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]:
-    """For each model output (by position): which axis follows the batch and which the sequence length."""
-    import torch
-
-    base = max(spec.example_length, 4)
-    shapes = {}
-    for key, (b, t) in {"base": (2, base), "batch": (3, base), "seq": (2, base + 1)}.items():
-        arrays = spec.random(b, t, seed=3)
-        with torch.inference_mode():
-            out = parity.flatten_outputs(model(*[torch.from_numpy(a) for a in arrays]))
-        shapes[key] = [tuple(o.shape) for o in out]
-    axes = {}
-    for i, shape in enumerate(shapes["base"]):
-        def changed(other: tuple[int, ...], shape: tuple[int, ...] = shape) -> int | None:
-            diff = [a for a, (p, q) in enumerate(zip(shape, other)) if p != q]
-            return diff[0] if len(diff) == 1 and len(other) == len(shape) else None
-
-        axes[i] = {"batch_axis": changed(shapes["batch"][i]), "seq_axis": changed(shapes["seq"][i])}
-    return axes
-
 
 
 def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any], folder: Path, exporter: str,
@@ -526,6 +504,7 @@ def export_with_extras(
                 did = did or slim is not None
                 by += [slim] if slim and slim not in by else []
             card["output_axes"] = axes
+            name_output_dims(proto, data_outputs, {i: axes_by_pos[i] for i in range(len(data_outputs))}, spec.inputs[0])
             card["graph_cleanup"] = cleanup_record(raw_nodes, proto, by)
             set_card(proto, card)
             candidate = folder / "final.onnx"
