@@ -122,7 +122,7 @@ def _causal_form(m: Any) -> tuple[str | None, int]:
     import torch.nn as nn
 
     if not isinstance(m, nn.Conv1d):
-        return None, 1  # pooling over time: always mixes steps
+        return None, 1  # pooling (or a 2-D or transposed convolution) over time: mixes steps, no causal form
     context = (m.kernel_size[0] - 1) * m.dilation[0]
     if context == 0 and m.stride[0] == 1:
         return None, 0
