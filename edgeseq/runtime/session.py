@@ -501,7 +501,7 @@ class Session:
     def _pad_ragged(self, x: list | tuple) -> tuple[Any, np.ndarray | None]:
         """A list of sequences of different lengths -> (zero-padded batch, lengths); other input as it is."""
         try:
-            seqs = [np.asarray(s) for s in x]
+            seqs = [np.asarray(_untorch(s)) for s in x]
         except (ValueError, TypeError, OverflowError, RecursionError):
             return x, None  # check_shape words the error
         if not seqs or all(s.shape == seqs[0].shape for s in seqs):
@@ -610,10 +610,17 @@ def check_array(x: Any, spec: TensorSpec, allow_nonfinite: bool = False, *, voca
     return _cast(x, spec, allow_nonfinite, vocab_size, _Where(batch_axis, seq_axis, offset))
 
 
+def _untorch(x: Any) -> Any:
+    """A torch tensor (from a notebook, say) as a numpy array, without importing torch; anything else as is."""
+    if callable(getattr(x, "detach", None)) and callable(getattr(x, "numpy", None)):
+        return x.detach().cpu().numpy()
+    return x
+
+
 def check_shape(x: Any, spec: TensorSpec) -> np.ndarray:
     """``x`` as an array with ``spec``'s rank and fixed dims and no empty axis (values are not looked at)."""
     try:
-        x = np.asarray(x)
+        x = np.asarray(_untorch(x))
     except (ValueError, TypeError, OverflowError, RecursionError):
         raise InputError(f"input {spec.name!r}: ragged data; all samples need the same shape (pad them)") from None
     if x.dtype.kind not in "biuf":

@@ -181,3 +181,14 @@ def test_cpu_runs_stay_cache_sized_and_cuda_runs_do_not(per_step_path):
     assert s._rows(None, 4) == 256 and s._rows(16, 4) == 16
     s.device_choice = DeviceChoice("cuda:0", [])  # what a CUDA session decides: the batch size as given
     assert s._rows(None, 100) == 256
+
+
+def test_torch_tensors_from_a_notebook_are_taken_as_they_are(exported):
+    """Tensors that require grad (straight from a training loop) and lists of them, without a traceback."""
+    import torch
+
+    s = Session(exported("stacked_lstm"), device="cpu")
+    x = torch.randn(3, 7, 28, requires_grad=True)
+    np.testing.assert_array_equal(s.predict(x), s.predict(x.detach().numpy()))
+    seqs = [torch.randn(n, 28, requires_grad=True) for n in (4, 9)]
+    np.testing.assert_array_equal(s.predict(seqs), s.predict([t.detach().numpy() for t in seqs]))
