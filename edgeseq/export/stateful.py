@@ -334,14 +334,16 @@ def verify_streaming(path: str | Path, model: Any, spec: InputSpec, axes: dict[s
     tol = tol or tolerance_for("float32")
     info = spec.inputs[0]
     sa = info.seq_axis if info.seq_axis is not None else 1
-    x = spec.random(batch, length, seed=seed)[0]
+    x, *static_arrays = spec.random(batch, length, seed=seed)  # static: per-sample inputs without a time axis
+    static = dict(zip(spec.names[1:], static_arrays))
     prefix: dict[int, list[np.ndarray] | str] = {}
 
     def ref_at(end: int) -> list[np.ndarray] | str:
         if end not in prefix:
             try:
                 with torch.inference_mode():
-                    out = model(torch.from_numpy(np.ascontiguousarray(np.take(x, range(end), axis=sa))))
+                    out = model(torch.from_numpy(np.ascontiguousarray(np.take(x, range(end), axis=sa))),
+                                *[torch.from_numpy(a) for a in static_arrays])
                 prefix[end] = [t.numpy() for t in parity.flatten_outputs(out)]
             except Exception as exc:  # the model itself rejects this length (e.g. a kernel longer than it)
                 prefix[end] = f"PyTorch rejects length {end}: {str(exc).strip().splitlines()[0][:120]}"
@@ -357,7 +359,7 @@ def verify_streaming(path: str | Path, model: Any, spec: InputSpec, axes: dict[s
         for start in range(0, length, chunk):
             end = min(start + chunk, length)
             try:
-                got = session.run_step(np.take(x, range(start, end), axis=sa))
+                got = session.run_step(np.take(x, range(start, end), axis=sa), **static)
             except EdgeseqError as exc:
                 cases.append(parity.ParityCase(batch, chunk, "*", math.inf, math.inf, -math.inf, False,
                                                note=f"ONNX Runtime failed at step {end}: {exc}"[:240]))
@@ -433,9 +435,11 @@ def export_with_extras(
     model, source = model_and_source(ref_or_model, weights, say)
     check_supported(model)
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
-    if len(spec.inputs) != 1:
-        raise UnsupportedModelError(f"refused: --streaming/--lengths need a model with one input; this one takes "
-                                    f"{len(spec.inputs)} ({', '.join(spec.names)})")
+    timed = [i.name for i in spec.inputs[1:] if i.seq_axis is not None]
+    if len(spec.inputs) != 1 and (lengths or timed):
+        why = (f"{', '.join(timed)} also has a time axis" if timed else
+               f"--lengths takes one-input models; this one takes {', '.join(spec.names)}")
+        raise UnsupportedModelError(f"refused: --streaming/--lengths need one sequence input: {why}")
     if spec.inputs[0].batch_axis is None or spec.inputs[0].seq_axis is None:
         raise UnsupportedModelError("refused: --streaming/--lengths need dynamic batch and sequence axes; "
                                     "drop --dynamic-axes or include both")

@@ -49,11 +49,14 @@ class _StateSlot:
 class _Plan:
     """Input/output buffers and two I/O bindings (state A -> B, state B -> A) for one chunk shape."""
 
-    def __init__(self, x: np.ndarray, lengths: np.ndarray | None, outputs: dict[str, np.ndarray]) -> None:
+    def __init__(self, x: np.ndarray, lengths: np.ndarray | None, outputs: dict[str, np.ndarray],
+                 static: dict[str, np.ndarray] | None = None) -> None:
         import onnxruntime as ort
 
         self.x = x
         self.lengths = lengths
+        self.static = static or {}  # per-sample inputs without a time axis (e.g. metadata), copied in each call
+        self.static_values = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in self.static.items()}
         self.outputs = outputs
         self.first = next(iter(outputs.values()))
         self.x_value = ort.OrtValue.ortvalue_from_numpy(x)
@@ -92,9 +95,13 @@ class StreamingSession:
             raise ModelFileError(f"{self.session.path}: not a streaming export (no state inputs in its model card); "
                                  "export it with 'edgeseq export REF --streaming -o FILE.onnx'")
         data = self.session.data_inputs()
-        if len(data) != 1:
-            raise ModelFileError(f"{self.session.path}: a streaming model needs one data input, found {len(data)}")
+        entries = {e.get("name"): e for e in card.get("inputs") or [] if isinstance(e, dict)}
+        timed = [d.name for d in data[1:] if (entries.get(d.name) or {}).get("seq_axis") is not None]
+        if timed:
+            raise ModelFileError(f"{self.session.path}: streaming takes one sequence input; "
+                                 f"{', '.join(timed)} also has a time axis")
         self.input = data[0]
+        self.static_inputs = data[1:]  # per-sample data without a time axis, given to every step by name
         self._dtype = np.dtype(self.input.dtype)
         self.allow_nonfinite = allow_nonfinite
         specs = {i.name: i for i in self.session.inputs}
@@ -207,31 +214,54 @@ class StreamingSession:
         self._started = False
 
     # -- running -----------------------------------------------------------------------------
-    def step(self, x: Any, lengths: Any = None) -> np.ndarray:
-        """Run one chunk and return the first output (a copy); see the class docstring."""
+    def step(self, x: Any, lengths: Any = None, **static: Any) -> np.ndarray:
+        """Run one chunk and return the first output (a copy); see the class docstring.
+
+        A model with per-sample inputs besides the sequence (``forward(x, meta)``) takes them by name
+        at every step: ``s.step(chunk, meta=m)``.
+        """
         # the hot path: the lock by hand, not through _exclusive() (a context manager costs ~0.8 us a call)
         if not self._busy.acquire(blocking=False):
             self._refuse_concurrent()
         try:
-            return self._run(x, lengths).first.copy()
+            return self._run(x, lengths, static).first.copy()
         finally:
             self._busy.release()
 
-    def run_step(self, x: Any, lengths: Any = None) -> dict[str, np.ndarray]:
+    def run_step(self, x: Any, lengths: Any = None, **static: Any) -> dict[str, np.ndarray]:
         """Run one chunk; return every data output by name (copies, safe to keep).
 
         ``lengths`` (files exported with ``--lengths`` too): how many of the chunk's steps each sample has;
         its remaining steps are padding and leave its state alone.
         """
         with self._exclusive():
-            return {n: a.copy() for n, a in self._run(x, lengths).outputs.items()}
+            return {n: a.copy() for n, a in self._run(x, lengths, static).outputs.items()}
 
-    def _run(self, x: Any, lengths: Any) -> _Plan:
+    def _checked_static(self, static: Mapping[str, Any], batch: int) -> dict[str, np.ndarray]:
+        """The per-sample inputs besides the sequence, checked (names, shapes, values) for a batch of ``batch``."""
+        want = [i.name for i in self.static_inputs]
+        if set(static) != set(want):
+            missing, unknown = sorted(set(want) - set(static)), sorted(set(static) - set(want))
+            detail = "; ".join(filter(None, [f"missing {', '.join(missing)}" if missing else "",
+                                             f"unknown {', '.join(unknown)}" if unknown else ""]))
+            raise InputError(f"this model takes {', '.join(want) or 'no inputs'} besides the sequence at every step "
+                             f"({detail})")
+        out = {}
+        for spec in self.static_inputs:
+            a = check_array(static[spec.name], spec, self.allow_nonfinite)
+            if a.shape[0] != batch:
+                raise InputError(f"input {spec.name!r} has batch {a.shape[0]}, the chunk has {batch}")
+            out[spec.name] = a
+        return out
+
+    def _run(self, x: Any, lengths: Any, static: Mapping[str, Any] | None = None) -> _Plan:
         # hot path: an array of a shape and dtype already checked once needs only the finiteness test
         plan = self._plans.get(x.shape) if type(x) is np.ndarray and x.dtype == self._dtype else None
         if plan is not None and self._check_finite and not np.isfinite(x).all():
             plan = None  # the full check below names the bad value
-        if plan is None:
+        if static or self.static_inputs:
+            plan, x = self._run_static_plan(x, static or {})
+        elif plan is None:
             x = check_array(x, self.input, self.allow_nonfinite)
             batch = x.shape[self.batch_axis]
             if batch != self._batch:
@@ -256,7 +286,23 @@ class StreamingSession:
         self._started = True
         return plan
 
-    def run_with_state(self, x: Any, state: Mapping[str, Any] | None
+    def _run_static_plan(self, x: Any, static: Mapping[str, Any]) -> tuple[_Plan, np.ndarray]:
+        """(plan, checked chunk) for a chunk with per-sample inputs besides the sequence, those copied in."""
+        x = check_array(x, self.input, self.allow_nonfinite)
+        batch = x.shape[self.batch_axis]
+        values = self._checked_static(static, batch)
+        if batch != self._batch:
+            if self._started:
+                raise InputError(f"chunk has batch {batch} but the carried state has batch {self._batch}; "
+                                 "call reset() first (or keep the batch fixed)")
+            self._allocate(batch)
+        key = (x.shape, *[(n, a.shape) for n, a in values.items()])
+        plan = self._plans.get(key) or self._plan(x.shape, values, key)  # type: ignore[arg-type]
+        for name, a in values.items():
+            np.copyto(plan.static[name], a)
+        return plan, x
+
+    def run_with_state(self, x: Any, state: Mapping[str, Any] | None, **static: Any
                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Stateless call: (outputs, final state) for ``x`` from ``state`` (zeros when None); self's state is untouched.
 
@@ -264,7 +310,7 @@ class StreamingSession:
         """
         x = check_array(x, self.input, self.allow_nonfinite)
         batch = x.shape[self.batch_axis]
-        feed: dict[str, Any] = {self.input.name: x}
+        feed: dict[str, Any] = {self.input.name: x, **self._checked_static(static, batch)}
         for s in self._slots:
             value = np.zeros(s.shape(batch), s.spec.dtype) if state is None else np.asarray(state[s.key], s.spec.dtype)
             if value.shape != s.shape(batch):
@@ -311,15 +357,18 @@ class StreamingSession:
             for v, piece in zip(self._values[parity][i], slot.split(whole)):
                 v.update_inplace(np.ascontiguousarray(piece))
 
-    def _plan(self, shape: tuple[int, ...]) -> _Plan:
+    def _plan(self, shape: tuple[int, ...], static: dict[str, np.ndarray] | None = None, key: Any = None) -> _Plan:
         batch = shape[self.batch_axis]
         x = np.zeros(shape, self.input.dtype)
         lengths = np.full(batch, shape[self.seq_axis], np.int64) if self.session.lengths_input else None
-        outs, _ = self.run_with_state(x, None)  # learns the output shapes
-        plan = _Plan(x, lengths, {n: np.empty_like(a) for n, a in outs.items()})
+        static = {n: np.zeros_like(a) for n, a in (static or {}).items()}
+        outs, _ = self.run_with_state(x, None, **static)  # learns the output shapes
+        plan = _Plan(x, lengths, {n: np.empty_like(a) for n, a in outs.items()}, static)
         for parity in (0, 1):
             binding = self._ort.io_binding()
             binding.bind_ortvalue_input(self.input.name, plan.x_value)
+            for name, value in plan.static_values.items():
+                binding.bind_ortvalue_input(name, value)
             if plan.lengths_value is not None:
                 binding.bind_ortvalue_input(self.session.lengths_input, plan.lengths_value)
             for n, v in plan.output_values.items():
@@ -332,7 +381,7 @@ class StreamingSession:
             plan.bindings.append(binding)
         if len(self._plans) >= _MAX_PLANS:
             self._plans.pop(next(iter(self._plans)))
-        self._plans[shape] = plan
+        self._plans[shape if key is None else key] = plan
         return plan
 
 
@@ -361,6 +410,10 @@ class StreamPool:
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
                  allow_nonfinite: bool = False) -> None:
         self.stream = StreamingSession(path, device=device, threads=threads, allow_nonfinite=allow_nonfinite)
+        if self.stream.static_inputs:
+            raise ModelFileError(f"{path}: StreamPool serves models whose only input is the sequence; this one also "
+                                 f"takes {', '.join(i.name for i in self.stream.static_inputs)}: use one "
+                                 "StreamingSession per stream (step(chunk, name=value))")
         # serving threads may join/leave while another thread ticks: every public call takes this lock
         self._lock = threading.RLock()
         self._active: dict[Hashable, int] = {}  # stream key -> state row, as of the last tick
@@ -533,6 +586,9 @@ def stream_stdin(model: str | Path, stdin: TextIO | Iterable[str], stdout: TextI
     >>> stream_stdin("motion-stream.onnx", sys.stdin, sys.stdout, device="cpu")   # doctest: +SKIP
     """
     session = StreamingSession(model, device=device, threads=threads, allow_nonfinite=allow_nonfinite)
+    if session.static_inputs:
+        raise ModelFileError(f"{model}: --stream reads one sequence from stdin, and this model also takes "
+                             f"{', '.join(i.name for i in session.static_inputs)}; use StreamingSession from Python")
     spec = session.input
     per_step = [d for a, d in enumerate(spec.shape) if a not in (session.batch_axis, session.seq_axis)]
     if not all(isinstance(d, int) for d in per_step):

@@ -98,3 +98,27 @@ def test_check_and_quantize_with_an_eval_set(model_path, tmp_path):
     static = CliRunner().invoke(main, ["quantize", str(model_path), "-o", str(tmp_path / "s.onnx"), "--mode", "static",
                                        "--calibration", str(evalset)])
     assert static.exit_code == 1 and "calibrates models with one input only" in static.stderr
+
+
+def test_streaming_with_static_data_at_every_step(tmp_path):
+    from edgeseq import StreamingSession
+    from edgeseq.errors import InputError, ModelFileError
+    from edgeseq.export.stateful import export_with_extras
+    from edgeseq.runtime.streaming import StreamPool
+
+    path = tmp_path / "stream.onnx"
+    export_with_extras(build(), path, streaming=True)
+    data = _data(3, seed=5)
+    s, t = StreamingSession(path, device="cpu"), 0
+    for c in (1, 4, 2, 3):
+        y = s.step(data["x"][:, t : t + c], meta=data["meta"])
+        t += c
+    with torch.inference_mode():
+        want = build()(torch.from_numpy(data["x"]), torch.from_numpy(data["meta"])).numpy()
+    np.testing.assert_allclose(y, want, atol=1e-5)
+    with pytest.raises(InputError, match=r"takes meta besides the sequence at every step \(missing meta\)"):
+        s.step(data["x"][:, :1])
+    with pytest.raises(ModelFileError, match="use one StreamingSession per stream"):
+        StreamPool(path, device="cpu")
+    with pytest.raises(Exception, match="--streaming/--lengths need one sequence input"):
+        export_with_extras(build(), tmp_path / "l.onnx", lengths=True)
