@@ -63,8 +63,12 @@ class ConvLayer:
         return {"name": self.name, "kind": self.kind, "num_layers": 1, "hidden_size": self.hidden_size,
                 "channels": self.channels, "context": self.context, "mode": self.mode, "states": [state]}
 
-    def step(self, input: Any, state: Any) -> tuple[Any, Any]:
-        """(output for this chunk, new state) from the conv's input and the carried ``(1, batch, C*context)``."""
+    def step(self, input: Any, state: Any, lengths: Any = None) -> tuple[Any, Any]:
+        """(output for this chunk, new state) from the conv's input and the carried ``(1, batch, C*context)``.
+
+        With ``lengths`` (steps of the chunk each sample really has), a sample's new context is the
+        ``context`` steps before its own end, not before the chunk's.
+        """
         import torch
         import torch.nn.functional as F
 
@@ -75,7 +79,12 @@ class ConvLayer:
         out = F.conv1d(x, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
         if self.mode == "chomp":  # placeholders for the steps the model drops after the convolution
             out = torch.cat([out, out.new_zeros(out.shape[0], out.shape[1], ctx)], dim=-1)
-        return out, x[..., -ctx:].reshape(1, -1, self.hidden_size)
+        if lengths is None:
+            tail = x[..., -ctx:]
+        else:  # x holds ctx carried steps, then the chunk: sample b's last ctx valid steps start at lengths[b]
+            index = lengths.reshape(-1, 1, 1) + torch.arange(ctx, dtype=lengths.dtype).reshape(1, 1, -1)
+            tail = torch.gather(x, 2, index.expand(x.shape[0], x.shape[1], ctx))
+        return out, tail.reshape(1, -1, self.hidden_size)
 
 
 def conv_layers(model: Any, examples: list[Any], longer: list[Any], batch: int) -> tuple[list[ConvLayer], list[str]]:

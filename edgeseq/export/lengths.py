@@ -37,7 +37,7 @@ def time_mixing_layers(model: Any) -> list[str]:
 
 
 def add_lengths_input(proto: Any, name: str = LENGTHS_INPUT, data_input: str | None = None,
-                      batch_axis: int = 0) -> int:
+                      batch_axis: int = 0, reuse: bool = False) -> int:
     """Add an int64 ``name`` [batch] input wired into every recurrent node; return how many nodes it feeds.
 
     ``sequence_lens`` makes padded steps leave the state alone; each node's per-step output ``Y`` is
@@ -52,7 +52,8 @@ def add_lengths_input(proto: Any, name: str = LENGTHS_INPUT, data_input: str | N
         raise UnsupportedModelError("refused --lengths: the graph has no native LSTM/GRU/RNN node to feed lengths to")
     if any(len(n.input) > 4 and n.input[4] for n in nodes):
         raise ExportError("refused --lengths: the graph's recurrent nodes already take sequence lengths")
-    if any(i.name == name for i in graph.input):
+    existing = any(i.name == name for i in graph.input)  # ``reuse``: an input the exported graph already reads
+    if existing and not reuse:
         raise ExportError(f"refused --lengths: the graph already has an input named {name!r}")
     first = next(i for i in graph.input if data_input in (None, i.name))
     dims = first.type.tensor_type.shape.dim
@@ -107,7 +108,8 @@ def add_lengths_input(proto: Any, name: str = LENGTHS_INPUT, data_input: str | N
         graph.initializer.append(numpy_helper.from_array(np.array(t_axis, np.int64), p + "t_axis"))
     del graph.node[:]
     graph.node.extend(new_nodes)
-    graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT64, [batch_dim]))
+    if not existing:
+        graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT64, [batch_dim]))
     onnx.checker.check_model(proto)
     return len(nodes)
 

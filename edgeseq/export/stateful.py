@@ -130,6 +130,7 @@ class _StateRouter:
         self.example_batch = example_batch
         self.incoming: dict[str, Any] = {}
         self.outgoing: dict[str, Any] = {}
+        self.lengths: Any = None  # per-sample lengths of the chunk, for carried convolution context
         self.probing = False
 
     @contextlib.contextmanager
@@ -164,7 +165,7 @@ class _StateRouter:
                 if layer.calls > 1:
                     raise UnsupportedModelError(f"refused --streaming: layer '{layer.name}' runs {layer.calls} times in "
                                                 "one forward; carried context needs each convolution to run once")
-            out, new_state = layer.step(input, self.incoming[layer.name][0])
+            out, new_state = layer.step(input, self.incoming[layer.name][0], self.lengths)
             self.outgoing[layer.name] = [new_state]
             return out
 
@@ -202,18 +203,19 @@ class _StateRouter:
             )
 
 
-def _make_wrapper(model: Any, router: _StateRouter, n_data: int, arg_names: list[str]) -> Any:
+def _make_wrapper(model: Any, router: _StateRouter, n_data: int, arg_names: list[str], with_lengths: bool = False) -> Any:
     import torch.nn as nn
 
     class StreamingWrapper(nn.Module):
-        """forward(*data, *states) -> (*model outputs, *final states)."""
+        """forward(*data, [lengths,] *states) -> (*model outputs, *final states)."""
 
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
         def forward(self, *args: Any) -> tuple[Any, ...]:
-            flat = list(args[n_data:])
+            router.lengths = args[n_data] if with_lengths else None
+            flat = list(args[n_data + int(with_lengths):])
             for layer in router.layers:
                 k = len(layer.state_names)
                 router.incoming[layer.name], flat = flat[:k], flat[k:]
@@ -229,7 +231,7 @@ def _make_wrapper(model: Any, router: _StateRouter, n_data: int, arg_names: list
 
 
 def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any], folder: Path, exporter: str,
-                                opset: int | None, say: Callable[[str], None]
+                                opset: int | None, say: Callable[[str], None], lengths: bool = False
                                 ) -> tuple[Path, str, int, list[Any], list[str], list[str], list[str]]:
     """Export the wrapped model; return (file, exporter, opset, layers, data outputs, attempts, names of the
     layers that mix time steps and carry no state)."""
@@ -266,9 +268,17 @@ def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any]
     state_infos = [InputInfo(layer.io_name(w, "in"), "float32", [layer.num_layers, batch, layer.hidden_size],
                              batch_axis=1, seq_axis=None, dynamic={1: "batch"})
                    for layer in layers for w in layer.state_names]
-    full_spec = InputSpec(list(spec.inputs) + state_infos)
-    wrapper = _make_wrapper(model, router, len(examples), [re.sub(r"\W", "_", n) for n in full_spec.names])
-    full_examples = list(examples) + [t for layer in layers for t in states[layer.name]]
+    # with --lengths, a carried convolution context follows each sample's length: the wrapper takes the
+    # lengths input itself (add_lengths_input then also wires it into the recurrent nodes)
+    with_lengths = lengths and any(isinstance(layer, ConvLayer) for layer in layers)
+    length_infos = [InputInfo(LENGTHS_INPUT, "int64", [batch], batch_axis=0, seq_axis=None,
+                              dynamic={0: "batch"})] if with_lengths else []
+    full_spec = InputSpec(list(spec.inputs) + length_infos + state_infos)
+    wrapper = _make_wrapper(model, router, len(examples), [re.sub(r"\W", "_", n) for n in full_spec.names],
+                            with_lengths)
+    steps = int(examples[0].shape[info.seq_axis]) if info.seq_axis is not None else 1
+    full_lengths = [torch.full((batch,), steps, dtype=torch.int64)] if with_lengths else []
+    full_examples = list(examples) + full_lengths + [t for layer in layers for t in states[layer.name]]
     outputs = data_outputs + [layer.io_name(w, "out") for layer in layers for w in layer.state_names]
     order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
     attempts: list[str] = []
@@ -381,6 +391,48 @@ def verify_streaming(path: str | Path, model: Any, spec: InputSpec, axes: dict[s
     return parity.ParityReport(cases, tol.atol, tol.rtol, "float32", extra={"check": "streaming"})
 
 
+def verify_streaming_lengths(path: str | Path, model: Any, spec: InputSpec, axes: dict[str, dict[str, int | None]],
+                             chunk: int = 3, chunks: int = 4, batch: int = 3, tol: Tolerance | None = None,
+                             seed: int = 0) -> parity.ParityReport:
+    """Step a ``--streaming --lengths`` file in chunks where each sample advances by its own number of steps
+    (the rest of its chunk is noise), against PyTorch on each sample's own steps so far."""
+    import torch
+
+    from ..runtime.streaming import StreamingSession
+
+    tol = tol or tolerance_for("float32")
+    info = spec.inputs[0]
+    sa, ba = info.seq_axis if info.seq_axis is not None else 1, info.batch_axis or 0
+    rng = np.random.default_rng(seed)
+    x = spec.random(batch, chunk * chunks, seed=seed)[0]
+    steps = rng.integers(1, chunk + 1, size=(chunks, batch))
+    steps[0, 0] = chunk  # one sample uses whole chunks: the others must not disturb it
+    session = StreamingSession(path, device="cpu", threads=1, allow_nonfinite=True)
+    names = session.output_names
+    own: list[list[np.ndarray]] = [[] for _ in range(batch)]
+    cases: list[parity.ParityCase] = []
+    for k in range(chunks):
+        part = np.take(x, range(k * chunk, (k + 1) * chunk), axis=sa)
+        outs = session.run_step(part, lengths=steps[k])
+        for b in range(batch):
+            mine = np.take(np.take(part, [b], axis=ba), range(int(steps[k, b])), axis=sa)
+            own[b].append(mine)
+            whole = np.concatenate(own[b], axis=sa)
+            with torch.inference_mode():
+                ref = [t.numpy() for t in parity.flatten_outputs(model(torch.from_numpy(np.ascontiguousarray(whole))))]
+            for i, n in enumerate(names):
+                got = np.take(outs[n], [b], axis=axes[n]["batch_axis"] or 0)
+                want, seq_axis = ref[i], axes[n]["seq_axis"]
+                if seq_axis is not None:  # this chunk's valid steps vs the same steps of the whole
+                    got = np.take(got, range(int(steps[k, b])), axis=seq_axis)
+                    want = np.take(want, range(want.shape[seq_axis] - int(steps[k, b]), want.shape[seq_axis]),
+                                   axis=seq_axis)
+                max_abs, max_rel, sqnr, ok, note = parity.compare(got, want, tol)
+                cases.append(parity.ParityCase(batch, chunk, n, max_abs, max_rel, sqnr, ok,
+                                               note=note or ("" if ok else f"sample {b}, chunk {k + 1}")))
+    return parity.ParityReport(cases, tol.atol, tol.rtol, "float32", extra={"check": "streaming-lengths"})
+
+
 def _streaming_refusal(report: parity.ParityReport, mixing: list[str]) -> UnsupportedModelError:
     worst = max(report.failures, key=lambda c: (c.max_abs if math.isfinite(c.max_abs) else 1e300))
     if mixing:
@@ -455,13 +507,7 @@ def export_with_extras(
         attempts: list[str] = []
         if streaming:
             candidate, used, version, layers, data_outputs, attempts, mixing = _export_streaming_candidate(
-                model, spec, examples, folder, exporter, opset, say)
-            convs = [layer.name for layer in layers if isinstance(layer, ConvLayer)]
-            if lengths and convs:
-                raise UnsupportedModelError(
-                    f"refused --streaming --lengths: the carried context of causal convolution(s) "
-                    f"{', '.join(map(repr, convs))} cannot follow per-sample lengths inside a chunk. Export with "
-                    "--streaming (chunks of the same length for every sample) or with --lengths (whole sequences)")
+                model, spec, examples, folder, exporter, opset, say, lengths)
             exported = onnx.load(str(candidate))
             _name_state_batch_dims(exported, spec.inputs[0], layers)
             base_card = build_card(spec, data_outputs, used, version, source, None, time_first)
@@ -500,7 +546,7 @@ def export_with_extras(
                 card["streaming"] = {"layers": entries}
             if lengths:
                 info = spec.inputs[0]
-                count = add_lengths_input(proto, LENGTHS_INPUT, info.name, info.batch_axis or 0)
+                count = add_lengths_input(proto, LENGTHS_INPUT, info.name, info.batch_axis or 0, reuse=True)
                 say(f"added input {LENGTHS_INPUT!r} -> sequence_lens of {count} recurrent node(s)")
                 card["lengths_input"] = LENGTHS_INPUT
             if clean:
@@ -551,6 +597,16 @@ def _check_extras(path: Path, model: Any, spec: InputSpec, axes: dict[str, dict[
         if not len_report.passed:
             return None, lengths_refusal(len_report, model)
         report = _merge(report, len_report)
+    if streaming and lengths:
+        say("checking streaming with per-sample lengths: chunks where samples advance by different steps ...")
+        mixed = verify_streaming_lengths(path, model, spec, axes, tol=tol)
+        if not mixed.passed:
+            worst = max(mixed.failures, key=lambda c: c.max_abs if math.isfinite(c.max_abs) else 1e300)
+            return None, UnsupportedModelError(
+                f"refused --streaming --lengths: with per-sample lengths inside a chunk, output {worst.output!r} "
+                f"differs from PyTorch on each sample's own steps ({worst.note or f'max abs error {worst.max_abs:.3g}'})"
+                ". Export with --streaming (chunks of one length for every sample) or with --lengths")
+        report = _merge(report, mixed)
     return report, None
 
 

@@ -120,10 +120,21 @@ def test_non_causal_convolutions_are_refused(tmp_path, model, match):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_conv_context_with_per_sample_lengths_is_refused(tmp_path):
-    with pytest.raises(UnsupportedModelError, match=r"--streaming --lengths: the carried context of causal"):
-        export_with_extras(FAMILIES["causal_conv_lstm"](), tmp_path / "x.onnx", streaming=True, lengths=True)
-    export_with_extras(FAMILIES["causal_conv_lstm"](), tmp_path / "l.onnx", lengths=True)  # whole sequences: fine
+def test_conv_context_follows_per_sample_lengths(tmp_path):
+    """--streaming --lengths: a sample that advances fewer steps than the chunk keeps its own context."""
+    model = FAMILIES["causal_conv_lstm"]()
+    path = tmp_path / "x.onnx"
+    result = export_with_extras(model, path, streaming=True, lengths=True)
+    assert result.report.extra["check"] == "streaming+lengths+streaming-lengths"  # all three checks ran
+    x = np.random.default_rng(6).standard_normal((2, 12, 6)).astype(np.float32)
+    s = StreamingSession(path, device="cpu")
+    first = x[:, :4].copy()
+    first[1, 2:] = 99.0  # sample 1 has 2 real steps in this chunk; the rest is padding
+    s.step(first, lengths=np.array([4, 2]))
+    y = s.step(x[:, 4:7], lengths=np.array([3, 3]))
+    own_1 = np.concatenate([x[1, :2], x[1, 4:7]])[None]
+    np.testing.assert_allclose(y[0], _torch(model, x[:1, :7])[0], **TOL)
+    np.testing.assert_allclose(y[1], _torch(model, own_1)[0], **TOL)
 
 
 def test_refusal_blames_the_window_not_convolutions_inside_a_step(tmp_path):
@@ -134,3 +145,14 @@ def test_refusal_blames_the_window_not_convolutions_inside_a_step(tmp_path):
         export_with_extras(build(), tmp_path / "x.onnx", streaming=True)
     text = str(info.value)
     assert "depends on later steps or on the whole window" in text and "Conv1d" not in text
+
+
+def test_per_sample_lengths_check_catches_a_context_that_ignores_them(tmp_path, monkeypatch):
+    """The export-time check fails when the carried context does not follow lengths (the bug it guards)."""
+    from edgeseq.export import conv_state
+
+    original = conv_state.ConvLayer.step
+    monkeypatch.setattr(conv_state.ConvLayer, "step", lambda self, x, state, lengths=None: original(self, x, state))
+    with pytest.raises(UnsupportedModelError, match=r"--streaming --lengths: with per-sample lengths inside a chunk"):
+        export_with_extras(FAMILIES["causal_conv_lstm"](), tmp_path / "x.onnx", streaming=True, lengths=True)
+    assert not (tmp_path / "x.onnx").exists()
