@@ -410,10 +410,8 @@ class StreamPool:
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
                  allow_nonfinite: bool = False) -> None:
         self.stream = StreamingSession(path, device=device, threads=threads, allow_nonfinite=allow_nonfinite)
-        if self.stream.static_inputs:
-            raise ModelFileError(f"{path}: StreamPool serves models whose only input is the sequence; this one also "
-                                 f"takes {', '.join(i.name for i in self.stream.static_inputs)}: use one "
-                                 "StreamingSession per stream (step(chunk, name=value))")
+        self._static: dict[Hashable, dict[str, np.ndarray]] = {}  # per stream: its inputs besides the sequence
+        self._stacked: dict[str, np.ndarray] = {}  # those, stacked in state-row order (rebuilt on membership changes)
         # serving threads may join/leave while another thread ticks: every public call takes this lock
         self._lock = threading.RLock()
         self._active: dict[Hashable, int] = {}  # stream key -> state row, as of the last tick
@@ -434,8 +432,13 @@ class StreamPool:
         return key in self._members
 
     @_locked
-    def join(self, key: Hashable | None = None) -> Hashable:
-        """Add a stream (state zeros) and return its key (a new int when ``key`` is None)."""
+    def join(self, key: Hashable | None = None, **static: Any) -> Hashable:
+        """Add a stream (state zeros) and return its key (a new int when ``key`` is None).
+
+        A model with inputs besides the sequence takes this stream's values once, by name, without a
+        batch axis: ``pool.join("sensor-7", meta=m)``; every tick then passes them for the stream.
+        """
+        values = self._stream_static(static)
         if key is None:
             while self._counter in self._members:
                 self._counter += 1
@@ -444,9 +447,27 @@ class StreamPool:
         if key in self._members:
             raise InputError(f"stream {key!r} has already joined")
         self._members[key] = None
+        self._static[key] = values
         self._zero.add(key)
         self._dirty = True
         return key
+
+    def _stream_static(self, static: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        want = [i.name for i in self.stream.static_inputs]
+        if set(static) != set(want):
+            if not want:
+                raise InputError(f"this model takes only the sequence; join() got {', '.join(static)}")
+            raise InputError(f"join() needs this stream's {', '.join(want)} (the model's inputs besides the sequence), "
+                             f"got {', '.join(static) or 'none'}")
+        out = {}
+        for spec in self.stream.static_inputs:
+            a = np.asarray(static[spec.name])
+            fixed = [d for d in spec.shape[1:]]
+            if a.ndim != len(fixed) or any(isinstance(d, int) and d != n for d, n in zip(fixed, a.shape)):
+                raise InputError(f"{spec.name!r} for one stream must have shape ({', '.join(map(str, fixed))}), "
+                                 f"got {a.shape}")
+            out[spec.name] = check_array(a[None], spec, self.stream.allow_nonfinite)[0]
+        return out
 
     @_locked
     def leave(self, key: Hashable) -> None:
@@ -454,6 +475,7 @@ class StreamPool:
         if key not in self._members:
             raise InputError(f"stream {key!r} is not in the pool")
         del self._members[key]
+        self._static.pop(key, None)
         self._zero.discard(key)
         self._dirty = True
 
@@ -484,12 +506,12 @@ class StreamPool:
         if len(keys) == len(active):
             if (rows != np.arange(len(rows))).any():  # put the chunks in state-row order
                 x = np.take(x, np.argsort(rows), axis=self.stream.batch_axis)
-            y = self.stream.step(x)
+            y = self.stream.step(x, **self._stacked)
             return self._split(y, keys, rows)
         full = self.stream.state
         axis = {s.key: s.batch_axis for s in self.stream._slots}
         sub = {name: np.take(a, rows, axis=axis[name]) for name, a in full.items()}
-        outs, new = self.stream.run_with_state(x, sub)
+        outs, new = self.stream.run_with_state(x, sub, **{n: a[rows] for n, a in self._stacked.items()})
         for name, a in new.items():
             np.moveaxis(full[name], axis[name], 0)[rows] = np.moveaxis(a, axis[name], 0)
         self.stream.state = full
@@ -505,7 +527,7 @@ class StreamPool:
         if x.ndim < 1 or x.ndim <= self.stream.batch_axis or x.shape[self.stream.batch_axis] != len(self._active):
             raise InputError(f"step_all needs one row per stream ({len(self._active)}) on axis "
                              f"{self.stream.batch_axis}; got shape {x.shape}")
-        return self.stream.step(x)
+        return self.stream.step(x, **self._stacked)
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _apply_membership(self) -> None:
@@ -514,6 +536,8 @@ class StreamPool:
         self._dirty = False
         old_rows = self._active
         new = list(self._members)
+        self._stacked = {i.name: np.stack([self._static[k][i.name] for k in new]) for i in self.stream.static_inputs
+                         } if new else {}
         if not new:
             self._active = {}
             self.stream.reset()

@@ -102,7 +102,7 @@ def test_check_and_quantize_with_an_eval_set(model_path, tmp_path):
 
 def test_streaming_with_static_data_at_every_step(tmp_path):
     from edgeseq import StreamingSession
-    from edgeseq.errors import InputError, ModelFileError
+    from edgeseq.errors import InputError
     from edgeseq.export.stateful import export_with_extras
     from edgeseq.runtime.streaming import StreamPool
 
@@ -118,7 +118,20 @@ def test_streaming_with_static_data_at_every_step(tmp_path):
     np.testing.assert_allclose(y, want, atol=1e-5)
     with pytest.raises(InputError, match=r"takes meta besides the sequence at every step \(missing meta\)"):
         s.step(data["x"][:, :1])
-    with pytest.raises(ModelFileError, match="use one StreamingSession per stream"):
-        StreamPool(path, device="cpu")
+    pool = StreamPool(path, device="cpu")  # each stream brings its own static data when it joins
+    for i in range(3):
+        pool.join(i, meta=data["meta"][i])
+    with pytest.raises(InputError, match=r"join\(\) needs this stream's meta"):
+        pool.join("no-meta")
+    for t in range(5):
+        ys = pool.step({i: data["x"][i, t] for i in (0, 2)})  # a partial tick: streams 0 and 2
+    pool.leave(0)
+    for t in range(10):
+        last = pool.step_all(data["x"][1:, t : t + 1]) if t < 5 else pool.step({1: data["x"][1, t]})
+    ys.update({1: last[1] if isinstance(last, dict) else last[0]})
+    with torch.inference_mode():
+        for i, steps in ((0, 5), (1, 10)):
+            want = build()(torch.from_numpy(data["x"][i : i + 1, :steps]), torch.from_numpy(data["meta"][i : i + 1]))
+            np.testing.assert_allclose(ys[i], want.numpy()[0], atol=1e-5)
     with pytest.raises(Exception, match="--streaming/--lengths need one sequence input"):
         export_with_extras(build(), tmp_path / "l.onnx", lengths=True)
