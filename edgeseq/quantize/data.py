@@ -72,28 +72,36 @@ def load_dataset(path: str | Path, need_labels: bool = False) -> Dataset:
 
 
 def batches(data: Dataset, batch_size: int = CALIBRATION_BATCH,
-            batch_axis: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Yield (x, lengths) chunks; variable-length samples are grouped by length and unpadded.
+            batch_axis: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]]:
+    """Yield (x, lengths, other inputs) chunks; variable-length samples are grouped by length and unpadded.
 
     Padding would feed zeros the model never sees in use and widen the calibrated ranges.
-    ``batch_axis`` is 1 for time-first models (their data is (steps, samples, ...)).
+    ``batch_axis`` is 1 for time-first models (their data is (steps, samples, ...)); the other inputs
+    of a multi-input model (``data.others``, samples first) follow the same samples.
     """
     n = data.x.shape[batch_axis]
+
+    def others(idx: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: np.ascontiguousarray(v[idx]) for k, v in data.others.items()}
+
     if batch_axis != 0:
         if data.lengths is not None:
             raise InputError(f"{data.source}: per-sample lengths are not supported for time-first models here")
         for i in range(0, n, batch_size):
-            yield np.ascontiguousarray(np.take(data.x, np.arange(i, min(i + batch_size, n)), axis=batch_axis)), None
+            idx = np.arange(i, min(i + batch_size, n))
+            yield np.ascontiguousarray(np.take(data.x, idx, axis=batch_axis)), None, others(idx)
         return
     if data.lengths is None or (data.lengths == data.x.shape[1]).all():
         for i in range(0, n, batch_size):
-            yield data.x[i : i + batch_size], None
+            idx = np.arange(i, min(i + batch_size, n))
+            yield data.x[i : i + batch_size], None, others(idx)
         return
     for length in np.unique(data.lengths):
         idx = np.flatnonzero(data.lengths == length)
         for i in range(0, len(idx), batch_size):
             part = idx[i : i + batch_size]
-            yield np.ascontiguousarray(data.x[part, : int(length)]), np.full(len(part), int(length), np.int64)
+            yield (np.ascontiguousarray(data.x[part, : int(length)]), np.full(len(part), int(length), np.int64),
+                   others(part))
 
 
 def with_other_inputs(data: Dataset, names: list[str]) -> Dataset:
@@ -107,14 +115,19 @@ def with_other_inputs(data: Dataset, names: list[str]) -> Dataset:
     return Dataset(data.x, data.y, data.lengths, data.source, others)
 
 
-def make_feed(session: Any, x: np.ndarray, lengths: np.ndarray | None) -> dict[str, np.ndarray]:
-    """A feed for every graph input of an edgeseq ``Session``: data, lengths (if any), zero states."""
+def make_feed(session: Any, x: np.ndarray, lengths: np.ndarray | None,
+              others: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """A feed for every graph input of an edgeseq ``Session``: data (the sequence, then any other inputs by
+    name), lengths (if any), zero states."""
     data_inputs = session.data_inputs()
-    if len(data_inputs) != 1:
-        raise InputError(f"the model has {len(data_inputs)} data inputs; --mode static calibrates models with one "
-                         "input only: use --mode dynamic or fp16")
+    others = others or {}
+    missing = [i.name for i in data_inputs[1:] if i.name not in others]
+    if missing:
+        raise InputError(f"the model also takes {', '.join(missing)}; the calibration .npz needs an array for each")
     spec = data_inputs[0]
     feed = {spec.name: session.check_input(x, spec)}
+    for other in data_inputs[1:]:
+        feed[other.name] = session.check_input(others[other.name], other)
     if lengths is not None and session.lengths_input:
         feed[session.lengths_input] = lengths
     return session.with_defaults(feed)
@@ -134,7 +147,7 @@ class CalibrationReader:
                                  "(onnxruntime issue #18792); use --calibration-method minmax")
             batch_size = max(1, len(data))
         axis = 1 if session.card.get("layout") == "time_first" else 0
-        self._feeds = [make_feed(session, x, lengths) for x, lengths in batches(data, batch_size, axis)]
+        self._feeds = [make_feed(session, x, lengths, others) for x, lengths, others in batches(data, batch_size, axis)]
         self._pos = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:

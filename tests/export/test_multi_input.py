@@ -96,8 +96,16 @@ def test_check_and_quantize_with_an_eval_set(model_path, tmp_path):
     done = CliRunner().invoke(main, ["quantize", str(model_path), "-o", str(quant), "--eval", str(evalset)])
     assert done.exit_code == 0, done.output
     static = CliRunner().invoke(main, ["quantize", str(model_path), "-o", str(tmp_path / "s.onnx"), "--mode", "static",
-                                       "--calibration", str(evalset)])
-    assert static.exit_code == 1 and "calibrates models with one input only" in static.stderr
+                                       "--calibration", str(evalset), "--eval", str(evalset)])
+    assert static.exit_code == 0, static.output  # calibration feeds both inputs, from the same samples
+    from edgeseq.card import read_card
+
+    assert read_card(tmp_path / "s.onnx")["precision"] == "int8-static"
+    no_meta = tmp_path / "no-meta.npz"
+    np.savez(no_meta, x=data["x"])
+    refused = CliRunner().invoke(main, ["quantize", str(model_path), "-o", str(tmp_path / "t.onnx"), "--mode",
+                                        "static", "--calibration", str(no_meta)])
+    assert refused.exit_code == 1 and "has no array named 'meta'" in refused.stderr
 
 
 def test_streaming_with_static_data_at_every_step(tmp_path):
