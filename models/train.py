@@ -279,7 +279,7 @@ def train_msft_cnnlstm_per_layer() -> dict:
     return _train_msft(NAME_PER_LAYER, MsftCNNLSTMPerLayer())
 
 
-def train_reviews_bilstm(full_corpus: bool = False, epochs: int = 12) -> dict:
+def train_reviews_bilstm(full_corpus: bool = True, epochs: int = 12) -> dict:
     from collections import Counter
 
     from models import reviews_bilstm as R

@@ -34,7 +34,7 @@ pytestmark = [
 
 IDS = [r.name for r in ZOO]
 # samples of the committed eval set used per test: a fixed subsample of the big ones, all of the
-# small ones (reviews: all 973, its accuracy margin is too thin for a 200-sample estimate)
+# small ones (reviews: all 2551)
 LIMIT = {"fashion_lstm": 300}
 
 
