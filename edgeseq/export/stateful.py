@@ -554,7 +554,7 @@ def export_with_extras(
                 did = did or slim is not None
                 by += [slim] if slim and slim not in by else []
             card["output_axes"] = axes
-            name_output_dims(proto, data_outputs, {i: axes_by_pos[i] for i in range(len(data_outputs))}, spec.inputs[0])
+            name_output_dims(proto, data_outputs, axes_by_pos, spec.inputs[0])
             card["graph_cleanup"] = cleanup_record(raw_nodes, proto, by)
             set_card(proto, card)
             candidate = folder / "final.onnx"

@@ -414,7 +414,6 @@ class Session:
         if self._lengths_name:
             n, t = x.shape[self._ba], x.shape[self._sa]
             feed[self._lengths_name] = lengths if lengths is not None else np.full(n, t, np.int64)
-            return self._run_many(feed, outs)
         return self._run_many(feed, outs)
 
     def _run_many(self, feed: dict[str, np.ndarray], outs: list[str]) -> list[np.ndarray]:

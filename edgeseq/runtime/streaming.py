@@ -255,21 +255,17 @@ class StreamingSession:
         return out
 
     def _run(self, x: Any, lengths: Any, static: Mapping[str, Any] | None = None) -> _Plan:
-        # hot path: an array of a shape and dtype already checked once needs only the finiteness test
-        plan = self._plans.get(x.shape) if type(x) is np.ndarray and x.dtype == self._dtype else None
-        if plan is not None and self._check_finite and not np.isfinite(x).all():
-            plan = None  # the full check below names the bad value
         if static or self.static_inputs:
             plan, x = self._run_static_plan(x, static or {})
-        elif plan is None:
-            x = check_array(x, self.input, self.allow_nonfinite)
-            batch = x.shape[self.batch_axis]
-            if batch != self._batch:
-                if self._started:
-                    raise InputError(f"chunk has batch {batch} but the carried state has batch {self._batch}; "
-                                     "call reset() first (or keep the batch fixed)")
-                self._allocate(batch)
-            plan = self._plans.get(x.shape) or self._plan(x.shape)
+        else:
+            # hot path: an array of a shape and dtype already checked once needs only the finiteness test
+            plan = self._plans.get(x.shape) if type(x) is np.ndarray and x.dtype == self._dtype else None
+            if plan is not None and self._check_finite and not np.isfinite(x).all():
+                plan = None  # the full check below names the bad value
+            if plan is None:
+                x = check_array(x, self.input, self.allow_nonfinite)
+                self._ensure_batch(x.shape[self.batch_axis])
+                plan = self._plans.get(x.shape) or self._plan(x.shape)
         np.copyto(plan.x, x)
         if lengths is not None:
             if plan.lengths is None:
@@ -291,16 +287,20 @@ class StreamingSession:
         x = check_array(x, self.input, self.allow_nonfinite)
         batch = x.shape[self.batch_axis]
         values = self._checked_static(static, batch)
-        if batch != self._batch:
-            if self._started:
-                raise InputError(f"chunk has batch {batch} but the carried state has batch {self._batch}; "
-                                 "call reset() first (or keep the batch fixed)")
-            self._allocate(batch)
+        self._ensure_batch(batch)
         key = (x.shape, *[(n, a.shape) for n, a in values.items()])
         plan = self._plans.get(key) or self._plan(x.shape, values, key)  # type: ignore[arg-type]
         for name, a in values.items():
             np.copyto(plan.static[name], a)
         return plan, x
+
+    def _ensure_batch(self, batch: int) -> None:
+        """State buffers for ``batch`` rows; a different batch mid-stream is refused (reset() first)."""
+        if batch != self._batch:
+            if self._started:
+                raise InputError(f"chunk has batch {batch} but the carried state has batch {self._batch}; "
+                                 "call reset() first (or keep the batch fixed)")
+            self._allocate(batch)
 
     def run_with_state(self, x: Any, state: Mapping[str, Any] | None, **static: Any
                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
