@@ -398,6 +398,80 @@ def step_floor(models: list[str]) -> None:
             print(f"{name:16}: " + ", ".join(f"{k} {v * 1e6:.2f} µs" for k, v in res.items()))
 
 
+def _cell_graph(lstms: list[Any], weights: dict[str, Any], features: int, hidden: int) -> Any:
+    """The exported step's LSTM layers as one-step cells of primitive ops: Concat, Gemm, Split, Sigmoid, Tanh, Mul, Add."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inputs, outputs, inits, prev = [], [], [], [], "x"
+    inputs.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, features]))
+    for k, n in enumerate(lstms):
+        w, r, b = (numpy_helper.to_array(weights[n.input[j]])[0] for j in (1, 2, 3))  # ONNX gate order i, o, f, c
+        for st in ("h", "c"):
+            inputs.append(helper.make_tensor_value_info(f"{st}{k}", TensorProto.FLOAT, [1, hidden]))
+            outputs.append(helper.make_tensor_value_info(f"{st}o{k}", TensorProto.FLOAT, [1, hidden]))
+        inits += [numpy_helper.from_array(np.concatenate([w, r], 1).T.copy(), f"WR{k}"),
+                  numpy_helper.from_array(b[: 4 * hidden] + b[4 * hidden:], f"b{k}"),
+                  numpy_helper.from_array(np.array([3 * hidden, hidden], np.int64), f"split{k}")]
+        nodes += [helper.make_node("Concat", [prev, f"h{k}"], [f"xh{k}"], axis=1),
+                  helper.make_node("Gemm", [f"xh{k}", f"WR{k}", f"b{k}"], [f"g{k}"]),
+                  helper.make_node("Split", [f"g{k}", f"split{k}"], [f"sg{k}", f"tg{k}"], axis=1),
+                  helper.make_node("Sigmoid", [f"sg{k}"], [f"sig{k}"]),
+                  helper.make_node("Tanh", [f"tg{k}"], [f"gt{k}"]),
+                  helper.make_node("Split", [f"sig{k}"], [f"i{k}", f"o{k}", f"f{k}"], axis=1, num_outputs=3),
+                  helper.make_node("Mul", [f"f{k}", f"c{k}"], [f"fc{k}"]),
+                  helper.make_node("Mul", [f"i{k}", f"gt{k}"], [f"ig{k}"]),
+                  helper.make_node("Add", [f"fc{k}", f"ig{k}"], [f"co{k}"]),
+                  helper.make_node("Tanh", [f"co{k}"], [f"tc{k}"]),
+                  helper.make_node("Mul", [f"o{k}", f"tc{k}"], [f"ho{k}"])]
+        prev = f"ho{k}"
+    return helper.make_model(helper.make_graph(nodes, "cells", inputs, outputs, inits),
+                             opset_imports=[helper.make_opsetid("", 18)])
+
+
+def cell_ops(models: list[str]) -> None:
+    """The streaming step with its LSTM nodes written as primitive-op cells, pre-bound, no Python."""
+    import onnx
+    from onnx import numpy_helper
+
+    print("\n## one-step LSTM as primitive ops vs the exported step (run_with_iobinding, batch 1, 1 thread)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            f = BUILD / name / "stream-float.onnx"
+            if not f.exists():
+                continue
+            proto = onnx.load(str(f))
+            weights = {t.name: t for t in proto.graph.initializer}
+            lstms = [n for n in proto.graph.node if n.op_type == "LSTM"]
+            hidden = next(a.i for a in lstms[0].attribute if a.name == "hidden_size")
+            features = numpy_helper.to_array(weights[lstms[0].input[1]]).shape[-1]
+            cells = Path(tmp) / f"{name}-cells.onnx"
+            onnx.save(_cell_graph(lstms, weights, features, hidden), str(cells))
+            runs = {k: _bound_run(ort_session(p, 1)) for k, p in {"exported step": f, "cells": cells}.items()}
+            res = interleaved(runs, rounds=7, seconds=1.5)
+            print(f"{name:16}: " + ", ".join(f"{k} {v * 1e6:.2f} µs" for k, v in res.items()))
+
+
+def batch_dependence(models: list[str]) -> None:
+    """Does a sample's output depend on the rest of its batch? First 64 eval samples in one run vs one at a time."""
+    from edgeseq import Session
+
+    print("\n## one batch of 64 vs 64 runs of one sample (max abs difference, same predicted class)")
+    for name in models:
+        data = np.load(ROOT / "models" / "data" / f"{name}-test.npz")
+        if "lengths" in data.files:
+            continue  # different lengths would change the runs themselves
+        x = data["x"][:64]
+        for kind in ("float", "int8", "fp16"):
+            f = BUILD / name / f"{kind}.onnx"
+            if not f.exists():
+                continue
+            s = Session(f, device="cpu", threads=1)
+            batch = s.predict(x)
+            alone = np.concatenate([s.predict(x[i : i + 1]) for i in range(len(x))])
+            same = float(np.mean(batch.argmax(-1) == alone.argmax(-1))) if batch.ndim == 2 else float("nan")
+            print(f"{name:16} {kind:5}: max |batch - alone| {np.abs(batch - alone).max():.3g}, same class {same:.0%}")
+
+
 def run_size(models: list[str]) -> None:
     """Whole eval sets through Session.predict: samples per run (cache cap) and length-sorted runs, on and off."""
     import edgeseq.runtime.session as S
@@ -446,7 +520,8 @@ def run_size(models: list[str]) -> None:
 EXPERIMENTS = {"threads": threads_and_spinning, "stream-threads": stream_threads, "levels": optimization_levels,
                "startup": startup, "cleanup": graph_cleanup, "overhead": overhead, "quant": quantization,
                "stream-state": stream_state, "conv-int8": conv_int8, "arena": memory_arena,
-               "step-floor": step_floor, "run-size": run_size}
+               "step-floor": step_floor, "run-size": run_size, "cell-ops": cell_ops,
+               "batch-dependence": batch_dependence}
 
 
 def main() -> None:
