@@ -35,7 +35,8 @@ MAX_LENGTH = 100_000  # longest sequence predict() accepts; Session(max_length=)
 STEP_BUDGET = 1 << 18  # samples x steps per run; predict() runs fewer samples at a time for long sequences
 # On the CPU, runs of at most this many samples x steps (but at least CPU_MIN_ROWS samples): ONNX Runtime's
 # recurrent kernels keep every step's gates of the run, and past a few MB they fall out of cache. Measured
-# (bench/README.md, "Run size"): fashion_lstm 2000 x 28 steps 137 ms at 256 samples per run, 117 ms at 73.
+# (bench/README.md, "Run size and length-sorted runs"): fashion_lstm, 2000 x 28 steps: 138 ms at 256 samples per
+# run, 119 ms at 73.
 CPU_RUN_SAMPLE_STEPS = 2048
 CPU_MIN_ROWS = 64
 LENGTH_WINDOW_RUNS = 32  # variable lengths: samples sorted by length within windows of this many runs
