@@ -170,6 +170,37 @@ def test_a_length_frozen_by_tracing_is_refused(tmp_path):
     assert "frozen in PyTorch itself" in result.stderr and "torch.jit.script" in result.stderr
 
 
+class _MaxOverTime(torch.nn.Module):
+    """Max-pooling over time: most single late steps leave the output unchanged, and that is correct."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = torch.nn.GRU(4, 16, num_layers=2, batch_first=True)
+        self.fc = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.fc(out.max(dim=1).values)
+
+
+def test_max_pooling_over_time_is_not_mistaken_for_a_frozen_length(tmp_path):
+    from edgeseq.export.signature import check_not_frozen, infer_signature
+
+    torch.manual_seed(7)  # with these weights the last step of a 45-step input is no channel's maximum
+    model = _MaxOverTime().eval()
+    spec, _ = infer_signature(model, input_shape=(1, 20, 4))
+
+    def last_step_matters(length: int) -> bool:
+        x = torch.from_numpy(spec.random(2, length, seed=11)[0])
+        changed = x.clone()
+        changed[:, -1] += 1.0
+        with torch.inference_mode():
+            return not torch.equal(model(x), model(changed))
+
+    assert last_step_matters(20) and not last_step_matters(45)  # what fooled the one-step check (1 model in 3)
+    check_not_frozen(model, spec)
+
+
 def test_a_weights_file_given_as_the_model_says_how_to_pass_it(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(FAMILIES["gru"]().state_dict(), path)
