@@ -75,6 +75,10 @@ def main() -> None:
     """Export PyTorch sequence models to ONNX, verify them, and run them at the edge."""
 
 
+ALLOW_PICKLE_HELP = ("Trust the files: REF/--against may be a whole model saved with torch.save(model), and "
+                     "--weights may hold Python objects. Unpickling runs code from the file.")
+
+
 # --------------------------------------------------------------------------------------- export
 @main.command()
 @click.argument("ref")
@@ -90,15 +94,17 @@ def main() -> None:
 @click.option("--lengths", "with_lengths", is_flag=True, help="Add a 'lengths' input so zero-padded steps do not change results.")
 @click.option("--atol", type=click.FloatRange(min=0), help="Parity gate's absolute tolerance (default 1e-5).")
 @click.option("--rtol", type=click.FloatRange(min=0), help="Parity gate's relative tolerance (default 1e-5).")
+@click.option("--allow-pickle", is_flag=True, help=ALLOW_PICKLE_HELP)
 def export(ref: str, output: str, weights: str | None, input_shape: str | None, dynamic_axes: str | None,
            time_first: bool, exporter: str, opset: int | None, check: bool, streaming: bool, with_lengths: bool,
-           atol: float | None, rtol: float | None) -> None:
+           atol: float | None, rtol: float | None, allow_pickle: bool) -> None:
     """Export REF to ONNX with dynamic batch and sequence axes.
 
-    REF is path/to/file.py:factory, package.module:factory, a TorchScript file (torch.jit.save)
-    or a Keras file (.keras/.h5). The factory returns an nn.Module. Note: loading a .py file runs
-    its code (a TorchScript file, its TorchScript code); only use files
-    you trust. Weights are never unpickled as arbitrary objects.
+    REF is path/to/file.py:factory, package.module:factory, a TorchScript file (torch.jit.save),
+    a Keras file (.keras/.h5), or with --allow-pickle a whole model saved with torch.save(model).
+    The factory returns an nn.Module. Note: loading a .py file runs its code (a TorchScript file,
+    its TorchScript code); only use files you trust. Weights are never unpickled as arbitrary
+    objects unless you pass --allow-pickle.
     """
     from .inputs import parse_axes, parse_shape
 
@@ -109,12 +115,14 @@ def export(ref: str, output: str, weights: str | None, input_shape: str | None, 
 
         result = export_with_extras(ref, output, weights=weights, input_shape=shape, dynamic_axes=axes,
                                     time_first=time_first, exporter=exporter, opset=opset, check=check,
-                                    streaming=streaming, lengths=with_lengths, log=_err, atol=atol, rtol=rtol)
+                                    streaming=streaming, lengths=with_lengths, log=_err, atol=atol, rtol=rtol,
+                                    allow_pickle=allow_pickle)
     else:
         from .export.exporter import export as do_export
 
         result = do_export(ref, output, weights=weights, input_shape=shape, dynamic_axes=axes, time_first=time_first,
-                           exporter=exporter, opset=opset, check=check, log=_err, atol=atol, rtol=rtol)
+                           exporter=exporter, opset=opset, check=check, log=_err, atol=atol, rtol=rtol,
+                           allow_pickle=allow_pickle)
     parity_note = "parity not checked (--no-check)"
     if result.report is not None:
         s = result.report.summary()
@@ -137,8 +145,10 @@ def export(ref: str, output: str, weights: str | None, input_shape: str | None, 
 @click.option("--max-drop", type=float, help="Quantized files with --eval: largest metric drop (default 0.01 accuracy, 0.05 relative MAE).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
+@click.option("--allow-pickle", is_flag=True, help=ALLOW_PICKLE_HELP)
 def check(model: str, against: str, weights: str | None, batch_sizes: str, lengths: str, atol: float | None,
-          rtol: float | None, eval_data: str | None, max_drop: float | None, device: str, json_out: str | None) -> None:
+          rtol: float | None, eval_data: str | None, max_drop: float | None, device: str, json_out: str | None,
+          allow_pickle: bool) -> None:
     """Compare MODEL (ONNX) with its PyTorch source over a batch x length sweep; exit 0 only if all pass."""
     from .export.check import check as do_check
     from .export.check import criteria
@@ -147,7 +157,7 @@ def check(model: str, against: str, weights: str | None, batch_sizes: str, lengt
 
     report = do_check(model, against, weights=weights, batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
                       lengths=parse_int_list(lengths, "--lengths"), atol=atol, rtol=rtol, device=device,
-                      eval_data=eval_data, max_drop=max_drop)
+                      eval_data=eval_data, max_drop=max_drop, allow_pickle=allow_pickle)
     click.echo(format_parity_table(report))
     if json_out:
         with atomic_path(json_out) as tmp:

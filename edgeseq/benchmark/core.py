@@ -139,6 +139,7 @@ def bench_file(
     reps: int = 200,
     hardware: bool = True,
     log: Callable[[str], None] | None = None,
+    allow_pickle: bool = False,
 ) -> BenchReport:
     """Time ``model`` (and its peers) on every batch x length; with ``against`` also PyTorch eager.
 
@@ -164,7 +165,7 @@ def bench_file(
     if against is not None:
         from ..export.loading import load_model
 
-        torch_model = load_model(against, weights) if isinstance(against, (str, Path)) else against
+        torch_model = load_model(against, weights, allow_pickle=allow_pickle) if isinstance(against, (str, Path)) else against
         names.append("pytorch")
     report = BenchReport(str(path), threads, machine=machine_info())
     active: dict[str, R.Runner] = {}

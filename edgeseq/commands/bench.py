@@ -23,8 +23,10 @@ import click
 @click.option("--seconds", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
               help="Time budget per case and runtime.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
+@click.option("--allow-pickle", is_flag=True, help="Trust the files: --against may be a whole model saved with "
+              "torch.save(model), --weights may hold Python objects. Unpickling runs code from the file.")
 def bench(model: str, against: str | None, weights: str | None, batch_sizes: str, lengths: str, threads: int,
-          runtimes: str, input_path: str | None, seconds: float, json_out: str | None) -> None:
+          runtimes: str, input_path: str | None, seconds: float, json_out: str | None, allow_pickle: bool) -> None:
     """Time MODEL over batch sizes x lengths (median and p99) and print speed-ups.
 
     Example: edgeseq bench motion.onnx --against models/motion_lstm.py:build --lengths 100
@@ -40,7 +42,7 @@ def bench(model: str, against: str | None, weights: str | None, batch_sizes: str
     names = [r.strip() for r in runtimes.split(",") if r.strip()]
     report = bench_file(model, against, weights=weights, batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
                         lengths=parse_int_list(lengths, "--lengths"), threads=threads, runtimes=names, sample=sample,
-                        budget_s=seconds, log=lambda m: click.echo(m, err=True))
+                        budget_s=seconds, log=lambda m: click.echo(m, err=True), allow_pickle=allow_pickle)
     click.echo(format_report(report))
     if json_out:
         with atomic_path(json_out) as tmp:

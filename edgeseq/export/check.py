@@ -42,6 +42,7 @@ def check(
     eval_data: str | Path | None = None,
     max_drop: float | None = None,
     progress: Callable[[str], None] | None = None,
+    allow_pickle: bool = False,
 ) -> parity.ParityReport:
     """Measure parity of ``onnx_path`` against a model reference or ``nn.Module`` (no raising on mismatch).
 
@@ -67,7 +68,7 @@ def check(
             out = keras_fn(*arrays)
             return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
     else:
-        model, _ = model_and_source(against, weights)
+        model, _ = model_and_source(against, weights, allow_pickle=allow_pickle)
         run_ref = parity.torch_runner(model)
 
     pairs: list[tuple[list[np.ndarray], list[np.ndarray]]] = []

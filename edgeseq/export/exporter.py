@@ -214,11 +214,14 @@ def export(
     log: Callable[[str], None] | None = None,
     atol: float | None = None,
     rtol: float | None = None,
+    allow_pickle: bool = False,
 ) -> ExportResult:
     """Export a model to ONNX with dynamic batch and sequence axes; never leaves a file that fails parity.
 
     ``model_or_ref`` is an ``nn.Module`` or a reference ``"file.py:factory"`` / ``"pkg.mod:factory"``.
     ``atol``/``rtol`` replace the parity gate's float32 tolerances (``edgeseq.tolerances``).
+    ``allow_pickle`` accepts a whole pickled model as ``model_or_ref`` and Python objects in
+    ``weights`` (unpickling runs code from the file: trusted files only).
 
     >>> export("models/fashion_lstm.py:build", "fashion.onnx").exporter   # doctest: +SKIP
     'torchscript'
@@ -229,7 +232,7 @@ def export(
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     start = time.perf_counter()
-    model, source = model_and_source(model_or_ref, weights, say)
+    model, source = model_and_source(model_or_ref, weights, say, allow_pickle)
     check_supported(model)
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
     try:

@@ -2,7 +2,9 @@
 
 Loading ``file.py:factory`` *runs that file's code* (by design, like ``python file.py``);
 only load files you trust.  Weights, in contrast, are never unpickled as arbitrary
-objects: ``torch.load(weights_only=True)`` or safetensors.
+objects (``torch.load(weights_only=True)`` or safetensors) unless the caller says it trusts the
+file with ``allow_pickle=True`` (``--allow-pickle``): whole models saved with ``torch.save(model)``
+and checkpoints holding Python objects (an ``argparse.Namespace`` of settings, say) need it.
 
 >>> model = load_model("models/motion_lstm.py:build")        # doctest: +SKIP
 """
@@ -27,8 +29,13 @@ def is_keras_ref(ref: str) -> bool:
     return str(ref).lower().endswith(KERAS_SUFFIXES)
 
 
-def load_model(ref: str, weights: str | Path | None = None, log: Callable[[str], None] | None = None) -> Any:
-    """Return the ``nn.Module`` that ``ref`` names, with ``weights`` loaded, in eval mode."""
+def load_model(ref: str, weights: str | Path | None = None, log: Callable[[str], None] | None = None,
+               allow_pickle: bool = False) -> Any:
+    """Return the ``nn.Module`` that ``ref`` names, with ``weights`` loaded, in eval mode.
+
+    ``allow_pickle`` lets ``ref`` be a whole pickled model and ``weights`` a checkpoint holding Python
+    objects; unpickling runs code from the file, so pass it only for files you trust.
+    """
     torch = require("torch", "export")
     if is_keras_ref(ref):
         if not Path(ref).exists():
@@ -37,7 +44,7 @@ def load_model(ref: str, weights: str | Path | None = None, log: Callable[[str],
 
         model = load_keras(ref)
     elif ":" not in Path(ref).name and Path(ref).is_file():
-        model = load_torchscript(ref)
+        model = load_torchscript(ref, allow_pickle)
     else:
         factory = resolve_factory(ref)
         try:
@@ -47,27 +54,28 @@ def load_model(ref: str, weights: str | Path | None = None, log: Callable[[str],
         if not isinstance(model, torch.nn.Module):
             raise ModelLoadError(f"{ref}: the factory returned {type(model).__name__}, expected a torch.nn.Module")
     if weights is not None:
-        load_weights(model, weights, log)
+        load_weights(model, weights, log, allow_pickle)
     return model.eval()
 
 
 def model_and_source(model_or_ref: Any, weights: str | Path | None = None,
-                     log: Callable[[str], None] | None = None) -> tuple[Any, str]:
+                     log: Callable[[str], None] | None = None, allow_pickle: bool = False) -> tuple[Any, str]:
     """(model in eval mode with ``weights`` loaded, a label for the card) from an nn.Module or a reference."""
     if isinstance(model_or_ref, (str, Path)):
-        return as_float32(load_model(str(model_or_ref), weights, log), log), str(model_or_ref)
+        return as_float32(load_model(str(model_or_ref), weights, log, allow_pickle), log), str(model_or_ref)
     model = model_or_ref.eval()
     if weights is not None:
-        load_weights(model, weights, log)
+        load_weights(model, weights, log, allow_pickle)
     return as_float32(model, log), type(model).__name__
 
 
-def load_torchscript(path: str | Path) -> Any:
-    """A model saved with ``torch.jit.save`` (scripted or traced), on the CPU.
+def load_torchscript(path: str | Path, allow_pickle: bool = False) -> Any:
+    """A model saved with ``torch.jit.save`` (scripted or traced), or with ``allow_pickle`` a whole
+    model saved with ``torch.save(model)``, on the CPU.
 
     Loading runs the archive's TorchScript code, like a ``.py`` reference runs Python: only load
     files you trust.  A file of weights (``torch.save(model.state_dict())``) is not a model: it is
-    refused with the reference form that takes it.
+    refused with the reference form that takes it; so is a pickled model without ``allow_pickle``.
     """
     import torch
 
@@ -79,8 +87,16 @@ def load_torchscript(path: str | Path) -> Any:
         names = []
     if not any("/code/" in n for n in names):
         if any(n.endswith("data.pkl") for n in names):
-            raise ModelLoadError(f"{path}: a checkpoint of weights, not a model; give the model as "
-                                 f"path/to/file.py:factory --weights {path.name}")
+            classes = pickled_classes(path)
+            if not classes:
+                raise ModelLoadError(f"{path}: a checkpoint of weights, not a model; give the model as "
+                                     f"path/to/file.py:factory --weights {path.name}")
+            if not allow_pickle:
+                raise ModelLoadError(
+                    f"{path}: a whole model pickled with torch.save(model) ({classes[0]}); unpickling runs code "
+                    f"from the file, so edgeseq does it only with --allow-pickle (if you trust the file), or give "
+                    f"{_factory_hint(classes[0])} --weights with torch.save(model.state_dict())")
+            return _unpickled_model(path)
         raise ModelLoadError(f"{path}: not a model file; give path/to/file.py:factory, package.module:factory, a "
                              "TorchScript file (torch.jit.save) or a Keras .keras/.h5 file")
     try:
@@ -88,6 +104,123 @@ def load_torchscript(path: str | Path) -> Any:
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError with long texts
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ModelLoadError(f"{path}: not a loadable TorchScript file ({first})") from None
+
+
+# Globals a plain checkpoint (tensors in dicts, lists and numbers) references when pickled.
+_PLAIN_GLOBALS = ("torch.", "collections.", "builtins.", "__builtin__.", "_codecs.", "numpy.")
+
+
+def pickled_classes(path: str | Path) -> list[str]:
+    """The classes (``module.Name``) that a ``torch.save`` file's pickle names, other than those of a
+    plain checkpoint; read from its opcodes, so nothing is imported or run.
+
+    >>> pickled_classes("whole_model.pt")   # doctest: +SKIP
+    ['zoo.AttnPool']
+    """
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                data = zf.read(next(n for n in zf.namelist() if n.endswith("data.pkl")))
+        else:  # a legacy (pre-1.6) or plain pickle file
+            data = Path(path).read_bytes()
+    except (zipfile.BadZipFile, OSError, StopIteration, KeyError):
+        return []
+    found: list[str] = []
+    pushed: list[str | None] = []  # strings pushed (directly or from the memo), for STACK_GLOBAL
+    memo: dict[int, str | None] = {}
+    last: str | None = None
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            name = op.name
+            if name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+                last = None
+            elif name == "STACK_GLOBAL":
+                if len(pushed) >= 2 and pushed[-2] and pushed[-1]:
+                    found.append(f"{pushed[-2]}.{pushed[-1]}")
+                last = None
+            elif name == "MEMOIZE":
+                memo[len(memo)] = last
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[int(arg)] = last
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                last = memo.get(int(arg))
+                pushed.append(last)
+            elif isinstance(arg, str) and ("UNICODE" in name or "STRING" in name):
+                last = str(arg)
+                pushed.append(last)
+            else:
+                last = None
+    except Exception:  # noqa: BLE001 - a damaged pickle: report what was read
+        pass
+    return [g for g in dict.fromkeys(found) if g.startswith("torch.nn.") or not g.startswith(_PLAIN_GLOBALS)]
+
+
+def _factory_hint(qualname: str) -> str:
+    module, _, name = qualname.rpartition(".")
+    if module in ("__main__", "") or module.startswith("torch."):
+        return "path/to/file.py:factory"
+    return f"{module.replace('.', '/')}.py:{name}"
+
+
+def _torch_load_trusted(path: Path, main_module: Any = None) -> Any:
+    """``torch.load(weights_only=False)`` with the file's folder and the working directory importable, and
+    the usual failures (class defined in the saving script, module not importable) said in one line.
+
+    Classes pickled from a training script run as ``__main__`` are looked up in ``main_module`` (the
+    module of the model that ``--weights`` is loaded into), where the user's factory defined them.
+    """
+    import pickle
+    import types
+
+    import torch
+
+    for folder in (str(Path.cwd()), str(path.resolve().parent)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    shim = None
+    if main_module is not None:
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module: str, name: str) -> Any:
+                if module == "__main__" and hasattr(main_module, name):
+                    return getattr(main_module, name)
+                return super().find_class(module, name)
+
+        shim = types.SimpleNamespace(**{k: getattr(pickle, k) for k in ("load", "loads", "Unpickler", "__name__")})
+        shim.Unpickler = Unpickler
+    try:
+        if shim is not None:
+            return torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=shim)
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as exc:
+        raise ModelLoadError(f"{path}: unpickling needs module {exc.name!r}, which cannot be imported; run from the "
+                             f"folder that holds it or add that folder to PYTHONPATH") from None
+    except AttributeError as exc:
+        if "__main__" in str(exc):
+            name = next((c.split(".")[-1] for c in pickled_classes(path) if c.startswith("__main__.")), "Net")
+            raise ModelLoadError(
+                f"{path}: the model's class {name} was defined in the script that saved it (__main__), so it cannot "
+                f"be found by name; give that script's class as the model: path/to/train.py:{name} --weights "
+                f"{path.name} --allow-pickle") from None
+        raise ModelLoadError(f"{path}: unpickling failed: {exc}; give the model as path/to/file.py:factory "
+                             "--weights with torch.save(model.state_dict())") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file or an object that cannot be rebuilt
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelLoadError(f"{path}: unpickling failed ({type(exc).__name__}: {first})") from None
+
+
+def _unpickled_model(path: Path) -> Any:
+    import torch
+
+    obj = _torch_load_trusted(path)
+    if isinstance(obj, dict):  # {"model": model, "epoch": ...}
+        obj = next((obj[k] for k in (*STATE_KEYS, *obj) if isinstance(obj.get(k), torch.nn.Module)), obj)
+    if not isinstance(obj, torch.nn.Module):
+        raise ModelLoadError(f"{path}: holds a {type(obj).__name__}, not an nn.Module; give the model as "
+                             f"path/to/file.py:factory --weights {path.name}")
+    return obj
 
 
 def as_float32(model: Any, log: Callable[[str], None] | None = None) -> Any:
@@ -173,11 +306,13 @@ def _import_file(target: str) -> Any:
         raise ModelLoadError(f"{target}: running the file failed: {type(exc).__name__}: {exc}") from exc
 
 
-def load_weights(model: Any, weights: str | Path, log: Callable[[str], None] | None = None) -> None:
-    """Load a state dict into ``model`` safely (never unpickles arbitrary objects).
+def load_weights(model: Any, weights: str | Path, log: Callable[[str], None] | None = None,
+                 allow_pickle: bool = False) -> None:
+    """Load a state dict into ``model`` safely (never unpickles arbitrary objects unless ``allow_pickle``).
 
     Training checkpoints that nest the state dict, and keys with a DataParallel/compile prefix, are
-    unwrapped (:func:`find_state_dict`); ``log`` hears how.
+    unwrapped (:func:`find_state_dict`); ``log`` hears how.  With ``allow_pickle`` the file may also hold
+    Python objects, or a whole model whose weights are then used.
     """
     torch = require("torch", "export")
     path = Path(weights)
@@ -189,15 +324,24 @@ def load_weights(model: Any, weights: str | Path, log: Callable[[str], None] | N
             state = st.load_file(str(path))  # type: ignore[attr-defined]
         except Exception as exc:
             raise ModelLoadError(f"{path}: not a valid safetensors file ({exc})") from None
+    elif allow_pickle:
+        state = _torch_load_trusted(path, sys.modules.get(type(model).__module__))
+        if isinstance(state, dict):  # {"model": whole_model, "epoch": ...}
+            state = next((state[k].state_dict() for k in STATE_KEYS if isinstance(state.get(k), torch.nn.Module)), state)
+        if isinstance(state, torch.nn.Module):
+            state = state.state_dict()
     else:
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
             text = str(exc)
             if "weights_only" in text or "Unpickl" in text or "GLOBAL" in text:
+                classes = pickled_classes(path)
+                what = f" ({', '.join(classes[:3])})" if classes else ""
                 raise ModelLoadError(
-                    f"{path}: refused to load: the file contains pickled Python objects other than tensors, "
-                    "which could run code; save a plain state_dict (torch.save(model.state_dict(), path)) or safetensors"
+                    f"{path}: refused to load: the file holds pickled Python objects other than tensors{what}, "
+                    "which could run code; pass --allow-pickle if you trust it, or save a plain state_dict "
+                    "(torch.save(model.state_dict(), path)) or safetensors"
                 ) from None
             raise ModelLoadError(f"{path}: not a valid PyTorch checkpoint ({text.splitlines()[0][:200]})") from None
     if not isinstance(state, dict):

@@ -467,6 +467,7 @@ def export_with_extras(
     log: Callable[[str], None] | None = None,
     atol: float | None = None,
     rtol: float | None = None,
+    allow_pickle: bool = False,
 ) -> ExportResult:
     """Export with carried state (``streaming``) and/or a ``lengths`` input, verified before writing.
 
@@ -482,9 +483,10 @@ def export_with_extras(
         raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     if not streaming and not lengths:
         return export(ref_or_model, output, weights=weights, input_shape=input_shape, dynamic_axes=dynamic_axes,
-                      time_first=time_first, exporter=exporter, opset=opset, check=check, log=log, atol=atol, rtol=rtol)
+                      time_first=time_first, exporter=exporter, opset=opset, check=check, log=log, atol=atol, rtol=rtol,
+                      allow_pickle=allow_pickle)
     start = time.perf_counter()
-    model, source = model_and_source(ref_or_model, weights, say)
+    model, source = model_and_source(ref_or_model, weights, say, allow_pickle)
     check_supported(model)
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
     timed = [i.name for i in spec.inputs[1:] if i.seq_axis is not None]

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from edgeseq.cli import main
 from edgeseq.errors import ModelLoadError
-from edgeseq.export.loading import load_weights
+from edgeseq.export.loading import load_model, load_weights
 from models.families import FAMILIES
 
 REF = "models/families.py:gru"
@@ -208,3 +208,52 @@ def test_a_weights_file_given_as_the_model_says_how_to_pass_it(tmp_path):
     assert result.exit_code == 1
     assert "a checkpoint of weights, not a model; give the model as path/to/file.py:factory --weights weights.pt" \
         in result.stderr
+
+
+# ------------------------------------------------------------------ pickled models and checkpoints (--allow-pickle)
+def test_a_whole_pickled_model_is_refused_naming_its_class_then_exported_with_allow_pickle(tmp_path):
+    saved = tmp_path / "whole.pt"
+    torch.save(FAMILIES["gru"](), saved)  # torch.save(model): the class is models.families.GRUClassifier
+    out = tmp_path / "m.onnx"
+    refused = CliRunner().invoke(main, ["export", str(saved), "-o", str(out)])
+    assert refused.exit_code == 1 and not out.exists()
+    assert "models.families.GRUClassifier" in refused.stderr and "--allow-pickle" in refused.stderr
+    assert "Traceback" not in refused.output
+    exported = CliRunner().invoke(main, ["export", str(saved), "-o", str(out), "--allow-pickle"])
+    assert exported.exit_code == 0, exported.output
+    checked = CliRunner().invoke(main, ["check", str(out), "--against", str(saved), "--allow-pickle", "--lengths", "1,30"])
+    assert checked.exit_code == 0, checked.output
+
+
+def test_a_checkpoint_with_python_objects_names_them_and_loads_with_allow_pickle(tmp_path):
+    import argparse
+
+    trained = _trained()
+    path = tmp_path / "ckpt.pt"
+    torch.save({"args": argparse.Namespace(hidden=48), "epoch": 3, "model_state_dict": trained.state_dict()}, path)
+    with pytest.raises(ModelLoadError, match=r"argparse\.Namespace.*--allow-pickle"):
+        load_weights(FAMILIES["gru"](), path)
+    model = FAMILIES["gru"]()
+    load_weights(model, path, allow_pickle=True)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+
+
+def test_a_model_pickled_from_a_training_script_loads_through_its_class(tmp_path, monkeypatch):
+    """torch.save(model) in train.py records the class as __main__.Net; given train.py:Net, it is found there."""
+    import sys
+
+    net = type("Net", (FAMILIES["gru"]().__class__,), {"__module__": "__main__"})
+    monkeypatch.setattr(sys.modules["__main__"], "Net", net, raising=False)
+    trained = net()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.05)
+    path = tmp_path / "model.pt"
+    torch.save(trained, path)
+    monkeypatch.delattr(sys.modules["__main__"], "Net")  # a later process: __main__ is edgeseq, not train.py
+    with pytest.raises(ModelLoadError, match=r"class Net was defined in the script that saved it.*train\.py:Net"):
+        load_model(str(path), allow_pickle=True)
+    script = tmp_path / "train.py"
+    script.write_text("from models.families import GRUClassifier\n\nclass Net(GRUClassifier):\n    pass\n")
+    model = load_model(f"{script}:Net", weights=path, allow_pickle=True)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
