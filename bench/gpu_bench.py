@@ -185,6 +185,7 @@ class GpuBench:
         from edgeseq.card import read_card
         from edgeseq.runtime.providers import resolve_device
         from edgeseq.runtime.session import session_options
+        from edgeseq.runtime.workarounds import disabled_optimizers
 
         torch = self.torch
         card = read_card(path)
@@ -220,9 +221,11 @@ class GpuBench:
             return step
 
         choice = resolve_device(self.device)
-        sess = ort.InferenceSession(str(path), session_options(), providers=choice.providers)
+        skip = disabled_optimizers(path)
+        sess = ort.InferenceSession(str(path), session_options(), providers=choice.providers, disabled_optimizers=skip)
         rows.append({"runner": f"onnxruntime-{self.device} run (state via host)", **self.timed(plain(sess))})
-        cpu = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+        cpu = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=skip)
         rows.append({"runner": "onnxruntime-cpu run (same process)", **self.timed(plain(cpu))})
         rows.append({"runner": f"onnxruntime-{self.device} iobinding (state on device)",
                      **self.timed(self.bound_stepper(sess, xt, zeros, state_in, state_out, choice.ort_device))})
@@ -260,6 +263,7 @@ class GpuBench:
 
         from edgeseq.runtime.providers import cuda_provider_options, placement_of
         from edgeseq.runtime.session import session_options
+        from edgeseq.runtime.workarounds import disabled_optimizers
 
         name = "onnxruntime-cuda iobinding + CUDA graph (fixed shapes)"
         try:
@@ -267,7 +271,8 @@ class GpuBench:
             opts.add_free_dimension_override_by_name("batch", 1)
             opts.add_free_dimension_override_by_name("seq", 1)
             sess = ort.InferenceSession(str(path), opts, providers=[
-                ("CUDAExecutionProvider", {**cuda_provider_options(index), "enable_cuda_graph": "1"})])
+                ("CUDAExecutionProvider", {**cuda_provider_options(index), "enable_cuda_graph": "1"})],
+                disabled_optimizers=disabled_optimizers(path))
             x_dev = ort.OrtValue.ortvalue_from_numpy(xt, "cuda", index)
             y_dev = ort.OrtValue.ortvalue_from_shape_and_type([1, CLASSES], np.float32, "cuda", index)
             sets = [[ort.OrtValue.ortvalue_from_numpy(zeros[n], "cuda", index) for n in state_in] for _ in range(2)]

@@ -31,6 +31,7 @@ from edgeseq.errors import EdgeseqError
 from edgeseq.quantize import quantize
 from edgeseq.quantize.cpu import int8_cpu_settings
 from edgeseq.runtime.session import Session, session_options
+from edgeseq.runtime.workarounds import disabled_optimizers
 from edgeseq.tolerances import max_metric_drop
 
 README = ROOT / "models" / "README.md"
@@ -83,7 +84,8 @@ def latencies(paths: dict[str, Path], x: np.ndarray) -> dict[str, float]:
 
     sessions = {}
     for key, path in paths.items():
-        sess = ort.InferenceSession(str(path), session_options(threads=1), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), session_options(threads=1), providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=disabled_optimizers(path))
         name = sess.get_inputs()[0].name
         sess.run(None, {name: x})
         sessions[key] = (sess, name)

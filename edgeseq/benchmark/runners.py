@@ -122,11 +122,15 @@ def edgeseq_runner(path: str | Path, threads: int | None = None) -> Runner:
 
 
 def ort_default_runner(path: str | Path) -> Runner:
-    """A plain ``onnxruntime.InferenceSession`` with default options (all cores, spinning on)."""
+    """A plain ``onnxruntime.InferenceSession`` with default options (all cores, spinning on); only
+    the optimiser that crashes on some float16 files is off (``edgeseq.runtime.workarounds``)."""
     import onnxruntime as ort
 
+    from ..runtime.workarounds import disabled_optimizers
+
     try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=disabled_optimizers(path))
     except Exception as exc:  # noqa: BLE001 - ORT's own exception types
         raise ModelFileError(f"{path}: ONNX Runtime cannot load this file: {str(exc).splitlines()[0][:200]}") from None
     names = [i.name for i in sess.get_inputs()]

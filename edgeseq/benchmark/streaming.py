@@ -60,7 +60,10 @@ def streaming_runner(name: str, path: str | Path, threads: int | None = None, da
     if name == "onnxruntime-default":
         import onnxruntime as ort
 
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        from ..runtime.workarounds import disabled_optimizers
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=disabled_optimizers(path))
         names = outputs + [s[1] for s in slots]
         state: dict[str, np.ndarray] = {}
 

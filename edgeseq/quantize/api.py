@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -230,6 +232,8 @@ def _apply(mode: str, src: Path, dst: Path, calib: Dataset | None, per_channel: 
 
 
 def _check_loads_on_cpu(path: Path) -> None:
+    """The float16 file loads on CPU: in edgeseq, and in a stock ONNX Runtime (default options, another
+    process: a crash there is a segmentation fault, see ``edgeseq.runtime.workarounds``)."""
     from ..runtime.providers import resolve_device
     from ..runtime.session import create_inference_session
 
@@ -237,6 +241,16 @@ def _check_loads_on_cpu(path: Path) -> None:
         create_inference_session(path, resolve_device("cpu"), threads=1)
     except ModelFileError as exc:
         raise QuantizationError(f"the float16 file does not load on CPU ({exc}); it would be GPU-only") from None
+    stock = subprocess.run(
+        [sys.executable, "-c", "import sys, onnxruntime as o; "
+         "o.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])", str(path)],
+        capture_output=True, text=True, timeout=600)
+    if stock.returncode < 0:  # killed by a signal: ONNX Runtime crashed while loading
+        import onnxruntime
+
+        raise QuantizationError(
+            f"the float16 file crashes a stock ONNX Runtime {onnxruntime.__version__} on CPU while loading (signal "
+            f"{-stock.returncode}), though edgeseq can run it; use --mode dynamic, or report the model to edgeseq")
 
 
 def _quantized_card(float_card: dict[str, Any], src: Path, choice: Choice, precision: str, settings: dict[str, Any],

@@ -151,14 +151,39 @@ def fp16(src: str | Path, dst: str | Path) -> None:
     finally:
         sys.path[:] = saved_path
     try:
+        model = onnx.load(str(src))
         with _quiet():
             model = convert_float_to_float16(
-                onnx.load(str(src)), keep_io_types=True, force_fp16_initializers=True,
+                model, keep_io_types=True, force_fp16_initializers=True,
                 op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(RECURRENT_OPS),
+                node_block_list=transpose_matmul_nodes(model),
             )
     except Exception as exc:  # noqa: BLE001 - as in dynamic()
         raise _fail("fp16", exc) from None
     onnx.save(model, str(dst))
+
+
+def transpose_matmul_nodes(model: Any) -> list[str]:
+    """Names of ``Transpose`` nodes feeding a ``MatMul``/``Gemm``, and of those consumers.
+
+    In float16 this pair makes ONNX Runtime's CPU session creation crash with a segmentation fault
+    (``edgeseq.runtime.workarounds``), so :func:`fp16` leaves them in float32: the file then loads in a
+    stock ONNX Runtime as well.  Per-step heads (``fc(lstm_out)``) and attention pooling have the pair.
+    """
+    for i, node in enumerate(model.graph.node):
+        node.name = node.name or f"edgeseq_{node.op_type}_{i}"  # the converter blocks nodes by name
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    names: list[str] = []
+    for node in model.graph.node:
+        if node.op_type != "Transpose":
+            continue
+        heads = [c for c in consumers.get(node.output[0], []) if c.op_type in ("MatMul", "Gemm")]
+        if heads:
+            names += [node.name, *(c.name for c in heads)]
+    return list(dict.fromkeys(names))
 
 
 def _strip_value_info(path: str | Path) -> None:

@@ -19,6 +19,7 @@ from ..card import card_from_metadata, read_card
 from ..errors import InputError, ModelFileError, ProviderError
 from .providers import DeviceChoice, Placement, placement_of, resolve_device, settle_choice
 from .safety import check_model_file
+from .workarounds import disabled_optimizers
 
 _ORT_TO_NUMPY = {
     "tensor(float)": np.float32,
@@ -121,7 +122,7 @@ def create_inference_session(path: Path, choice: DeviceChoice, threads: int | No
 
     try:
         return ort.InferenceSession(str(path), sess_options=session_options(threads, memory_arena=memory_arena),
-                                    providers=choice.providers)
+                                    providers=choice.providers, disabled_optimizers=disabled_optimizers(path))
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if choice.is_cuda and _loads_on_cpu(path, threads):
@@ -134,7 +135,8 @@ def _loads_on_cpu(path: Path, threads: int | None) -> bool:
     import onnxruntime as ort
 
     try:
-        ort.InferenceSession(str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+        ort.InferenceSession(str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"],
+                             disabled_optimizers=disabled_optimizers(path))
     except Exception:  # noqa: BLE001 - the file itself is the problem
         return False
     return True
