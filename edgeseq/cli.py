@@ -166,7 +166,8 @@ def check(model: str, against: str, weights: str | None, batch_sizes: str, lengt
         failing = len(report.failures)
         from .export.parity import rounding_hint
 
-        _err(f"Error: parity FAILED in {failing} case(s) ({criteria(report)}){rounding_hint(report)}")
+        hint = rounding_hint(report) or report.extra.get("hint", "")
+        _err(f"Error: parity FAILED in {failing} case(s) ({criteria(report)}){hint}")
         sys.exit(1)
     click.echo(f"parity ok on {report.provider}: all {report.summary()['cases']} cases pass ({criteria(report)})")
 

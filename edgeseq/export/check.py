@@ -95,7 +95,31 @@ def check(
             report.extra.setdefault("metric_lines", []).append(f"warning: {warning}")
     if eval_data is not None:
         _compare_metrics(report, session, run_ref, eval_data, precision, max_drop)
+    if not report.passed and weights is None and isinstance(against, (str, Path)) and not is_keras_ref(str(against)):
+        report.extra["hint"] = missing_weights_hint(session.card, str(against), model, allow_pickle)
     return report
+
+
+def missing_weights_hint(card: dict[str, Any], against: str, model: Any, allow_pickle: bool = False) -> str:
+    """Why a reference without ``--weights`` may not be the model that was exported ('' if no sign of it).
+
+    The usual cause of a total parity failure in ``check``: the factory builds untrained, random
+    weights, and the export loaded a checkpoint.  The card names the export's ``--weights``; else two
+    calls of the factory are compared.
+    """
+    import torch
+
+    source = str(card.get("source", ""))
+    if "--weights" in source:
+        return f"; the file was exported from {source}: pass the same --weights"
+    if ":" not in Path(against).name:
+        return ""
+    again, _ = model_and_source(against, None, allow_pickle=allow_pickle)
+    first, second = model.state_dict(), again.state_dict()
+    if any(not torch.equal(first[k], second[k]) for k in first if k in second):
+        return (f"; {against} builds different random weights on each call, so no exported file can match it: "
+                "pass --weights with the trained checkpoint (or seed the factory)")
+    return ""
 
 
 def criteria(report: parity.ParityReport) -> str:

@@ -62,7 +62,8 @@ def model_and_source(model_or_ref: Any, weights: str | Path | None = None,
                      log: Callable[[str], None] | None = None, allow_pickle: bool = False) -> tuple[Any, str]:
     """(model in eval mode with ``weights`` loaded, a label for the card) from an nn.Module or a reference."""
     if isinstance(model_or_ref, (str, Path)):
-        return as_float32(load_model(str(model_or_ref), weights, log, allow_pickle), log), str(model_or_ref)
+        label = str(model_or_ref) + (f" --weights {Path(weights).name}" if weights is not None else "")
+        return as_float32(load_model(str(model_or_ref), weights, log, allow_pickle), log), label
     model = model_or_ref.eval()
     if weights is not None:
         load_weights(model, weights, log, allow_pickle)

@@ -25,3 +25,41 @@ def test_a_real_mismatch_gets_no_hint():
     assert rounding_hint(_report(ParityCase(1, 17, "y", max_abs=math.inf, passed=False, scale=50.0))) == ""
     assert rounding_hint(_report(ParityCase(1, 17, "y", max_abs=1e-4, passed=False))) == ""  # scale unknown
     assert rounding_hint(_report(ParityCase(1, 17, "y", max_abs=1e-7))) == ""  # nothing failed
+
+
+def test_check_without_the_exports_weights_says_to_pass_them(tmp_path):
+    """The usual total failure of `check`: the export loaded a checkpoint, `check --against` did not."""
+    import torch
+    from click.testing import CliRunner
+
+    from edgeseq.cli import main
+    from models.families import FAMILIES
+
+    model = FAMILIES["gru"]()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05)
+    weights = tmp_path / "trained.pt"
+    torch.save(model.state_dict(), weights)
+    out = tmp_path / "m.onnx"
+    ref = "models/families.py:gru"
+    assert CliRunner().invoke(main, ["export", ref, "--weights", str(weights), "-o", str(out)]).exit_code == 0
+    result = CliRunner().invoke(main, ["check", str(out), "--against", ref, "--lengths", "1,20"])
+    assert result.exit_code == 1
+    assert f"the file was exported from {ref} --weights trained.pt: pass the same --weights" in result.stderr
+    passed = CliRunner().invoke(main, ["check", str(out), "--against", ref, "--weights", str(weights), "--lengths", "1,20"])
+    assert passed.exit_code == 0, passed.output
+
+
+def test_check_against_a_factory_of_random_weights_says_so(tmp_path):
+    from click.testing import CliRunner
+
+    from edgeseq.cli import main
+
+    factory = tmp_path / "net.py"
+    factory.write_text("import torch\n\ndef build():\n    return torch.nn.GRU(4, 8, batch_first=True)\n")
+    out = tmp_path / "m.onnx"
+    assert CliRunner().invoke(main, ["export", f"{factory}:build", "-o", str(out), "--input-shape", "1,10,4"]).exit_code == 0
+    result = CliRunner().invoke(main, ["check", str(out), "--against", f"{factory}:build", "--lengths", "1,20"])
+    assert result.exit_code == 1
+    assert "builds different random weights on each call" in result.stderr and "--weights" in result.stderr
