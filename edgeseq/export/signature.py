@@ -162,6 +162,13 @@ def infer_signature(
     layer = first_layer(model)
     is_tokens = isinstance(layer, torch.nn.Embedding) or getattr(layer, "original_name", None) == "Embedding"
 
+    required = required_parameter_names(model)
+    if len(required) > 1 and not callable(getattr(model, "example_inputs", None)):
+        raise ExportError(
+            f"forward takes {len(required)} inputs ({', '.join(required)}) and edgeseq can only guess one: give the "
+            "model an example_inputs() method returning one example tensor per input, in that order (for example "
+            "'return torch.zeros(2, 100, 6), torch.zeros(2, 3)'); README 'Several inputs'")
+
     if input_shape is not None:
         shape = list(input_shape)
         dtype = "int64" if is_tokens else "float32"
@@ -240,6 +247,18 @@ def forward_parameter_names(model: Any) -> list[str]:
         return []
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return [p.name for p in params if p.kind in kinds]
+
+
+def required_parameter_names(model: Any) -> list[str]:
+    """``model.forward``'s positional parameters that have no default ([] when not inspectable)."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
 
 
 # Input names edgeseq gives a meaning of its own (the first input is always "x").

@@ -143,3 +143,17 @@ def test_streaming_with_static_data_at_every_step(tmp_path):
             np.testing.assert_allclose(ys[i], want.numpy()[0], atol=1e-5)
     with pytest.raises(Exception, match="--streaming/--lengths need one sequence input"):
         export_with_extras(build(), tmp_path / "l.onnx", lengths=True)
+
+
+class _NoExample(SequenceWithMeta):
+    example_inputs = None  # a two-input forward and nothing that says what its inputs look like
+
+
+def test_two_inputs_without_example_inputs_say_how_to_declare_them(tmp_path):
+    from edgeseq.errors import ExportError
+
+    with pytest.raises(ExportError, match=r"forward takes 2 inputs \(x, meta\).*example_inputs\(\)"):
+        export(_NoExample(), tmp_path / "m.onnx")
+    with pytest.raises(ExportError, match="example_inputs"):
+        export(_NoExample(), tmp_path / "m.onnx", input_shape=(1, 10, 6))
+    assert not (tmp_path / "m.onnx").exists()
