@@ -16,6 +16,22 @@ from . import __version__
 from .errors import EdgeseqError
 
 
+def _parse_static(items: tuple[str, ...]) -> dict[str, list[float]]:
+    """``("meta=1,2,3",)`` -> ``{"meta": [1.0, 2.0, 3.0]}`` (``--static``)."""
+    out: dict[str, list[float]] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        try:
+            values = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if not sep or not name.strip() or not values:
+            raise click.BadParameter(f"{item!r}: expected NAME=V1,V2,... (numbers), e.g. meta=0.5,1,2",
+                                     param_hint="--static")
+        out[name.strip()] = values
+    return out
+
+
 def _err(msg: str) -> None:
     click.echo(msg, err=True)
 
@@ -198,10 +214,14 @@ def format_parity_table(report: Any) -> str:
 @click.option("--allow-nonfinite", is_flag=True, help="Let NaN/Inf inputs through instead of refusing them.")
 @click.option("--stream", is_flag=True, help="Read one time step per line from stdin, print one output line per step.")
 @click.option("--reset-on-blank", is_flag=True, help="With --stream: an empty line starts a new sequence.")
+@click.option("--static", "static", multiple=True, metavar="NAME=V1,V2,...",
+              help="With --stream: values of an input without a time axis (forward(x, meta)), for every step; "
+              "a stdin line {\"meta\": [...]} changes them.")
 @click.option("--max-length", type=click.IntRange(min=1), help="Longest sequence accepted, in steps (default 100000; "
               "memory grows with length).")
 def infer(model: str, input_path: str | None, output: str | None, device: str, batch_size: int, threads: int | None,
-          allow_nonfinite: bool, stream: bool, reset_on_blank: bool, max_length: int | None) -> None:
+          allow_nonfinite: bool, stream: bool, reset_on_blank: bool, static: tuple[str, ...],
+          max_length: int | None) -> None:
     """Run MODEL on an input file (or, with --stream, on stdin step by step).
 
     A .npy input is read in chunks and the output written as results come, into a temporary
@@ -212,8 +232,10 @@ def infer(model: str, input_path: str | None, output: str | None, device: str, b
         from .runtime.streaming import stream_stdin
 
         stream_stdin(model, sys.stdin, sys.stdout, device=device, threads=threads, reset_on_blank=reset_on_blank,
-                     allow_nonfinite=allow_nonfinite)
+                     allow_nonfinite=allow_nonfinite, static=_parse_static(static))
         return
+    if static:
+        raise click.UsageError("--static goes with --stream; for --input, put every input in one .npz")
     if not input_path:
         raise click.UsageError("give --input FILE (or --stream to read steps from stdin)")
     from .runtime.infer import infer_file

@@ -18,7 +18,7 @@ import functools
 import json
 import re
 import threading
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -601,18 +601,20 @@ def parse_step(text: str, lineno: int) -> list[float]:
 
 
 def stream_stdin(model: str | Path, stdin: TextIO | Iterable[str], stdout: TextIO, device: str = "auto",
-                 threads: int | None = None, reset_on_blank: bool = False, allow_nonfinite: bool = False) -> int:
+                 threads: int | None = None, reset_on_blank: bool = False, allow_nonfinite: bool = False,
+                 static: Mapping[str, Sequence[float]] | None = None) -> int:
     """Read one time step per line, write the model's output for it as one JSON array per line (flushed).
 
     With ``reset_on_blank`` an empty line starts a new sequence and is echoed as an empty line;
-    otherwise empty lines are skipped.  Returns the number of steps run.
+    otherwise empty lines are skipped.  A model that also takes per-sequence data (``forward(x, meta)``)
+    gets it from ``static`` (``{"meta": [0.5, 1, 2]}``, ``--static meta=0.5,1,2``) or from a line holding a
+    JSON object, ``{"meta": [0.5, 1, 2]}``, which applies to the steps after it.  Returns the number of
+    steps run.
 
     >>> stream_stdin("motion-stream.onnx", sys.stdin, sys.stdout, device="cpu")   # doctest: +SKIP
     """
     session = StreamingSession(model, device=device, threads=threads, allow_nonfinite=allow_nonfinite)
-    if session.static_inputs:
-        raise ModelFileError(f"{model}: --stream reads one sequence from stdin, and this model also takes "
-                             f"{', '.join(i.name for i in session.static_inputs)}; use StreamingSession from Python")
+    values = _static_values(session, static or {}, "--static")
     spec = session.input
     per_step = [d for a, d in enumerate(spec.shape) if a not in (session.batch_axis, session.seq_axis)]
     if not all(isinstance(d, int) for d in per_step):
@@ -629,11 +631,20 @@ def stream_stdin(model: str | Path, stdin: TextIO | Iterable[str], stdout: TextI
                 if not _emit(stdout, ""):
                     break
             continue
-        values = parse_step(text, lineno)
-        if len(values) != width:
-            raise InputError(f"stdin line {lineno}: expected {width} value(s) per step, got {len(values)}")
-        x = np.asarray(values).reshape(shape)
-        y = session.step(x)
+        if text.startswith("{"):
+            values.update(_static_values(session, _json_object(text, lineno), f"stdin line {lineno}"))
+            continue
+        step_values = parse_step(text, lineno)
+        if len(step_values) != width:
+            raise InputError(f"stdin line {lineno}: expected {width} value(s) per step, got {len(step_values)}")
+        missing = [i for i in session.static_inputs if i.name not in values]
+        if missing:
+            first = missing[0]
+            raise InputError(
+                f"stdin line {lineno}: this model also takes {first.name} ({_static_width(first)} value(s) per "
+                f"sequence): pass --static {first.name}=v1,v2,... or send a line {{\"{first.name}\": [...]}} first")
+        x = np.asarray(step_values).reshape(shape)
+        y = session.step(x, **values)
         row = np.take(y, 0, axis=out_axes["batch_axis"] if out_axes["batch_axis"] is not None else 0)
         seq = out_axes["seq_axis"]
         if seq is not None:
@@ -643,6 +654,43 @@ def stream_stdin(model: str | Path, stdin: TextIO | Iterable[str], stdout: TextI
         if not _emit(stdout, json.dumps(np.asarray(row).tolist())):
             break
     return steps
+
+
+def _static_width(spec: TensorSpec) -> int | str:
+    dims = spec.shape[1:]
+    return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else "?"
+
+
+def _json_object(text: str, lineno: int) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"stdin line {lineno}: invalid JSON object ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"stdin line {lineno}: expected a JSON object like {{\"meta\": [1, 2, 3]}}")
+    return obj
+
+
+def _static_values(session: StreamingSession, given: Mapping[str, Any], where: str) -> dict[str, np.ndarray]:
+    """``given`` (name -> numbers) as one-sample arrays for the session's per-sequence inputs, checked."""
+    specs = {i.name: i for i in session.static_inputs}
+    if given and not specs:
+        raise InputError(f"{where}: this model takes no input besides the sequence "
+                         f"(got {', '.join(map(str, given))})")
+    out = {}
+    for name, raw in given.items():
+        spec = specs.get(name)
+        if spec is None:
+            raise InputError(f"{where}: unknown input {name!r}; this model also takes {', '.join(specs)}")
+        flat = np.asarray(raw, dtype=object).ravel().tolist() if isinstance(raw, (list, tuple)) else [raw]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat):
+            raise InputError(f"{where}: {name} must be numbers")
+        width = _static_width(spec)
+        if width != len(flat):
+            raise InputError(f"{where}: {name} takes {width} value(s) per sequence ({spec.describe()}), got {len(flat)}")
+        dims = [1, *(int(d) for d in spec.shape[1:])]
+        out[name] = np.asarray(flat, dtype=spec.dtype).reshape(dims)
+    return out
 
 
 def _emit(stdout: TextIO, text: str) -> bool:

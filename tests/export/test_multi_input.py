@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -157,3 +159,29 @@ def test_two_inputs_without_example_inputs_say_how_to_declare_them(tmp_path):
     with pytest.raises(ExportError, match="example_inputs"):
         export(_NoExample(), tmp_path / "m.onnx", input_shape=(1, 10, 6))
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_infer_stream_takes_the_static_data_from_a_flag_or_a_json_line(tmp_path):
+    from edgeseq.export.stateful import export_with_extras
+
+    path = tmp_path / "stream.onnx"
+    export_with_extras(build(), path, streaming=True)
+    data = _data(2, seed=7)
+    steps = "\n".join(",".join(map(str, row)) for row in data["x"][0, :4].tolist())
+    meta = ",".join(map(str, data["meta"][0].tolist()))
+    flag = CliRunner().invoke(main, ["infer", str(path), "--stream", "--static", f"meta={meta}"], input=steps + "\n")
+    assert flag.exit_code == 0, flag.output
+    with torch.inference_mode():
+        want = build()(torch.from_numpy(data["x"][:1, :4]), torch.from_numpy(data["meta"][:1])).numpy()[0]
+    np.testing.assert_allclose(json.loads(flag.stdout.splitlines()[-1]), want, atol=1e-5)
+    other = json.dumps({"meta": data["meta"][1].tolist()})
+    lined = CliRunner().invoke(main, ["infer", str(path), "--stream", "--reset-on-blank", "--static", f"meta={meta}"],
+                               input=f"{steps}\n\n{other}\n{steps}\n")
+    assert lined.exit_code == 0, lined.output
+    with torch.inference_mode():
+        again = build()(torch.from_numpy(data["x"][:1, :4]), torch.from_numpy(data["meta"][1:2])).numpy()[0]
+    np.testing.assert_allclose(json.loads(lined.stdout.splitlines()[-1]), again, atol=1e-5)
+    missing = CliRunner().invoke(main, ["infer", str(path), "--stream"], input=steps + "\n")
+    assert missing.exit_code == 1 and "pass --static meta=v1,v2,..." in missing.stderr and not missing.stdout
+    wrong = CliRunner().invoke(main, ["infer", str(path), "--stream", "--static", "meta=1,2"], input=steps + "\n")
+    assert wrong.exit_code == 1 and "meta takes 3 value(s) per sequence" in wrong.stderr
