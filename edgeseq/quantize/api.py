@@ -164,6 +164,11 @@ def quantize(
                                 f"Runtime, layers under {modes.MIN_WEIGHTS} weights stay float); use --mode fp16")
                 say(refusals[-1])
                 continue
+            if mode == "auto" and candidate.stat().st_size >= src.stat().st_size:
+                refusals.append(f"{precision}: {_kib(candidate)} is not smaller than the float32 file's {_kib(src)} "
+                                "(the graph, not its weights, is most of this file)")
+                say(refusals[-1])
+                continue
             metric = None
             if evalset is not None:
                 metric = compare_metric(src, candidate, evalset, max_drop, float_outputs=float_eval)
@@ -189,9 +194,16 @@ def quantize(
             notes = [n for n in [settings.get("note"), f"auto: {choice.reason}" if mode == "auto" else None] if n]
             return QuantizeResult(output, choice.mode, precision, card, src.stat().st_size, output.stat().st_size,
                                   metric, measured, notes, time.perf_counter() - start)
+    if all("is not smaller than the float32 file" in r for r in refusals):
+        raise QuantizationError("nothing written: " + " | ".join(refusals) + "; the float32 file is already the "
+                                "smallest (--mode fp16 writes the float16 file anyway)")
     hint = "another --mode" if per_channel else "--per-channel, another --mode"
     raise QuantizationError("refused, nothing written: " + " | ".join(refusals)
                             + f"; try {hint}, or a larger --max-drop if the loss is acceptable")
+
+
+def _kib(path: Path) -> str:
+    return f"{path.stat().st_size / 1024:.0f} KiB"
 
 
 def _other_input_names(path: Path) -> list[str]:

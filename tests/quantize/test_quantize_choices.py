@@ -43,3 +43,4 @@ def test_weight_profile_of_exported_models(exported):
     assert gru.share("GRU") > 0.5 and choose(gru)[0].mode == "fp16"
     cnn = weight_profile(exported("conv1d_lstm"))
     assert cnn.by_op.get("Conv", 0) > 0 and choose(cnn, has_calibration=True)[0].mode == "dynamic"
+

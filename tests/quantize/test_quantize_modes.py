@@ -114,3 +114,25 @@ def test_refuses_quantized_input_and_overwriting_the_float_file(lstm, tmp_path):
         quantize(out, tmp_path / "again.onnx", mode="dynamic")
     with pytest.raises(InputError, match="overwrite the float model"):
         quantize(src, src, mode="dynamic")
+
+
+def test_auto_writes_nothing_when_no_mode_makes_a_tiny_file_smaller(tmp_path):
+    import torch
+
+    from edgeseq.export import export
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.RNN(4, 8, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x)[0][:, -1]
+
+    src, out = tmp_path / "tiny.onnx", tmp_path / "tiny.q.onnx"
+    export(Tiny().eval(), src, input_shape=(1, 10, 4))
+    with pytest.raises(QuantizationError, match="is not smaller than the float32 file's .*already the smallest"):
+        quantize(src, out, mode="auto")
+    assert not out.exists()
+    quantize(src, out, mode="fp16")  # asked for by name: written, its size reported
+    assert out.exists()
