@@ -229,7 +229,7 @@ def infer(model: str, input_path: str | None, output: str | None, device: str, b
     Ctrl-C or SIGTERM leaves no partial output file. A progress bar shows when stderr is a terminal.
     """
     if stream:
-        from .runtime.streaming import stream_stdin
+        from .runtime.stdin import stream_stdin
 
         stream_stdin(model, sys.stdin, sys.stdout, device=device, threads=threads, reset_on_blank=reset_on_blank,
                      allow_nonfinite=allow_nonfinite, static=_parse_static(static))

@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
+from .pool import StreamPool
 from .providers import DeviceChoice, resolve_device
 from .session import Session, TensorSpec
-from .streaming import StreamingSession, StreamPool
+from .streaming import StreamingSession
 
 __all__ = ["Session", "StreamingSession", "StreamPool", "TensorSpec", "DeviceChoice", "resolve_device"]

@@ -114,7 +114,7 @@ def test_streaming_with_static_data_at_every_step(tmp_path):
     from edgeseq import StreamingSession
     from edgeseq.errors import InputError
     from edgeseq.export.stateful import export_with_extras
-    from edgeseq.runtime.streaming import StreamPool
+    from edgeseq.runtime.pool import StreamPool
 
     path = tmp_path / "stream.onnx"
     export_with_extras(build(), path, streaming=True)

@@ -91,7 +91,7 @@ def test_streaming_sessions_in_threads_stay_isolated(streaming_file):
 def test_stream_pool_keeps_streams_apart(streaming_file):
     """Streams that join, step and leave a pool get the same outputs as if each ran alone."""
     from edgeseq import StreamingSession
-    from edgeseq.runtime.streaming import StreamPool
+    from edgeseq.runtime.pool import StreamPool
 
     rng = np.random.default_rng(5)
     xs = {k: rng.standard_normal((10, 12)).astype(np.float32) for k in "abc"}

@@ -12,7 +12,7 @@ from edgeseq import StreamingSession
 from edgeseq.card import read_card
 from edgeseq.errors import UnsupportedModelError
 from edgeseq.export.stateful import export_with_extras
-from edgeseq.runtime.streaming import StreamPool
+from edgeseq.runtime.pool import StreamPool
 from models.families import FAMILIES
 
 TOL = dict(atol=1e-5, rtol=1e-5)

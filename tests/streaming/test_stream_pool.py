@@ -7,7 +7,7 @@ import pytest
 
 from edgeseq import StreamingSession
 from edgeseq.errors import InputError
-from edgeseq.runtime.streaming import StreamPool
+from edgeseq.runtime.pool import StreamPool
 from models.families import FAMILIES
 
 

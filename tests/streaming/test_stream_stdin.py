@@ -12,7 +12,7 @@ import pytest
 
 from edgeseq import StreamingSession
 from edgeseq.errors import InputError
-from edgeseq.runtime.streaming import stream_stdin
+from edgeseq.runtime.stdin import stream_stdin
 from models.families import FAMILIES
 
 
@@ -81,7 +81,7 @@ def test_cli_stream_through_a_real_pipe(gru_stream):
 
 
 def test_stream_path_does_not_import_torch(gru_stream):
-    code = ("import sys, io; from edgeseq.runtime.streaming import stream_stdin; "
+    code = ("import sys, io; from edgeseq.runtime.stdin import stream_stdin; "
             f"stream_stdin({str(gru_stream)!r}, io.StringIO('0' + ',0' * 11), io.StringIO(), device='cpu'); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,0 +1,211 @@
+"""Many independent streams through one streaming export, one batched run per tick.
+
+>>> pool = StreamPool("motion-stream.onnx", device="cpu")       # doctest: +SKIP
+>>> a, b = pool.join(), pool.join()
+>>> out = pool.step({a: step_a, b: step_b})                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .session import check_array
+from .streaming import StreamingSession
+
+
+def _locked(method: Any) -> Any:
+    @functools.wraps(method)
+    def wrapper(self: StreamPool, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class StreamPool:
+    """Many independent streams, one batched run per tick; streams join and leave at any time.
+
+    Each stream sends its own chunk (chunk_len, features) or one step (features,); all streams in a
+    tick send the same number of steps.  A tick with every stream reuses the bound state directly; a
+    tick with some streams gathers and scatters their rows.  Membership changes apply at the next tick.
+
+    >>> pool = StreamPool("motion-stream.onnx", device="cpu")        # doctest: +SKIP
+    >>> a, b = pool.join(), pool.join()                              # doctest: +SKIP
+    >>> out = pool.step({a: step_a, b: step_b})                      # {a: (4,), b: (4,)}  # doctest: +SKIP
+    >>> pool.leave(a)                                                # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
+                 allow_nonfinite: bool = False) -> None:
+        self.stream = StreamingSession(path, device=device, threads=threads, allow_nonfinite=allow_nonfinite)
+        self._static: dict[Hashable, dict[str, np.ndarray]] = {}  # per stream: its inputs besides the sequence
+        self._stacked: dict[str, np.ndarray] = {}  # those, stacked in state-row order (rebuilt on membership changes)
+        # serving threads may join/leave while another thread ticks: every public call takes this lock
+        self._lock = threading.RLock()
+        self._active: dict[Hashable, int] = {}  # stream key -> state row, as of the last tick
+        self._members: dict[Hashable, None] = {}  # ordered set: membership after pending joins/leaves
+        self._zero: set[Hashable] = set()
+        self._dirty = False
+        self._counter = 0
+
+    @property
+    def keys(self) -> list[Hashable]:
+        """Stream keys in the row order :meth:`step_all` expects."""
+        return list(self._members)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._members
+
+    @_locked
+    def join(self, key: Hashable | None = None, **static: Any) -> Hashable:
+        """Add a stream (state zeros) and return its key (a new int when ``key`` is None).
+
+        A model with inputs besides the sequence takes this stream's values once, by name, without a
+        batch axis: ``pool.join("sensor-7", meta=m)``; every tick then passes them for the stream.
+        """
+        values = self._stream_static(static)
+        if key is None:
+            while self._counter in self._members:
+                self._counter += 1
+            key = self._counter
+            self._counter += 1
+        if key in self._members:
+            raise InputError(f"stream {key!r} has already joined")
+        self._members[key] = None
+        self._static[key] = values
+        self._zero.add(key)
+        self._dirty = True
+        return key
+
+    def _stream_static(self, static: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        want = [i.name for i in self.stream.static_inputs]
+        if set(static) != set(want):
+            if not want:
+                raise InputError(f"this model takes only the sequence; join() got {', '.join(static)}")
+            raise InputError(f"join() needs this stream's {', '.join(want)} (the model's inputs besides the sequence), "
+                             f"got {', '.join(static) or 'none'}")
+        out = {}
+        for spec in self.stream.static_inputs:
+            a = np.asarray(static[spec.name])
+            fixed = [d for d in spec.shape[1:]]
+            if a.ndim != len(fixed) or any(isinstance(d, int) and d != n for d, n in zip(fixed, a.shape)):
+                raise InputError(f"{spec.name!r} for one stream must have shape ({', '.join(map(str, fixed))}), "
+                                 f"got {a.shape}")
+            out[spec.name] = check_array(a[None], spec, self.stream.allow_nonfinite)[0]
+        return out
+
+    @_locked
+    def leave(self, key: Hashable) -> None:
+        """Remove a stream; its state is dropped."""
+        if key not in self._members:
+            raise InputError(f"stream {key!r} is not in the pool")
+        del self._members[key]
+        self._static.pop(key, None)
+        self._zero.discard(key)
+        self._dirty = True
+
+    @_locked
+    def reset(self, key: Hashable) -> None:
+        """Start ``key`` over from a zero state."""
+        if key not in self._members:
+            raise InputError(f"stream {key!r} is not in the pool")
+        self._zero.add(key)
+        self._dirty = True
+
+    @_locked
+    def step(self, inputs: Mapping[Hashable, Any]) -> dict[Hashable, np.ndarray]:
+        """Advance the streams in ``inputs`` by their chunk in one batched run; return {key: first output}."""
+        if not inputs:
+            return {}
+        unknown = [k for k in inputs if k not in self._members]
+        if unknown:
+            raise InputError(f"stream(s) {', '.join(map(repr, unknown[:5]))} have not joined; call join() first")
+        self._apply_membership()
+        keys = list(inputs)
+        active = self._active
+        chunks = [self._per_stream(inputs[k], k) for k in keys]
+        if len({c.shape for c in chunks}) > 1:
+            raise InputError(f"all streams in a tick need chunks of one shape; got {sorted({c.shape for c in chunks})}")
+        x = np.stack(chunks, axis=self.stream.batch_axis)
+        rows = np.fromiter((active[k] for k in keys), np.int64, len(keys))
+        if len(keys) == len(active):
+            if (rows != np.arange(len(rows))).any():  # put the chunks in state-row order
+                x = np.take(x, np.argsort(rows), axis=self.stream.batch_axis)
+            y = self.stream.step(x, **self._stacked)
+            return self._split(y, keys, rows)
+        full = self.stream.state
+        axis = {s.key: s.batch_axis for s in self.stream._slots}
+        sub = {name: np.take(a, rows, axis=axis[name]) for name, a in full.items()}
+        outs, new = self.stream.run_with_state(x, sub, **{n: a[rows] for n, a in self._stacked.items()})
+        for name, a in new.items():
+            np.moveaxis(full[name], axis[name], 0)[rows] = np.moveaxis(a, axis[name], 0)
+        self.stream.state = full
+        return self._split(outs[self.stream.output_names[0]], keys, np.arange(len(keys)))
+
+    @_locked
+    def step_all(self, x: Any) -> np.ndarray:
+        """Advance every stream: ``x`` is laid out like the model input with streams in :attr:`keys` order."""
+        self._apply_membership()
+        if not self._active:
+            raise InputError("the pool has no streams; join() some first")
+        x = np.asarray(x)
+        if x.ndim < 1 or x.ndim <= self.stream.batch_axis or x.shape[self.stream.batch_axis] != len(self._active):
+            raise InputError(f"step_all needs one row per stream ({len(self._active)}) on axis "
+                             f"{self.stream.batch_axis}; got shape {x.shape}")
+        return self.stream.step(x, **self._stacked)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def _apply_membership(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        old_rows = self._active
+        new = list(self._members)
+        self._stacked = {i.name: np.stack([self._static[k][i.name] for k in new]) for i in self.stream.static_inputs
+                         } if new else {}
+        if not new:
+            self._active = {}
+            self.stream.reset()
+            return
+        current = self.stream.state
+        state = {}
+        for slot in self.stream._slots:
+            a = np.zeros(slot.shape(len(new)), slot.spec.dtype)
+            keep = [(j, old_rows[k]) for j, k in enumerate(new) if k in old_rows and k not in self._zero]
+            if current and keep:
+                dst, src = zip(*keep)
+                rows = np.moveaxis(current[slot.key], slot.batch_axis, 0)[list(src)]
+                np.moveaxis(a, slot.batch_axis, 0)[list(dst)] = rows
+            state[slot.key] = a
+        self._zero.clear()
+        self._active = {k: i for i, k in enumerate(new)}
+        self.stream.state = state
+
+    def _per_stream(self, x: Any, key: Hashable) -> np.ndarray:
+        x = np.asarray(x)
+        rank = len(self.input_shape) - 1  # one stream's chunk: the model input without its batch axis
+        if x.ndim == rank - 1:
+            x = x[None]  # one step
+        if x.ndim != rank:
+            raise InputError(f"stream {key!r}: expected a chunk of rank {rank} (steps, ...) or one step of rank "
+                             f"{rank - 1}; got shape {x.shape}")
+        return x
+
+    @property
+    def input_shape(self) -> tuple[int | str, ...]:
+        return self.stream.input.shape
+
+    def _split(self, y: np.ndarray, keys: list[Hashable], rows: np.ndarray) -> dict[Hashable, np.ndarray]:
+        ba = self.stream.output_axes[self.stream.output_names[0]]["batch_axis"] or 0
+        y = np.moveaxis(y, ba, 0)
+        return dict(zip(keys, y[rows]))
