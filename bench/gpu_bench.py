@@ -183,8 +183,8 @@ class GpuBench:
         import onnxruntime as ort
 
         from edgeseq.card import read_card
+        from edgeseq.runtime.ort import session_options
         from edgeseq.runtime.providers import resolve_device
-        from edgeseq.runtime.session import session_options
         from edgeseq.runtime.workarounds import disabled_optimizers
 
         torch = self.torch
@@ -261,8 +261,8 @@ class GpuBench:
         """CUDA graphs need fixed shapes and fixed buffers: two graphs ping-pong between two state sets."""
         import onnxruntime as ort
 
+        from edgeseq.runtime.ort import session_options
         from edgeseq.runtime.providers import cuda_provider_options, placement_of
-        from edgeseq.runtime.session import session_options
         from edgeseq.runtime.workarounds import disabled_optimizers
 
         name = "onnxruntime-cuda iobinding + CUDA graph (fixed shapes)"

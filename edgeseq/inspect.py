@@ -15,13 +15,14 @@ from .card import op_histogram, read_card
 
 
 def describe(path: str | Path) -> dict[str, Any]:
+    from .runtime.checks import spec_of
+    from .runtime.ort import create_inference_session, open_model_file
     from .runtime.providers import resolve_device
-    from .runtime.session import _spec, create_inference_session, open_model_file
 
     path = open_model_file(path)
     sess = create_inference_session(path, resolve_device("cpu"), threads=1)
     def tensors(nodes: Any) -> list[dict[str, Any]]:
-        return [{"name": s.name, "dtype": np.dtype(s.dtype).name, "shape": list(s.shape)} for s in map(_spec, nodes)]
+        return [{"name": s.name, "dtype": np.dtype(s.dtype).name, "shape": list(s.shape)} for s in map(spec_of, nodes)]
 
     return {
         "path": str(path),

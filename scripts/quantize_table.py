@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 from edgeseq.errors import EdgeseqError
 from edgeseq.quantize import quantize
 from edgeseq.quantize.cpu import int8_cpu_settings
-from edgeseq.runtime.session import Session, session_options
+from edgeseq.runtime.ort import session_options
+from edgeseq.runtime.session import Session
 from edgeseq.runtime.workarounds import disabled_optimizers
 from edgeseq.tolerances import max_metric_drop
 

@@ -23,9 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edgeseq.runtime.ort import create_inference_session  # noqa: E402
 from edgeseq.runtime.pool import StreamPool  # noqa: E402
 from edgeseq.runtime.providers import resolve_device  # noqa: E402
-from edgeseq.runtime.session import create_inference_session  # noqa: E402
 from edgeseq.runtime.streaming import StreamingSession  # noqa: E402
 
 

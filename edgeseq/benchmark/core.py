@@ -151,7 +151,7 @@ def bench_file(
     ...     "edgeseq", "pytorch", 1, 100)
     2.1
     """
-    from ..runtime.session import open_model_file
+    from ..runtime.ort import open_model_file
 
     say = log or (lambda _m: None)
     unknown = [n for n in runtimes if n not in R.RUNTIMES or n == "pytorch"]

@@ -22,7 +22,7 @@ from typing import Any
 from ..card import op_histogram, read_card, set_card
 from ..errors import InputError, ModelFileError, QuantizationError, require
 from ..runtime.io import atomic_path
-from ..runtime.session import open_model_file
+from ..runtime.ort import open_model_file
 from ..tolerances import tolerance_for
 from . import modes
 from .auto import Choice, choose, weight_profile
@@ -246,8 +246,8 @@ def _apply(mode: str, src: Path, dst: Path, calib: Dataset | None, per_channel: 
 def _check_loads_on_cpu(path: Path) -> None:
     """The float16 file loads on CPU: in edgeseq, and in a stock ONNX Runtime (default options, another
     process: a crash there is a segmentation fault, see ``edgeseq.runtime.workarounds``)."""
+    from ..runtime.ort import create_inference_session
     from ..runtime.providers import resolve_device
-    from ..runtime.session import create_inference_session
 
     try:
         create_inference_session(path, resolve_device("cpu"), threads=1)

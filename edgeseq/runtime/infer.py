@@ -19,8 +19,9 @@ from typing import TextIO
 import numpy as np
 
 from ..errors import InputError
+from .checks import TensorSpec, check_shape
 from .io import CHUNK_BYTES, InputSource, format_lines, open_input, open_output, read_npz_inputs, write_npz
-from .session import MAX_LENGTH, Session, TensorSpec, check_shape
+from .session import MAX_LENGTH, Session
 
 Chunk = tuple[int, np.ndarray, "np.ndarray | None"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .session import check_array
+from .checks import check_array
 from .streaming import StreamingSession
 
 

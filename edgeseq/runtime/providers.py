@@ -429,7 +429,7 @@ def placement_of(session: Any) -> Placement | None:
     """Node placement of an ``onnxruntime.InferenceSession`` created with assignment recording, else None.
 
     Needs an onnxruntime with ``get_provider_graph_assignment_info`` (1.32 has it) and the session
-    config ``session.record_ep_graph_assignment_info=1`` (set by :func:`session.session_options`).
+    config ``session.record_ep_graph_assignment_info=1`` (set by :func:`edgeseq.runtime.ort.session_options`).
     """
     getter = getattr(session, "get_provider_graph_assignment_info", None)
     if getter is None:

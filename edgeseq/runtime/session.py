@@ -9,28 +9,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..card import card_from_metadata, read_card
-from ..errors import InputError, ModelFileError, ProviderError
+from ..card import card_from_metadata
+from ..errors import InputError
+from .checks import TensorSpec, check_array, check_shape, spec_of, untorch
+from .ort import create_inference_session, open_model_file
 from .providers import DeviceChoice, Placement, placement_of, resolve_device, settle_choice
-from .safety import check_model_file
-from .workarounds import disabled_optimizers
 
-_ORT_TO_NUMPY = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
 # Memory of a recurrent run grows with batch x steps (ONNX Runtime keeps every step's gates and outputs):
 MAX_LENGTH = 100_000  # longest sequence predict() accepts; Session(max_length=) / --max-length raise it
 STEP_BUDGET = 1 << 18  # samples x steps per run; predict() runs fewer samples at a time for long sequences
@@ -41,105 +30,6 @@ STEP_BUDGET = 1 << 18  # samples x steps per run; predict() runs fewer samples a
 CPU_RUN_SAMPLE_STEPS = 2048
 CPU_MIN_ROWS = 64
 LENGTH_WINDOW_RUNS = 32  # variable lengths: samples sorted by length within windows of this many runs
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, numpy dtype and shape of a graph input or output; dims are ints or axis names."""
-
-    name: str
-    dtype: Any
-    shape: tuple[int | str, ...]
-
-    @property
-    def rank(self) -> int:
-        return len(self.shape)
-
-    def describe(self) -> str:
-        dims = ", ".join(str(d) for d in self.shape)
-        return f"{self.name}: {np.dtype(self.dtype).name}[{dims}]"
-
-
-def _spec(node: Any) -> TensorSpec:
-    shape = tuple(d if isinstance(d, int) else (d or "?") for d in (node.shape or ()))
-    return TensorSpec(node.name, _ORT_TO_NUMPY.get(node.type, np.float32), shape)
-
-
-def open_model_file(path: str | Path) -> Path:
-    """Check that ``path`` exists and looks like an ONNX file; return it as a Path."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelFileError(f"{path}: no such file; export one with 'edgeseq export'")
-    if path.is_dir():
-        raise ModelFileError(f"{path}: is a directory, expected an .onnx file")
-    if path.stat().st_size == 0:
-        raise ModelFileError(f"{path}: file is empty; re-export it with 'edgeseq export'")
-    read_card(path)  # walks the protobuf; raises ModelFileError on a corrupt or non-ONNX file
-    check_model_file(path)  # external data inside the folder, decodable names: before ONNX Runtime opens it
-    return path
-
-
-def default_threads(workload: str = "batch") -> int:
-    """Intra-op threads when none are given, per workload; measured in bench/README.md ("threads").
-
-    ``"stream"`` (one step at a time, StreamingSession): 1 -- a step's kernels are too small to split
-    (fashion_lstm's step took 38 us on 2 threads, 23 us on 1).  ``"batch"`` (whole sequences,
-    :class:`Session`): also 1 -- on 2 cores, 2 threads without spinning ran batch 1 0-25% slower and a
-    GRU batch of 64 20-30x slower (ORT wakes its worker for many tiny parallel sections), while LSTM
-    batches gained 1.9x only when the second core happened to be idle.  Pass ``threads=N`` for large
-    LSTM batches on idle multi-core CPUs.
-    """
-    return 1
-
-
-def session_options(threads: int | None = None, spinning: bool = False, memory_arena: bool = True) -> Any:
-    """ONNX Runtime session options tuned for small recurrent graphs.
-
-    ``memory_arena=False`` (what :class:`StreamingSession` uses) turns ONNX Runtime's CPU memory arena
-    off: a one-step run's tensors are tiny and plain allocation was 2-7% faster per step; for whole
-    sequences it is kept (without it batch 64 ran up to 22% slower).  ``bench.experiments arena``.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or default_threads()
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.enable_cpu_mem_arena = memory_arena
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spinning threads burn a core between calls; on small edge CPUs it costs more than it saves.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    # ORT's errors reach edgeseq as exceptions and are reported in one line; its own log lines would repeat them.
-    opts.log_severity_level = 4
-    # Lets Session.placement say which provider runs each node (recorded at load time; no measurable cost).
-    opts.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
-    return opts
-
-
-def create_inference_session(path: Path, choice: DeviceChoice, threads: int | None = None,
-                             memory_arena: bool = True) -> Any:
-    import onnxruntime as ort
-
-    try:
-        return ort.InferenceSession(str(path), sess_options=session_options(threads, memory_arena=memory_arena),
-                                    providers=choice.providers, disabled_optimizers=disabled_optimizers(path))
-    except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if choice.is_cuda and _loads_on_cpu(path, threads):
-            raise ProviderError(f"{path}: ONNX Runtime cannot run this file on {choice.device}: {msg[:300]}; "
-                                "try device='cpu'") from None
-        raise ModelFileError(f"{path}: ONNX Runtime cannot load this file: {msg[:300]}") from None
-
-
-def _loads_on_cpu(path: Path, threads: int | None) -> bool:
-    import onnxruntime as ort
-
-    try:
-        ort.InferenceSession(str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"],
-                             disabled_optimizers=disabled_optimizers(path))
-    except Exception:  # noqa: BLE001 - the file itself is the problem
-        return False
-    return True
 
 
 class Session:
@@ -176,8 +66,8 @@ class Session:
         self.device_choice: DeviceChoice = settled
         # On CUDA, bind inputs/outputs on the device: one copy in, one copy out, no staging in between.
         self.io_binding = settled.is_cuda if io_binding is None else io_binding
-        self.inputs: list[TensorSpec] = [_spec(i) for i in self._sess.get_inputs()]
-        self.outputs: list[TensorSpec] = [_spec(o) for o in self._sess.get_outputs()]
+        self.inputs: list[TensorSpec] = [spec_of(i) for i in self._sess.get_inputs()]
+        self.outputs: list[TensorSpec] = [spec_of(o) for o in self._sess.get_outputs()]
         self.card: dict[str, Any] = card_from_metadata(self._sess.get_modelmeta().custom_metadata_map)
         self._index()
 
@@ -503,7 +393,7 @@ class Session:
     def _pad_ragged(self, x: list | tuple) -> tuple[Any, np.ndarray | None]:
         """A list of sequences of different lengths -> (zero-padded batch, lengths); other input as it is."""
         try:
-            seqs = [np.asarray(_untorch(s)) for s in x]
+            seqs = [np.asarray(untorch(s)) for s in x]
         except (ValueError, TypeError, OverflowError, RecursionError):
             return x, None  # check_shape words the error
         if not seqs or all(s.shape == seqs[0].shape for s in seqs):
@@ -596,117 +486,3 @@ class Session:
         match = [e for e in entries if e.get("name") == name] or (entries if len(entries) == 1 else [])
         vocab = match[0].get("vocab_size") if match else None
         return int(vocab) if isinstance(vocab, int) and vocab > 0 else None
-
-
-def check_array(x: Any, spec: TensorSpec, allow_nonfinite: bool = False, *, vocab_size: int | None = None,
-                batch_axis: int | None = 0, seq_axis: int | None = 1, offset: int = 0) -> np.ndarray:
-    """Return ``x`` as an array the graph accepts, or raise :class:`InputError` saying what to change.
-
-    Checks rank, fixed dims, empty axes, NaN/Inf (naming sample and step), lossless casting and,
-    with ``vocab_size``, that integer token ids lie in ``0..vocab_size-1``.
-
-    >>> check_array([[1, 2]], TensorSpec("ids", np.int64, ("batch", "seq")), vocab_size=3).dtype
-    dtype('int64')
-    """
-    x = check_shape(x, spec)
-    return _cast(x, spec, allow_nonfinite, vocab_size, _Where(batch_axis, seq_axis, offset))
-
-
-def _untorch(x: Any) -> Any:
-    """A torch tensor (from a notebook, say) as a numpy array, without importing torch; anything else as is."""
-    if callable(getattr(x, "detach", None)) and callable(getattr(x, "numpy", None)):
-        return x.detach().cpu().numpy()
-    return x
-
-
-def check_shape(x: Any, spec: TensorSpec) -> np.ndarray:
-    """``x`` as an array with ``spec``'s rank and fixed dims and no empty axis (values are not looked at)."""
-    try:
-        x = np.asarray(_untorch(x))
-    except (ValueError, TypeError, OverflowError, RecursionError):
-        raise InputError(f"input {spec.name!r}: ragged data; all samples need the same shape (pad them)") from None
-    if x.dtype.kind not in "biuf":
-        raise InputError(f"input {spec.name!r}: dtype {x.dtype} is not numeric")
-    if x.ndim != spec.rank:
-        hint = " (add a batch axis, e.g. x[None])" if x.ndim == spec.rank - 1 else ""
-        raise InputError(
-            f"input {spec.name!r} expects rank {spec.rank} [{', '.join(map(str, spec.shape))}], "
-            f"got shape {tuple(x.shape)}{hint}"
-        )
-    for axis, (want, got) in enumerate(zip(spec.shape, x.shape)):
-        if isinstance(want, int) and want != got:
-            raise InputError(
-                f"input {spec.name!r} axis {axis} must be {want}, got {got} "
-                f"(shape {tuple(x.shape)}; expected [{', '.join(map(str, spec.shape))}])"
-            )
-    if any(d == 0 for d in x.shape):
-        raise InputError(f"input {spec.name!r} has an empty axis (shape {tuple(x.shape)}); every sequence needs at least one step")
-    return x
-
-
-@dataclass(frozen=True)
-class _Where:
-    """How to name a position in error messages: which axes are sample/step, and the first sample's number."""
-
-    batch_axis: int | None
-    seq_axis: int | None
-    offset: int
-
-    def __call__(self, mask: np.ndarray) -> str:
-        pos = [int(i) for i in np.argwhere(mask)[0]]
-        if self.batch_axis is not None and self.batch_axis < len(pos):
-            pos[self.batch_axis] += self.offset
-        named = []
-        if self.batch_axis is not None and self.batch_axis < len(pos):
-            named.append(f"sample {pos[self.batch_axis]}")
-        if self.seq_axis is not None and self.seq_axis < len(pos):
-            named.append(f"step {pos[self.seq_axis]}")
-        return f"index {tuple(pos)}" + (f" ({', '.join(named)})" if named else "")
-
-
-def _cast(x: np.ndarray, spec: TensorSpec, allow_nonfinite: bool, vocab_size: int | None = None,
-          where: _Where = _Where(0, 1, 0)) -> np.ndarray:
-    want = np.dtype(spec.dtype)
-    name = spec.name
-    if x.dtype.kind == "b" and want.kind != "b":
-        raise InputError(f"input {name!r}: boolean data given where {want.name} is expected")
-    if want.kind == "f":
-        if x.dtype.kind == "f":
-            if not allow_nonfinite:
-                finite = np.isfinite(x)
-                if not finite.all():
-                    raise InputError(f"input {name!r} has NaN/Inf at {where(~finite)}; clean the data or pass "
-                                     "allow_nonfinite / --allow-nonfinite")
-            if x.dtype != want and np.finfo(x.dtype).max > np.finfo(want).max:
-                too_big = np.isfinite(x) & (np.abs(x) > np.finfo(want).max)
-                if too_big.any():
-                    raise InputError(f"input {name!r}: value at {where(too_big)} overflows {want.name} "
-                                     f"(largest is {np.finfo(want).max:.3g}); rescale the data")
-        elif x.dtype.kind in "iu":
-            exact = 2 ** (np.finfo(want).nmant + 1)  # larger integers are rounded by the cast
-            inexact = (x > exact) | (x < -exact)
-            if inexact.any():
-                raise InputError(f"input {name!r}: integer at {where(inexact)} is above 2**{np.finfo(want).nmant + 1} "
-                                 f"and cannot be represented exactly as {want.name}; rescale the data")
-        return x.astype(want, copy=False)
-    if want.kind in "iu":
-        if x.dtype.kind == "f":
-            bad = ~np.isfinite(x) | (x != np.round(x))
-            if bad.any():
-                raise InputError(f"input {name!r} expects integer ids ({want.name}); got non-integer float at "
-                                 f"{where(bad)}")
-        info = np.iinfo(want)
-        if vocab_size is not None:
-            out = (x < 0) | (x >= vocab_size)
-            if out.any():
-                value = x[tuple(np.argwhere(out)[0])]
-                raise InputError(f"input {name!r}: token id {value:.0f} at {where(out)} is outside the embedding's "
-                                 f"range 0..{vocab_size - 1}; map unknown tokens to a valid id (e.g. 0)")
-        elif x.dtype != want and (x.dtype.kind == "f" or np.iinfo(x.dtype).max > info.max
-                                  or np.iinfo(x.dtype).min < info.min):
-            # float(info.max) rounds up to 2**63 for int64, so compare floats against max + 1
-            out = (x < info.min) | ((x >= float(info.max) + 1) if x.dtype.kind == "f" else (x > info.max))
-            if out.any():
-                raise InputError(f"input {name!r}: value at {where(out)} does not fit {want.name}")
-        return x.astype(want, copy=False)
-    return x.astype(want, copy=False)

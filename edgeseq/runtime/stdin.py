@@ -14,7 +14,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ..errors import InputError, ModelFileError
-from .session import TensorSpec
+from .checks import TensorSpec
 from .streaming import StreamingSession
 
 _SPLIT = re.compile(r"[,\s]+")

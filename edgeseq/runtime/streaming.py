@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelFileError
-from .session import Session, TensorSpec, check_array, default_threads
+from .checks import TensorSpec, check_array
+from .ort import default_threads
+from .session import Session
 
 _MAX_PLANS = 8  # cached bindings per distinct chunk shape
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edgeseq.card import read_card
+from edgeseq.runtime.ort import session_options
 from edgeseq.runtime.providers import resolve_device
-from edgeseq.runtime.session import session_options
 
 pytestmark = pytest.mark.gpu
 

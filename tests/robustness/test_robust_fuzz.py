@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from edgeseq import EdgeseqError
+from edgeseq.runtime.checks import TensorSpec, check_array
 from edgeseq.runtime.io import open_input, read_input
-from edgeseq.runtime.session import TensorSpec, check_array
 
 # Modest by default so the suite stays fast; EDGESEQ_FUZZ_EXAMPLES=5000 for a deeper run.
 FUZZ = settings(max_examples=int(os.environ.get("EDGESEQ_FUZZ_EXAMPLES", "100")), deadline=None,
