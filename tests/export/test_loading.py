@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from edgeseq.cli import main
 from edgeseq.errors import ModelLoadError
-from edgeseq.export.loading import load_model, load_weights
+from edgeseq.export.checkpoints import load_weights
+from edgeseq.export.loading import load_model
 from models.families import FAMILIES
 
 REF = "models/families.py:gru"

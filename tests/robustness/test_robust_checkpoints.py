@@ -56,7 +56,7 @@ def payload(request, tmp_path):
 
 
 def test_load_weights_refuses_pickle_payload(payload):
-    from edgeseq.export.loading import load_weights
+    from edgeseq.export.checkpoints import load_weights
     from models.families import FAMILIES
 
     path, marker = payload
