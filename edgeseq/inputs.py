@@ -10,7 +10,7 @@ model card), so this module needs only numpy.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,11 @@ class InputInfo:
             return None
         return int(self.shape[-1])
 
+    @property
+    def length_is_fixed(self) -> bool:
+        """A sequence input whose length axis is not dynamic (the model runs at one length only)."""
+        return self.seq_axis is not None and self.seq_axis < len(self.shape) and self.seq_axis not in self.dynamic
+
     def shape_for(self, batch: int, length: int) -> list[int]:
         shape = list(self.shape)
         if self.batch_axis is not None:
@@ -76,6 +81,20 @@ class InputSpec:
     @property
     def names(self) -> list[str]:
         return [i.name for i in self.inputs]
+
+    @property
+    def fixed_length(self) -> int | None:
+        """The only sequence length the model accepts, when its length axis is fixed (else None)."""
+        return self.example_length if self.inputs[0].length_is_fixed else None
+
+    def with_fixed_length(self) -> InputSpec:
+        """This spec with every sequence axis fixed at the example's length (batch axes stay dynamic)."""
+        infos = []
+        for info in self.inputs:
+            fixed = replace(info)
+            fixed.dynamic = {a: n for a, n in info.dynamic.items() if a != info.seq_axis}
+            infos.append(fixed)
+        return InputSpec(infos)
 
     def random(self, batch: int, length: int, seed: int = 0) -> list[np.ndarray]:
         """Random inputs at ``batch`` x ``length``: uniform ids in range; floats uniform over the declared

@@ -160,6 +160,9 @@ def bench_file(
                          f"{', '.join(n for n in R.RUNTIMES if n != 'pytorch')} (PyTorch joins with --against)")
     path = open_model_file(model)
     spec: InputSpec = R.input_spec_of(path)
+    if spec.fixed_length and list(lengths) != [spec.fixed_length]:
+        say(f"note: {path.name} runs at {spec.fixed_length} steps only; timing that length")
+        lengths = [spec.fixed_length]
     names = list(runtimes)
     torch_model = None
     if against is not None:

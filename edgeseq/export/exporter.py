@@ -26,7 +26,14 @@ from ..runtime.io import atomic_path
 from . import parity
 from .cleanup import cleanup_record, node_count, simplify
 from .loading import model_and_source
-from .signature import check_not_frozen, check_supported, infer_signature, name_output_dims, output_axes
+from .signature import (
+    check_not_frozen,
+    check_supported,
+    infer_signature,
+    name_output_dims,
+    output_axes,
+    runs_at_one_length_only,
+)
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
@@ -99,6 +106,17 @@ def _output_axes_or_none(model: Any, spec: InputSpec) -> dict[int, dict[str, int
         return output_axes(model, spec)
     except Exception:  # noqa: BLE001 - naming output dims is a courtesy, never a reason to fail an export
         return None
+
+
+def _shape_hint(spec: InputSpec) -> str:
+    """``1,LENGTH,6``: the example's shape with batch 1 and the sequence length left to the user."""
+    info = spec.inputs[0]
+    dims = [str(d) for d in info.shape]
+    if info.batch_axis is not None:
+        dims[info.batch_axis] = "1"
+    if info.seq_axis is not None and info.seq_axis < len(dims):
+        dims[info.seq_axis] = "LENGTH"
+    return ",".join(dims) + " (LENGTH: the sequence length the model was built for)"
 
 
 def _is_torchscript(model: Any) -> bool:
@@ -241,9 +259,16 @@ def export(
         traced = (" (a TorchScript file traced at one length may run at that length only: save it with "
                   "torch.jit.script, or export the Python model)") if _is_torchscript(model) else ""
         raise ExportError(f"the model fails on its example input {[tuple(e.shape) for e in examples]}: "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; pass --input-shape{traced}") from None
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; pass --input-shape "
+                          f"{_shape_hint(spec)}{traced}") from None
     check_layout(model, spec, time_first)
-    check_not_frozen(model, spec)
+    only = runs_at_one_length_only(model, spec)
+    if only:
+        spec = spec.with_fixed_length()
+        say(f"note: the model runs at {spec.example_length} steps only (PyTorch fails {only}); exported with a "
+            f"fixed sequence length of {spec.example_length}")
+    else:
+        check_not_frozen(model, spec)
     order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
     attempts: list[str] = []
     hints: list[str] = []  # per failed parity gate: the float32-rounding hint, or ''
@@ -280,7 +305,7 @@ def export(
             cleaned, by = simplify(proto, say)
             report = None
             if check:
-                lengths = quick_lengths(spec.example_length)
+                lengths = [spec.fixed_length] if spec.fixed_length else quick_lengths(spec.example_length)
                 say(f"checking parity with PyTorch (batch 1,3 x length {','.join(map(str, lengths))}) ...")
                 report, cleaned, by = _measure_cleaned(proto, cleaned, by, candidate, model, spec, lengths, say,
                                                        atol, rtol)

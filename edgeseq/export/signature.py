@@ -101,15 +101,45 @@ def check_not_frozen(model: Any, spec: InputSpec) -> None:
         )
 
 
+def runs_at_one_length_only(model: Any, spec: InputSpec) -> str | None:
+    """PyTorch's error at another length when the model runs at the example's length only, else None.
+
+    Flattening every step into one ``nn.Linear`` (``fc(out.reshape(batch, -1))``) builds the length
+    into the weights: such a model is exported with a fixed sequence length instead of a dynamic axis
+    that would fail inside ONNX Runtime.  Both a shorter and a longer length must fail (a model that
+    only rejects short inputs, like an unpadded convolution, keeps its dynamic axis).
+    """
+    import torch
+
+    info = spec.inputs[0]
+    if info.seq_axis is None or info.seq_axis not in info.dynamic:
+        return None
+    short = spec.example_length
+    errors = []
+    for length in (short // 2 if short > 1 else 2, 2 * short + 5):
+        try:
+            with torch.inference_mode():
+                model(*[torch.from_numpy(a) for a in spec.random(2, length, seed=5)])
+        except Exception as exc:  # noqa: BLE001 - any failure in PyTorch itself counts
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            errors.append(f"at {length} steps: {first}")
+        else:
+            return None
+    return errors[0]
+
+
 def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]:
     """For each model output (by position): which axis follows the batch and which the sequence length."""
     import torch
 
     from . import parity
 
-    base = max(spec.example_length, 4)
+    base = spec.fixed_length or max(spec.example_length, 4)
+    probes = {"base": (2, base), "batch": (3, base), "seq": (2, base + 1)}
+    if spec.fixed_length:
+        probes["seq"] = probes["base"]  # one length only: no output axis follows it
     shapes = {}
-    for key, (b, t) in {"base": (2, base), "batch": (3, base), "seq": (2, base + 1)}.items():
+    for key, (b, t) in probes.items():
         arrays = spec.random(b, t, seed=3)
         with torch.inference_mode():
             out = parity.flatten_outputs(model(*[torch.from_numpy(a) for a in arrays]))
@@ -122,7 +152,6 @@ def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]
 
         axes[i] = {"batch_axis": changed(shapes["batch"][i]), "seq_axis": changed(shapes["seq"][i])}
     return axes
-
 
 
 def name_output_dims(proto: Any, names: Sequence[str], axes: dict[int, dict[str, int | None]], data: InputInfo) -> None:

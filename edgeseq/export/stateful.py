@@ -49,7 +49,14 @@ from .lengths import (
     verify_lengths,
 )
 from .loading import model_and_source
-from .signature import check_not_frozen, check_supported, infer_signature, name_output_dims, output_axes
+from .signature import (
+    check_not_frozen,
+    check_supported,
+    infer_signature,
+    name_output_dims,
+    output_axes,
+    runs_at_one_length_only,
+)
 
 STREAM_CHUNKS = (1, 3)  # plus the whole sequence
 STREAM_CHECK_LENGTH = 17  # odd and not a multiple of 3: the last chunk is a partial one
@@ -497,6 +504,12 @@ def export_with_extras(
     if spec.inputs[0].batch_axis is None or spec.inputs[0].seq_axis is None:
         raise UnsupportedModelError("refused: --streaming/--lengths need dynamic batch and sequence axes; "
                                     "drop --dynamic-axes or include both")
+    only = runs_at_one_length_only(model, spec)
+    if only:
+        raise UnsupportedModelError(
+            f"refused --{'streaming' if streaming else 'lengths'}: the model runs at {spec.example_length} steps only "
+            f"(PyTorch fails {only}), so it cannot take chunks or padded batches; export it without the flag "
+            "(with a fixed length)")
     if lengths:
         check_lengths_layers(model)
     if streaming:

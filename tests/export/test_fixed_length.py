@@ -1,0 +1,84 @@
+"""A model built for one sequence length (every step flattened into one Linear) exports with that length fixed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgeseq import Session
+from edgeseq.card import read_card
+from edgeseq.cli import main
+from edgeseq.errors import InputError
+from edgeseq.export import check
+from edgeseq.export.signature import infer_signature, runs_at_one_length_only
+
+REF = "tests/export/test_fixed_length.py:build"
+
+
+class FlattenedSteps(torch.nn.Module):
+    """fc(lstm_out.reshape(batch, -1)): the Linear's width is 20 steps x 16, so 20 steps is the only length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 16, batch_first=True)
+        self.fc = torch.nn.Linear(20 * 16, 3)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.fc(out.reshape(out.size(0), -1))
+
+
+def build() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return FlattenedSteps().eval()
+
+
+def test_the_length_is_fixed_in_the_file_and_said(tmp_path):
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(main, ["export", REF, "--input-shape", "1,20,4", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "runs at 20 steps only" in result.stderr and "fixed sequence length of 20" in result.stderr
+    assert read_card(out)["inputs"][0]["symbolic_shape"] == ["batch", 20, 4]
+    session = Session(out, device="cpu")
+    x = np.random.default_rng(0).standard_normal((3, 20, 4)).astype(np.float32)
+    with torch.inference_mode():
+        want = build()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.predict(x), want, atol=1e-5)
+    with pytest.raises(InputError, match="axis 1 must be 20, got 25"):  # not an error from inside ONNX Runtime
+        session.predict(np.zeros((3, 25, 4), np.float32))
+    report = check(out, build())
+    assert report.passed and {c.length for c in report.cases} == {20}
+
+
+def test_without_a_shape_the_error_asks_for_the_length(tmp_path):
+    result = CliRunner().invoke(main, ["export", REF, "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1 and "--input-shape 1,LENGTH,4" in result.stderr
+
+
+def test_streaming_and_lengths_are_refused(tmp_path):
+    for flag in ("--streaming", "--lengths"):
+        result = CliRunner().invoke(main, ["export", REF, "--input-shape", "1,20,4", flag, "-o", str(tmp_path / "m.onnx")])
+        assert result.exit_code == 1 and f"refused {flag}: the model runs at 20 steps only" in result.stderr
+
+
+class _UnpaddedConv(torch.nn.Module):
+    """A Conv1d without padding over (batch, seq, 4): needs at least 5 steps, runs at any length above."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 8, kernel_size=5)
+
+    def forward(self, x):
+        return self.conv(x.transpose(1, 2)).mean(-1)
+
+
+def test_a_model_that_only_rejects_short_inputs_keeps_its_dynamic_length():
+    model = _UnpaddedConv().eval()
+    spec, _ = infer_signature(model, input_shape=(1, 8, 4))
+    with pytest.raises(RuntimeError):
+        model(torch.zeros(2, 4, 4))  # half the example's length is too short for it
+    assert runs_at_one_length_only(model, spec) is None
+    fixed, _ = infer_signature(build(), input_shape=(1, 20, 4))
+    assert "at 10 steps" in runs_at_one_length_only(build(), fixed)
