@@ -27,6 +27,7 @@ from . import parity
 from .cleanup import cleanup_record, node_count, simplify
 from .loading import model_and_source
 from .signature import (
+    check_batch_not_fixed,
     check_not_frozen,
     check_supported,
     infer_signature,
@@ -113,10 +114,10 @@ def _shape_hint(spec: InputSpec) -> str:
     info = spec.inputs[0]
     dims = [str(d) for d in info.shape]
     if info.batch_axis is not None:
-        dims[info.batch_axis] = "1"
+        dims[info.batch_axis] = "BATCH"
     if info.seq_axis is not None and info.seq_axis < len(dims):
         dims[info.seq_axis] = "LENGTH"
-    return ",".join(dims) + " (LENGTH: the sequence length the model was built for)"
+    return ",".join(dims) + " with the batch size and sequence length the model was built for"
 
 
 def _is_torchscript(model: Any) -> bool:
@@ -262,6 +263,7 @@ def export(
                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; pass --input-shape "
                           f"{_shape_hint(spec)}{traced}") from None
     check_layout(model, spec, time_first)
+    check_batch_not_fixed(model, spec)
     only = runs_at_one_length_only(model, spec)
     if only:
         spec = spec.with_fixed_length()

@@ -109,23 +109,51 @@ def runs_at_one_length_only(model: Any, spec: InputSpec) -> str | None:
     that would fail inside ONNX Runtime.  Both a shorter and a longer length must fail (a model that
     only rejects short inputs, like an unpadded convolution, keeps its dynamic axis).
     """
-    import torch
-
     info = spec.inputs[0]
     if info.seq_axis is None or info.seq_axis not in info.dynamic:
         return None
     short = spec.example_length
     errors = []
     for length in (short // 2 if short > 1 else 2, 2 * short + 5):
-        try:
-            with torch.inference_mode():
-                model(*[torch.from_numpy(a) for a in spec.random(2, length, seed=5)])
-        except Exception as exc:  # noqa: BLE001 - any failure in PyTorch itself counts
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            errors.append(f"at {length} steps: {first}")
-        else:
+        error = _error_at(model, spec, 2, length)
+        if error is None:
             return None
+        errors.append(f"at {length} steps: {error}")
     return errors[0]
+
+
+def check_batch_not_fixed(model: Any, spec: InputSpec) -> None:
+    """Refuse a model that runs at the example's batch size only (PyTorch fails at two others).
+
+    The usual cause is a tensor of a fixed batch built in ``forward`` -- an initial state
+    ``torch.zeros(1, 32, hidden)`` -- which no export can fix: the model itself must take the batch
+    from its input.
+    """
+    info = spec.inputs[0]
+    if info.batch_axis is None or info.batch_axis not in info.dynamic or info.batch_axis >= len(info.shape):
+        return
+    batch = int(info.shape[info.batch_axis])
+    others = [b for b in (1, 2, 3, batch + 1) if b != batch][:2]
+    length = spec.example_length
+    errors = [_error_at(model, spec, b, length) for b in others]
+    if all(errors):
+        why = ("assumes one sequence at a time (x.squeeze(0), a view with a fixed first dim): make it take a batch"
+               if batch == 1 else f"builds a tensor of batch {batch}, such as an initial state torch.zeros(layers, "
+               f"{batch}, hidden): build it from the input (x.size(0)) or pass no initial state")
+        raise UnsupportedModelError(f"refused: the model runs at batch {batch} only (PyTorch fails at batch "
+                                    f"{others[0]}: {errors[0]}); its forward probably {why}")
+
+
+def _error_at(model: Any, spec: InputSpec, batch: int, length: int) -> str | None:
+    """PyTorch's error (first line) running ``model`` on random inputs of that shape, or None if it runs."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            model(*[torch.from_numpy(a) for a in spec.random(batch, length, seed=5)])
+    except Exception as exc:  # noqa: BLE001 - any failure in PyTorch itself counts
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    return None
 
 
 def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]:

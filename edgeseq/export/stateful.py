@@ -50,6 +50,7 @@ from .lengths import (
 )
 from .loading import model_and_source
 from .signature import (
+    check_batch_not_fixed,
     check_not_frozen,
     check_supported,
     infer_signature,
@@ -504,6 +505,7 @@ def export_with_extras(
     if spec.inputs[0].batch_axis is None or spec.inputs[0].seq_axis is None:
         raise UnsupportedModelError("refused: --streaming/--lengths need dynamic batch and sequence axes; "
                                     "drop --dynamic-axes or include both")
+    check_batch_not_fixed(model, spec)
     only = runs_at_one_length_only(model, spec)
     if only:
         raise UnsupportedModelError(

@@ -11,7 +11,7 @@ from edgeseq import Session
 from edgeseq.card import read_card
 from edgeseq.cli import main
 from edgeseq.errors import InputError
-from edgeseq.export import check
+from edgeseq.export import check, export
 from edgeseq.export.signature import infer_signature, runs_at_one_length_only
 
 REF = "tests/export/test_fixed_length.py:build"
@@ -54,7 +54,7 @@ def test_the_length_is_fixed_in_the_file_and_said(tmp_path):
 
 def test_without_a_shape_the_error_asks_for_the_length(tmp_path):
     result = CliRunner().invoke(main, ["export", REF, "-o", str(tmp_path / "m.onnx")])
-    assert result.exit_code == 1 and "--input-shape 1,LENGTH,4" in result.stderr
+    assert result.exit_code == 1 and "--input-shape BATCH,LENGTH,4" in result.stderr
 
 
 def test_streaming_and_lengths_are_refused(tmp_path):
@@ -82,3 +82,23 @@ def test_a_model_that_only_rejects_short_inputs_keeps_its_dynamic_length():
     assert runs_at_one_length_only(model, spec) is None
     fixed, _ = infer_signature(build(), input_shape=(1, 20, 4))
     assert "at 10 steps" in runs_at_one_length_only(build(), fixed)
+
+
+class _FixedBatchState(torch.nn.Module):
+    """An initial state of batch 32 built in forward: runs at batch 32 only, in PyTorch too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 16, batch_first=True)
+
+    def forward(self, x):
+        state = (torch.zeros(1, 32, 16), torch.zeros(1, 32, 16))
+        return self.lstm(x, state)[0][:, -1]
+
+
+def test_a_batch_fixed_in_forward_is_refused_with_the_fix(tmp_path):
+    from edgeseq.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match=r"runs at batch 32 only .*build it from the input \(x.size\(0\)\)"):
+        export(_FixedBatchState().eval(), tmp_path / "m.onnx", input_shape=(32, 10, 4))
+    assert not (tmp_path / "m.onnx").exists()
