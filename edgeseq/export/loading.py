@@ -44,6 +44,8 @@ def load_model(ref: str, weights: str | Path | None = None, log: Callable[[str],
         from ..keras import load_keras
 
         model = load_keras(ref)
+    elif ":" not in Path(ref).name and Path(ref).is_file() and is_exported_program(ref):
+        model = load_exported_program(ref)
     elif ":" not in Path(ref).name and Path(ref).is_file():
         model = load_torchscript(ref, allow_pickle)
     else:
@@ -56,6 +58,8 @@ def load_model(ref: str, weights: str | Path | None = None, log: Callable[[str],
             raise ModelLoadError(f"{ref}: the factory returned {type(model).__name__}, expected a torch.nn.Module")
     if weights is not None:
         load_weights(model, weights, log, allow_pickle)
+    if getattr(model, "_edgeseq_exported_program", False):
+        return model  # a torch.export module has no train/eval mode (eval() raises); it was captured as saved
     return model.eval()
 
 
@@ -106,6 +110,50 @@ def load_torchscript(path: str | Path, allow_pickle: bool = False) -> Any:
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError with long texts
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ModelLoadError(f"{path}: not a loadable TorchScript file ({first})") from None
+
+
+def is_exported_program(path: str | Path) -> bool:
+    """A ``torch.export.save`` archive (``.pt2``)."""
+    if Path(path).suffix.lower() == ".pt2":
+        return True
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith("/archive_format") or n.endswith("models/model.json") for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def load_exported_program(path: str | Path) -> Any:
+    """The module of a ``torch.export`` program whose batch and length are dynamic, with its example inputs.
+
+    ``torch.export`` unrolls LSTM/GRU/RNN layers over the example's steps and guards the input shape, so a
+    program of a recurrent model has a static shape: it is refused with the way that works (the Python
+    model and its weights), since an export at one batch size and length is rarely what a device needs.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - torch raises many types with long texts
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelLoadError(f"{path}: not a loadable torch.export file ({first})") from None
+    user = set(program.graph_signature.user_inputs)
+    inputs = [n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder" and n.name in user]
+    shape = tuple(getattr(inputs[0], "shape", ())) if inputs else ()
+    static = [str(d) for d in shape[:2] if isinstance(d, int)]
+    if len(shape) >= 2 and static:
+        raise ModelLoadError(
+            f"{path}: a torch.export program with a fixed input shape {tuple(int(d) if isinstance(d, int) else str(d) for d in shape)} "
+            "(torch.export unrolls LSTM/GRU/RNN layers over the example's steps, so their programs cannot take "
+            "another batch or length); give the Python model instead: edgeseq export path/to/file.py:factory "
+            "--weights weights.pt")
+    module = program.module()
+    module._edgeseq_exported_program = True
+    examples = tuple(program.example_inputs[0]) if program.example_inputs else ()
+    if examples:
+        module.example_inputs = lambda: examples
+    return module
 
 
 def as_float32(model: Any, log: Callable[[str], None] | None = None) -> Any:

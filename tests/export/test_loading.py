@@ -258,3 +258,40 @@ def test_a_model_pickled_from_a_training_script_loads_through_its_class(tmp_path
     script.write_text("from models.families import GRUClassifier\n\nclass Net(GRUClassifier):\n    pass\n")
     model = load_model(f"{script}:Net", weights=path, allow_pickle=True)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+
+
+# ---------------------------------------------------------------------- torch.export programs (.pt2)
+class _ConvHead(torch.nn.Module):
+    """No recurrent layer: torch.export can keep its batch and length dynamic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x.transpose(1, 2)).mean(-1))
+
+
+def test_a_torch_export_program_with_dynamic_shapes_exports_and_checks(tmp_path):
+    from torch.export import Dim
+
+    torch.manual_seed(0)
+    program = torch.export.export(_ConvHead().eval(), (torch.randn(2, 10, 4),),
+                                  dynamic_shapes=({0: Dim("batch"), 1: Dim("seq")},))
+    saved, out = tmp_path / "conv.pt2", tmp_path / "m.onnx"
+    torch.export.save(program, saved)
+    result = CliRunner().invoke(main, ["export", str(saved), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    checked = CliRunner().invoke(main, ["check", str(out), "--against", str(saved), "--lengths", "1,37"])
+    assert checked.exit_code == 0, checked.output
+
+
+@pytest.mark.filterwarnings("ignore:The tensor attributes self.gru._flat_weights")  # torch.export's own, on GRUs
+def test_a_torch_export_program_of_a_recurrent_model_is_refused_with_the_way_that_works(tmp_path):
+    program = torch.export.export(FAMILIES["gru"](), (torch.randn(2, 10, 12),))  # unrolled: static shape
+    saved = tmp_path / "gru.pt2"
+    torch.export.save(program, saved)
+    result = CliRunner().invoke(main, ["export", str(saved), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "fixed input shape (2, 10, 12)" in result.stderr and "path/to/file.py:factory --weights" in result.stderr
