@@ -108,7 +108,7 @@ def with_other_inputs(data: Dataset, names: list[str]) -> Dataset:
     """``data`` with the arrays of a multi-input model's other inputs (``names``) read from its .npz."""
     from ..runtime.io import read_npz_inputs
 
-    others = read_npz_inputs(data.source, names)
+    others = read_npz_inputs(data.source, names, inputs=["x", *names])
     for name, array in others.items():
         if len(array) != len(data.x):
             raise InputError(f"{data.source}: '{name}' has {len(array)} samples, 'x' has {len(data.x)}")

@@ -169,17 +169,19 @@ def _read_npz(path: Path) -> InputBatch:
     return InputBatch(x, lengths)
 
 
-def read_npz_inputs(path: str | Path, names: list[str]) -> dict[str, np.ndarray]:
+def read_npz_inputs(path: str | Path, names: list[str], inputs: list[str] | None = None) -> dict[str, np.ndarray]:
     """Arrays ``names`` of an .npz (for models with several inputs), checked like single inputs.
 
     >>> read_npz_inputs("batch.npz", ["x", "meta"])["meta"].shape      # doctest: +SKIP
     (1000, 3)
     """
     path = Path(path)
+    every = inputs or names  # every input of the model, for the messages (``names`` may be some of them)
     if _check_file(path) != ".npz":
-        raise _fail(path, f"the model takes {len(names)} inputs ({', '.join(names)}); give them as one .npz "
-                          f"file: numpy.savez(path, {', '.join(f'{n}=...' for n in names)})")
-    arrays = _npz_arrays(path, names, [], f"the model's inputs are {', '.join(names)}", "run it in parts")
+        raise _fail(path, f"the model takes {len(every)} inputs ({', '.join(every)}); give them as one .npz "
+                          f"file: numpy.savez(path, {', '.join(f'{n}=...' for n in every)})")
+    listed = ", ".join(every)
+    arrays = _npz_arrays(path, names, [], f"the model's inputs are {listed}", "run it in parts")
     return {n: _check_numeric(path, a) for n, a in arrays.items()}
 
 
