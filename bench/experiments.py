@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import statistics
 import sys
@@ -451,6 +452,95 @@ def cell_ops(models: list[str]) -> None:
             print(f"{name:16}: " + ", ".join(f"{k} {v * 1e6:.2f} µs" for k, v in res.items()))
 
 
+def _layer_graph(features: int, hidden: int, scan: bool) -> Any:
+    """One LSTM layer over (batch, seq, features) with random weights: the ``LSTM`` node, or the same layer
+    as a ``Scan`` of primitive ops with the input projection of every step done up front in one MatMul."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((4 * hidden, features)) * 0.1).astype(np.float32)  # ONNX gate order i, o, f, c
+    r = (rng.standard_normal((4 * hidden, hidden)) * 0.1).astype(np.float32)
+    b = (rng.standard_normal(8 * hidden) * 0.1).astype(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", features])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["seq", "batch", hidden])
+    transpose = helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2])
+    if not scan:
+        nodes = [transpose, helper.make_node("LSTM", ["xt", "W", "R", "B"], ["y4"], hidden_size=hidden),
+                 helper.make_node("Squeeze", ["y4", "one"], ["y"])]
+        inits = [numpy_helper.from_array(w[None], "W"), numpy_helper.from_array(r[None], "R"),
+                 numpy_helper.from_array(b[None], "B"), numpy_helper.from_array(np.array([1], np.int64), "one")]
+    else:
+        def ifoc_to_iofc(m: np.ndarray) -> np.ndarray:  # sigmoid gates first, then the cell gate
+            i, o, f, c = np.split(m, 4, axis=0)
+            return np.concatenate([i, o, f, c], axis=0)
+
+        body = helper.make_graph(
+            [helper.make_node("MatMul", ["h", "Rt"], ["hr"]), helper.make_node("Add", ["hr", "g"], ["z"]),
+             helper.make_node("Split", ["z", "split"], ["sz", "cz"], axis=1),
+             helper.make_node("Sigmoid", ["sz"], ["s"]), helper.make_node("Tanh", ["cz"], ["ct"]),
+             helper.make_node("Split", ["s"], ["i", "o", "f"], axis=1, num_outputs=3),
+             helper.make_node("Mul", ["f", "c"], ["fc"]), helper.make_node("Mul", ["i", "ct"], ["ic"]),
+             helper.make_node("Add", ["fc", "ic"], ["c2"]), helper.make_node("Tanh", ["c2"], ["tc"]),
+             helper.make_node("Mul", ["o", "tc"], ["h2"]), helper.make_node("Identity", ["h2"], ["yt"])],
+            "step",
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", k * hidden]) for n, k in (("h", 1), ("c", 1), ("g", 4))],
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", hidden]) for n in ("h2", "c2", "yt")],
+            [numpy_helper.from_array(ifoc_to_iofc(r).T.copy(), "Rt"),
+             numpy_helper.from_array(np.array([3 * hidden, hidden], np.int64), "split")])
+        nodes = [transpose, helper.make_node("MatMul", ["xt", "Wt"], ["gx"]), helper.make_node("Add", ["gx", "bias"], ["g"]),
+                 helper.make_node("Shape", ["x"], ["b"], start=0, end=1), helper.make_node("Concat", ["b", "H"], ["hs"], axis=0),
+                 helper.make_node("ConstantOfShape", ["hs"], ["zeros"]),
+                 helper.make_node("Scan", ["zeros", "zeros", "g"], ["hT", "cT", "y"], body=body, num_scan_inputs=1)]
+        inits = [numpy_helper.from_array(ifoc_to_iofc(w).T.copy(), "Wt"),
+                 numpy_helper.from_array(ifoc_to_iofc(b[: 4 * hidden]) + ifoc_to_iofc(b[4 * hidden:]), "bias"),
+                 numpy_helper.from_array(np.array([hidden], np.int64), "H")]
+    return helper.make_model(helper.make_graph(nodes, "layer", [x], [y], inits),
+                             opset_imports=[helper.make_opsetid("", 18)])
+
+
+def scan_lstm(models: list[str]) -> None:
+    """An LSTM layer as ONNX Runtime's LSTM kernel vs a Scan of primitive ops (MLAS GEMM and its vectorised
+    Sigmoid/Tanh instead of the kernel's gate code), at each model's first-layer sizes; PyTorch for scale."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    print("\n## one LSTM layer: LSTM node vs Scan of primitive ops vs PyTorch (1 thread, medians)")
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            f = BUILD / name / "float.onnx"
+            if not f.exists():
+                continue
+            proto = onnx.load(str(f))
+            weights = {t.name: t for t in proto.graph.initializer}
+            lstm = next((n for n in proto.graph.node if n.op_type == "LSTM"), None)
+            if lstm is None:
+                continue
+            hidden = next(a.i for a in lstm.attribute if a.name == "hidden_size")
+            features = numpy_helper.to_array(weights[lstm.input[1]]).shape[-1]
+            paths = {}
+            for kind, scan in (("LSTM node", False), ("Scan", True)):
+                paths[kind] = Path(tmp) / f"{name}-{kind.split()[0]}.onnx"
+                onnx.save(_layer_graph(features, hidden, scan), str(paths[kind]))
+            check = np.random.default_rng(1).standard_normal((3, 11, features)).astype(np.float32)
+            outs = [ort_session(p).run(None, {"x": check})[0] for p in paths.values()]
+            ref = torch.nn.LSTM(features, hidden).eval()
+            for batch, length in ((1, 100), (64, 100), (256, 28)):
+                x = np.random.default_rng(2).standard_normal((batch, length, features)).astype(np.float32)
+                xt = torch.from_numpy(x.transpose(1, 0, 2).copy())
+                sessions = {k: ort_session(p) for k, p in paths.items()}
+                runs: dict[str, Callable[[], Any]] = {
+                    k: functools.partial(sess.run, None, {"x": x}) for k, sess in sessions.items()}
+                runs["PyTorch"] = lambda: ref(xt)
+                with torch.inference_mode():
+                    res = interleaved(runs, rounds=5, seconds=1.5)
+                print(f"{name:16} F={features} H={hidden} batch {batch:3} x {length:3}: "
+                      + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in res.items())
+                      + f"  (Scan/LSTM {res['Scan'] / res['LSTM node']:.2f}; outputs differ by "
+                        f"{np.abs(outs[0] - outs[1]).max():.1e})")
+
+
 def batch_dependence(models: list[str]) -> None:
     """Does a sample's output depend on the rest of its batch? First 64 eval samples in one run vs one at a time."""
     from edgeseq import Session
@@ -521,7 +611,7 @@ EXPERIMENTS = {"threads": threads_and_spinning, "stream-threads": stream_threads
                "startup": startup, "cleanup": graph_cleanup, "overhead": overhead, "quant": quantization,
                "stream-state": stream_state, "conv-int8": conv_int8, "arena": memory_arena,
                "step-floor": step_floor, "run-size": run_size, "cell-ops": cell_ops,
-               "batch-dependence": batch_dependence}
+               "batch-dependence": batch_dependence, "scan-lstm": scan_lstm}
 
 
 def main() -> None:
