@@ -116,7 +116,8 @@ def export(ref: str, output: str, weights: str | None, input_shape: str | None, 
            atol: float | None, rtol: float | None, allow_pickle: bool) -> None:
     """Export REF to ONNX with dynamic batch and sequence axes.
 
-    REF is path/to/file.py:factory, package.module:factory, a TorchScript file (torch.jit.save), a
+    REF is path/to/file.py:factory, package.module:factory (with literal arguments if it needs them:
+    'net.py:Net(6, hidden=64)'), a TorchScript file (torch.jit.save), a
     torch.export program (.pt2),
     a Keras file (.keras/.h5), or with --allow-pickle a whole model saved with torch.save(model).
     The factory returns an nn.Module. Note: loading a .py file runs its code (a TorchScript file,

@@ -49,11 +49,13 @@ def load_model(ref: str, weights: str | Path | None = None, log: Callable[[str],
     elif ":" not in Path(ref).name and Path(ref).is_file():
         model = load_torchscript(ref, allow_pickle)
     else:
-        factory = resolve_factory(ref)
+        name, args, kwargs = split_call(ref)
+        factory = resolve_factory(name)
         try:
-            model = factory()
+            model = factory(*args, **kwargs)
         except TypeError as exc:
-            raise ModelLoadError(f"{ref}: calling the factory failed ({exc}); it must take no required arguments") from None
+            raise ModelLoadError(f"{ref}: calling the factory failed ({exc}); give its arguments in the reference, "
+                                 f"as literals: '{name}{_signature_hint(factory)}'") from None
         if not isinstance(model, torch.nn.Module):
             raise ModelLoadError(f"{ref}: the factory returned {type(model).__name__}, expected a torch.nn.Module")
     if weights is not None:
@@ -173,6 +175,47 @@ def as_float32(model: Any, log: Callable[[str], None] | None = None) -> Any:
             log(f"model: {'/'.join(found)} weights converted to float32 (for half precision on the device, "
                 "run edgeseq quantize --mode fp16 on the exported file)")
     return model
+
+
+def split_call(ref: str) -> tuple[str, list[Any], dict[str, Any]]:
+    """``"net.py:Net(6, hidden=64)"`` -> ``("net.py:Net", [6], {"hidden": 64})``; arguments must be literals.
+
+    Lets a model class whose constructor needs its sizes be named directly, without a factory file.
+
+    >>> split_call("models/net.py:Net(6, hidden=64)")
+    ('models/net.py:Net', [6], {'hidden': 64})
+    """
+    import ast
+
+    ref = str(ref)
+    if not ref.endswith(")") or "(" not in ref.rpartition(":")[2]:
+        return ref, [], {}
+    cut = ref.index("(", ref.rindex(":") if ":" in ref else 0)
+    name, call = ref[:cut], ref[cut:]
+    try:
+        node = ast.parse(f"f{call}", mode="eval").body
+        assert isinstance(node, ast.Call)
+        args = [ast.literal_eval(a) for a in node.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+        if len(kwargs) != len(node.keywords):
+            raise ValueError("**kwargs")
+    except (SyntaxError, ValueError, AssertionError):
+        raise ModelLoadError(f"model reference {ref!r}: the arguments in {call} must be literals (numbers, strings, "
+                             "lists, dicts, True/False/None), e.g. 'net.py:Net(6, hidden=64)'") from None
+    return name, args, kwargs
+
+
+def _signature_hint(factory: Any) -> str:
+    """``(input_size=..., hidden=...)`` from the factory's required parameters, for error messages."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return "(...)"
+    required = [p.name for p in params if p.default is inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return "(" + ", ".join(f"{n}=..." for n in required) + ")" if required else "()"
 
 
 def resolve_factory(ref: str) -> Any:

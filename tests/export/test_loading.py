@@ -295,3 +295,27 @@ def test_a_torch_export_program_of_a_recurrent_model_is_refused_with_the_way_tha
     result = CliRunner().invoke(main, ["export", str(saved), "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "fixed input shape (2, 10, 12)" in result.stderr and "path/to/file.py:factory --weights" in result.stderr
+
+
+# ---------------------------------------------------------------------- constructor arguments in the REF
+def test_a_class_that_needs_its_sizes_is_named_with_them(tmp_path):
+    from edgeseq.export.loading import split_call
+
+    assert split_call("net.py:Net(6, hidden=64, dims=[1, 2])") == ("net.py:Net", [6], {"hidden": 64, "dims": [1, 2]})
+    assert split_call("pkg.mod:build") == ("pkg.mod:build", [], {})
+    with pytest.raises(ModelLoadError, match="must be literals"):
+        split_call("net.py:Net(6, size)")
+    net = tmp_path / "net.py"
+    net.write_text("import torch\n\nclass Net(torch.nn.Module):\n"
+                   "    def __init__(self, features, hidden, classes=3):\n        super().__init__()\n"
+                   "        self.gru = torch.nn.GRU(features, hidden, batch_first=True)\n"
+                   "        self.fc = torch.nn.Linear(hidden, classes)\n\n"
+                   "    def forward(self, x):\n        return self.fc(self.gru(x)[0][:, -1])\n")
+    out = tmp_path / "m.onnx"
+    missing = CliRunner().invoke(main, ["export", f"{net}:Net", "-o", str(out)])
+    assert missing.exit_code == 1 and f"'{net}:Net(features=..., hidden=...)'" in missing.stderr
+    given = CliRunner().invoke(main, ["export", f"{net}:Net(4, hidden=8)", "-o", str(out)])
+    assert given.exit_code == 0, given.output
+    from edgeseq.card import read_card
+
+    assert read_card(out)["features"] == 4
