@@ -74,6 +74,8 @@ class RecurrentLayer:
     num_layers: int
     hidden_size: int
     calls: int = 0
+    # a learned initial state the model passes to the layer (the same for every sample): (layers, hidden) per state
+    initial: list[Any] | None = None
 
     @property
     def state_names(self) -> list[str]:
@@ -97,6 +99,8 @@ class RecurrentLayer:
         for w in self.state_names:
             state = {"name": w, "input": self.io_name(w, "in"), "output": self.io_name(w, "out"), "shape": shape,
                      "batch_axis": 1}
+            if self.initial is not None:  # a stream starts here instead of at zeros
+                state["initial"] = self.initial[self.state_names.index(w)].tolist()
             if parts and state["input"] in parts:
                 state["parts"] = [{"input": i, "output": o} for i, o in parts[state["input"]]]
             states.append(state)
@@ -204,11 +208,16 @@ class _StateRouter:
                 f"{self.example_batch}; its state cannot be carried per sample"
             )
         given = [hx] if isinstance(hx, torch.Tensor) else list(hx or [])
-        if any(bool(torch.count_nonzero(t)) for t in given):
+        per_sample = [t[:, 0].detach().clone() for t in given]
+        same = all(torch.equal(t, first.unsqueeze(1).expand_as(t)) for t, first in zip(given, per_sample))
+        seen = layer.initial
+        if not same or (seen is not None and (len(seen) != len(per_sample) or not all(
+                torch.equal(a, b) for a, b in zip(seen, per_sample)))):
             raise UnsupportedModelError(
-                f"refused --streaming: the model passes a non-zero initial state to layer '{layer.name}'; streaming "
-                "starts every stream from zeros and carries the state itself. Pass no state (or zeros) to the layer"
-            )
+                f"refused --streaming: the model passes layer '{layer.name}' an initial state that depends on the "
+                "input; streaming starts each stream from one fixed state and carries it. Pass no state, zeros, or "
+                "a learned state that is the same for every sample")
+        layer.initial = per_sample
 
 
 def _make_wrapper(model: Any, router: _StateRouter, n_data: int, arg_names: list[str], with_lengths: bool = False) -> Any:
@@ -264,8 +273,16 @@ def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any]
             for layer in layers:
                 router.incoming[layer.name] = [torch.zeros_like(t) for t in states[layer.name]]
             model(*examples)
+            # again on other values: a learned initial state must not depend on the input
+            for layer in layers:
+                layer.calls = 0
+                router.incoming[layer.name] = [torch.zeros_like(t) for t in states[layer.name]]
+            model(*longer)
         finally:
             router.probing = False
+    for layer in layers:  # zeros (or no state) are what a stream starts from anyway
+        if isinstance(layer, RecurrentLayer) and not any(bool(torch.count_nonzero(t)) for t in layer.initial or []):
+            layer.initial = None
     unused = [layer.name for layer in layers if layer.calls == 0]
     layers = [layer for layer in layers if layer.calls == 1]
     if unused:

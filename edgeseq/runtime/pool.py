@@ -68,7 +68,7 @@ class StreamPool:
 
     @_locked
     def join(self, key: Hashable | None = None, **static: Any) -> Hashable:
-        """Add a stream (state zeros) and return its key (a new int when ``key`` is None).
+        """Add a stream (its state at the start: zeros or the learned initial state) and return its key (a new int when ``key`` is None).
 
         A model with inputs besides the sequence takes this stream's values once, by name, without a
         batch axis: ``pool.join("sensor-7", meta=m)``; every tick then passes them for the stream.
@@ -116,7 +116,7 @@ class StreamPool:
 
     @_locked
     def reset(self, key: Hashable) -> None:
-        """Start ``key`` over from a zero state."""
+        """Start ``key`` over from the start state (zeros or the learned initial state)."""
         if key not in self._members:
             raise InputError(f"stream {key!r} is not in the pool")
         self._zero.add(key)
@@ -180,7 +180,7 @@ class StreamPool:
         current = self.stream.state
         state = {}
         for slot in self.stream._slots:
-            a = np.zeros(slot.shape(len(new)), slot.spec.dtype)
+            a = slot.fresh(len(new))
             keep = [(j, old_rows[k]) for j, k in enumerate(new) if k in old_rows and k not in self._zero]
             if current and keep:
                 dst, src = zip(*keep)

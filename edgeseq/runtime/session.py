@@ -32,6 +32,25 @@ CPU_MIN_ROWS = 64
 LENGTH_WINDOW_RUNS = 32  # variable lengths: samples sorted by length within windows of this many runs
 
 
+def initial_states(card: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Graph state input -> the learned state a sequence starts from (batch axis of size 1), from a streaming
+    file's card; inputs missing here start at zeros.
+
+    >>> initial_states({"streaming": {"layers": [{"states": [{"input": "rnn.h_in", "initial": [[0.5]]}]}]}})
+    {'rnn.h_in': array([[[0.5]]], dtype=float32)}
+    """
+    out: dict[str, np.ndarray] = {}
+    for layer in (card.get("streaming") or {}).get("layers") or []:
+        for state in layer.get("states") or []:
+            if state.get("initial") is None:
+                continue
+            whole = np.expand_dims(np.asarray(state["initial"], np.float32), int(state.get("batch_axis", 1)))
+            parts = [p["input"] for p in state.get("parts") or []] or [state["input"]]
+            for k, name in enumerate(parts):
+                out[name] = whole if len(parts) == 1 else whole[k : k + 1]
+    return out
+
+
 class Session:
     """An exported model ready to run: shape/dtype checks, batching, the active providers.
 
@@ -83,6 +102,7 @@ class Session:
                                         if i.name != self._lengths_name and i.name not in state_in]
         self._data_names = frozenset(d.name for d in self._data)
         self._state_specs = [i for i in self.inputs if i.name in state_in]
+        self._initial = initial_states(card)
         self._data_outputs = [o for o in self.outputs if o.name not in state_out]
         self._specs = {i.name: i for i in self.inputs}
         self._output_names = [o.name for o in self.outputs]
@@ -140,8 +160,16 @@ class Session:
             feed[self._lengths_name] = np.full(n, t, np.int64)
         for spec in self._state_specs:
             if spec.name not in feed:
-                feed[spec.name] = np.zeros([d if isinstance(d, int) else n for d in spec.shape], spec.dtype)
+                feed[spec.name] = self._start_state(spec, n)
         return feed
+
+    def _start_state(self, spec: TensorSpec, batch: int) -> np.ndarray:
+        """A streaming file's state input at the start of a sequence: zeros, or the model's learned state."""
+        shape = [d if isinstance(d, int) else batch for d in spec.shape]
+        initial = self._initial.get(spec.name)
+        if initial is None:
+            return np.zeros(shape, spec.dtype)
+        return np.broadcast_to(initial.astype(spec.dtype, copy=False), shape).copy()
 
     # -- running -----------------------------------------------------------------------------
     def run(self, feed: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -294,7 +322,7 @@ class Session:
         elif lengths is not None:
             return None
         for st in self._state_specs:
-            feed[st.name] = np.zeros([d if isinstance(d, int) else n for d in st.shape], st.dtype)
+            feed[st.name] = self._start_state(st, n)
         try:
             return self._run_one(feed, self._output_names[0])
         except Exception as exc:  # as in iter_predict: ORT's own errors

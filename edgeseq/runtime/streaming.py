@@ -36,9 +36,16 @@ class _StateSlot:
     parts: list[tuple[str, str]]  # (graph input, graph output); one per layer where the export split the state
     spec: TensorSpec  # the whole state, e.g. (layers, batch, hidden)
     batch_axis: int
+    initial: np.ndarray | None = None  # a learned start state, batch axis of size 1 (None: zeros)
 
     def shape(self, batch: int) -> tuple[int, ...]:
         return tuple(batch if a == self.batch_axis else int(d) for a, d in enumerate(self.spec.shape))
+
+    def fresh(self, batch: int) -> np.ndarray:
+        """The state a stream starts from, for ``batch`` streams: zeros, or the model's learned initial state."""
+        if self.initial is None:
+            return np.zeros(self.shape(batch), self.spec.dtype)
+        return np.broadcast_to(self.initial, self.shape(batch)).copy()  # a writable buffer of its own
 
     def split(self, a: np.ndarray) -> list[np.ndarray]:
         """The whole state as the graph takes it: itself, or one piece per part along the first axis."""
@@ -70,6 +77,7 @@ class StreamingSession:
     ``step(x)`` takes a chunk laid out like the model's input, e.g. (batch, chunk_len, features), and
     returns the model's first output for that chunk: per-step outputs for the chunk's steps, or, for a
     model that reads ``out[:, -1]``, its output after the chunk's last step.  The state starts at zeros
+    (or at the model's learned initial state, when it passes one to its layers)
     with the batch size of the first call; ``reset()`` starts over.
 
     Thread model: one stream is one sequence of calls, so an instance belongs to one thread at a time;
@@ -112,8 +120,10 @@ class StreamingSession:
                 first = specs[parts[0][0]]
                 whole = (first if len(parts) == 1
                          else TensorSpec(s["input"], first.dtype, (len(parts), *first.shape[1:])))
-                self._slots.append(_StateSlot(f"{layer['name']}.{s['name']}", parts, whole,
-                                              int(s.get("batch_axis", 1))))
+                axis = int(s.get("batch_axis", 1))
+                initial = (np.expand_dims(np.asarray(s["initial"], dtype=whole.dtype), axis)
+                           if s.get("initial") is not None else None)
+                self._slots.append(_StateSlot(f"{layer['name']}.{s['name']}", parts, whole, axis, initial))
         self.output_names = [o.name for o in self.session.outputs if o.name not in set(state_out)]
         self.output_axes: dict[str, dict[str, int | None]] = {
             n: dict(card.get("output_axes", {}).get(n) or {"batch_axis": 0, "seq_axis": None})
@@ -311,7 +321,7 @@ class StreamingSession:
         batch = x.shape[self.batch_axis]
         feed: dict[str, Any] = {self.input.name: x, **self._checked_static(static, batch)}
         for s in self._slots:
-            value = np.zeros(s.shape(batch), s.spec.dtype) if state is None else np.asarray(state[s.key], s.spec.dtype)
+            value = s.fresh(batch) if state is None else np.asarray(state[s.key], s.spec.dtype)
             if value.shape != s.shape(batch):
                 raise InputError(f"state {s.key!r} must have shape {s.shape(batch)}, got {value.shape}")
             feed.update({i: np.ascontiguousarray(v) for (i, _o), v in zip(s.parts, s.split(value))})
@@ -336,23 +346,23 @@ class StreamingSession:
         self._host, self._values = [], []
         for _ in range(2):
             if self._device[0] == "cpu":
-                host = [np.zeros(s.shape(batch), s.spec.dtype) for s in self._slots]
+                host = [s.fresh(batch) for s in self._slots]
                 self._host.append(host)
                 # one OrtValue per part, each over its slice of the host array (no copy on CPU)
                 self._values.append([[ort.OrtValue.ortvalue_from_numpy(p) for p in s.split(a)]
                                      for s, a in zip(self._slots, host)])
             else:
                 self._values.append([[ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(p), *self._device)
-                                      for p in s.split(np.zeros(s.shape(batch), s.spec.dtype))]
+                                      for p in s.split(s.fresh(batch))]
                                      for s in self._slots])
 
     def _write(self, parity: int, i: int, value: np.ndarray | None) -> None:
+        slot = self._slots[i]
         if self._device[0] == "cpu":
             target = self._host[parity][i]
-            target[...] = 0 if value is None else value
+            target[...] = (0 if slot.initial is None else slot.initial) if value is None else value
         else:
-            slot = self._slots[i]
-            whole = np.zeros(slot.shape(self._batch or 1), slot.spec.dtype) if value is None else value
+            whole = slot.fresh(self._batch or 1) if value is None else value
             for v, piece in zip(self._values[parity][i], slot.split(whole)):
                 v.update_inplace(np.ascontiguousarray(piece))
 

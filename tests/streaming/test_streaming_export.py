@@ -205,19 +205,21 @@ class _Twice(nn.Module):
         return self.lstm(self.lstm(torch.cat([x, x, x], -1)[..., :3])[0][..., :3])[0]
 
 
-class _LearnedStart(nn.Module):
+class _StartFromInput(nn.Module):
+    """An initial state computed from the first step: no single state a stream could start from."""
+
     def __init__(self) -> None:
         super().__init__()
         self.gru = nn.GRU(3, 4, batch_first=True)
-        self.h0 = nn.Parameter(torch.ones(1, 1, 4))
+        self.init = nn.Linear(3, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gru(x, self.h0.expand(1, x.shape[0], 4).contiguous())[0]
+        return self.gru(x, torch.tanh(self.init(x[:, 0])).unsqueeze(0))[0]
 
 
 @pytest.mark.parametrize("model, match", [
     (_Twice(), r"layer 'lstm' runs 2 times in one forward"),
-    (_LearnedStart(), r"non-zero initial state to layer 'gru'"),
+    (_StartFromInput(), r"passes layer 'gru' an initial state that depends on the input"),
     (nn.Sequential(nn.Linear(3, 3)), r"no nn.LSTM/nn.GRU/nn.RNN layer"),
 ])
 def test_unstreamable_patterns_are_refused(tmp_path, model, match):
