@@ -98,9 +98,9 @@ def conv_layers(model: Any, examples: list[Any], longer: list[Any], batch: int) 
     """
     import torch
 
-    from .lengths import TIME_MIXING
+    from .lengths import TIME_MIXING, layer_kind
 
-    watched = {name: m for name, m in model.named_modules() if type(m).__name__ in TIME_MIXING}
+    watched = {name: m for name, m in model.named_modules() if layer_kind(m) in TIME_MIXING}
     if not watched:
         return [], []
     seen: dict[str, list[tuple[int, ...]]] = {name: [] for name in watched}
@@ -122,7 +122,7 @@ def conv_layers(model: Any, examples: list[Any], longer: list[Any], batch: int) 
         if mode:
             layers.append(ConvLayer(name, m, m.in_channels, context, mode))
         elif context:
-            others.append(f"'{name}' ({type(m).__name__})")
+            others.append(f"'{name}' ({layer_kind(m)})")
     return layers, others
 
 

@@ -31,9 +31,18 @@ TIME_MIXING = ("Conv1d", "Conv2d", "ConvTranspose1d", "MaxPool1d", "AvgPool1d", 
                "AdaptiveMaxPool1d", "MultiheadAttention", "TransformerEncoderLayer", "BatchNorm1d")
 
 
+def layer_kind(module: Any) -> str:
+    """The ``torch.nn`` class a layer is, by name: a parametrized layer (``weight_norm`` makes a
+    ``ParametrizedConv1d``) counts as the class it wraps."""
+    for cls in type(module).__mro__:
+        if cls.__module__.startswith("torch.nn.") and not cls.__module__.startswith("torch.nn.utils"):
+            return cls.__name__
+    return type(module).__name__
+
+
 def time_mixing_layers(model: Any) -> list[str]:
     """Names of layers that mix time steps outside the recurrent layers (e.g. a Conv1d front-end)."""
-    return [f"'{n}' ({type(m).__name__})" for n, m in model.named_modules() if type(m).__name__ in TIME_MIXING]
+    return [f"'{n}' ({layer_kind(m)})" for n, m in model.named_modules() if layer_kind(m) in TIME_MIXING]
 
 
 def add_lengths_input(proto: Any, name: str = LENGTHS_INPUT, data_input: str | None = None,

@@ -115,7 +115,7 @@ def recurrent_layers(model: Any, required: bool = True) -> list[RecurrentLayer]:
     kinds = {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: "rnn"}
     layers = []
     for name, module in model.named_modules():
-        kind = kinds.get(type(module))
+        kind = next((k for cls, k in kinds.items() if isinstance(module, cls)), None)  # parametrized ones too
         if kind is None:
             continue
         label = name or kind

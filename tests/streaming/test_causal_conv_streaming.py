@@ -92,6 +92,22 @@ def test_tcn_with_dropped_outputs_streams_per_step(tmp_path):
     assert modes == {"c1": "chomp", "c2": "chomp"}  # the pointwise 'out' needs no context
 
 
+def test_weight_normed_convolutions_stream_like_plain_ones(tmp_path):
+    """The reference TCN wraps every Conv1d in weight_norm, which makes it a ParametrizedConv1d."""
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    model = TemporalBlocks()
+    model.c1, model.c2 = weight_norm(model.c1), weight_norm(model.c2)
+    model.eval()
+    path = tmp_path / "tcn.onnx"
+    export_with_extras(model, path, streaming=True)
+    x = np.random.default_rng(1).standard_normal((2, 30, 6)).astype(np.float32)
+    _, outs = _stream(path, x)
+    np.testing.assert_allclose(np.concatenate(outs, axis=1), _torch(model, x), **TOL)
+    assert {e["name"] for e in read_card(path)["streaming"]["layers"]} == {"c1", "c2"}
+
+
 def test_streams_do_not_share_conv_context(tmp_path):
     model = FAMILIES["causal_conv_lstm"]()
     path = tmp_path / "causal.onnx"
