@@ -122,7 +122,8 @@ def conv_layers(model: Any, examples: list[Any], longer: list[Any], batch: int) 
         if mode:
             layers.append(ConvLayer(name, m, m.in_channels, context, mode))
         elif context:
-            others.append(f"'{name}' ({layer_kind(m)})")
+            own = type(m).__name__  # a user's subclass by its own name; weight_norm's wrapper by what it wraps
+            others.append(f"'{name}' ({layer_kind(m) if own.startswith('Parametrized') else own})")
     return layers, others
 
 
@@ -135,6 +136,8 @@ def _causal_form(m: Any) -> tuple[str | None, int]:
     context = (m.kernel_size[0] - 1) * m.dilation[0]
     if context == 0 and m.stride[0] == 1:
         return None, 0
+    if type(m).forward is not nn.Conv1d.forward:  # a subclass that pads or crops in its own forward
+        return None, max(context, 1)
     if m.stride[0] != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
         return None, max(context, 1)
     pad = m.padding[0]

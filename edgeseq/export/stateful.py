@@ -261,7 +261,15 @@ def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any]
     batch = int(examples[0].shape[info.batch_axis]) if info.batch_axis is not None else 1
     longer = [torch.from_numpy(np.ascontiguousarray(a)) for a in spec.random(batch, spec.example_length + 3, seed=3)]
     convs, mixing = conv_layers(model, examples, longer, batch)
-    layers: list[Any] = [*recurrent_layers(model, required=not convs), *convs]
+    try:
+        layers: list[Any] = [*recurrent_layers(model, required=not convs), *convs]
+    except UnsupportedModelError as exc:
+        if not mixing or convs:
+            raise
+        raise UnsupportedModelError(
+            f"{exc}. Its layers over time ({', '.join(mixing[:4])}) are not plain causal nn.Conv1d: edgeseq carries "
+            "the context of an nn.Conv1d that the model pads on the left (F.pad) or crops on the right (TCN "
+            "chomp), not of one that pads, crops or strides in its own forward") from None
     if convs:
         say("carrying the left context of causal convolution(s) over time: "
             + ", ".join(f"'{c.name}' ({c.context} steps, {c.mode})" for c in convs))

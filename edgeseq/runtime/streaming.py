@@ -328,7 +328,11 @@ class StreamingSession:
         if self.session.lengths_input:
             feed[self.session.lengths_input] = np.full(batch, x.shape[self.seq_axis], np.int64)
         names = self.output_names + [o for s in self._slots for _i, o in s.parts]
-        values = self._ort.run(names, feed)
+        try:
+            values = self._ort.run(names, feed)
+        except Exception as exc:  # ORT's runtime errors, as in _run
+            msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"ONNX Runtime rejected the chunk of shape {x.shape}: {msg}") from None
         outs = dict(zip(self.output_names, values))
         rest, new = values[len(self.output_names):], {}
         for s in self._slots:

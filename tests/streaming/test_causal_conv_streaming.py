@@ -172,3 +172,30 @@ def test_per_sample_lengths_check_catches_a_context_that_ignores_them(tmp_path, 
     with pytest.raises(UnsupportedModelError, match=r"--streaming --lengths: with per-sample lengths inside a chunk"):
         export_with_extras(FAMILIES["causal_conv_lstm"](), tmp_path / "x.onnx", streaming=True, lengths=True)
     assert not (tmp_path / "x.onnx").exists()
+
+
+class _SelfChompingConv(nn.Conv1d):
+    """A Conv1d subclass that crops its own outputs: causal, but not a form whose context edgeseq can carry."""
+
+    def __init__(self) -> None:
+        super().__init__(6, 8, 3, padding=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)[..., :-2]
+
+
+class _SelfChompingModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = _SelfChompingConv()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.transpose(1, 2)).transpose(1, 2)
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        return (torch.randn(2, 10, 6),)
+
+
+def test_a_conv_subclass_with_its_own_forward_is_refused_by_name(tmp_path):
+    with pytest.raises(UnsupportedModelError, match=r"'conv' \(_SelfChompingConv\)\) are not plain causal nn.Conv1d"):
+        export_with_extras(_SelfChompingModel().eval(), tmp_path / "m.onnx", streaming=True)
