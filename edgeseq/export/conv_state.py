@@ -11,7 +11,10 @@ whole sequence, has the last word in both cases):
   padded steps are replaced by the carried ones;
 * ``"chomp"``: ``nn.Conv1d(padding=(k-1)*d)`` whose last ``(k-1)*d`` outputs the model drops
   (``y[..., :-(k-1)*d]``, as temporal convolutional networks do): in a stream, the convolution runs
-  unpadded after the carried steps and hands back ``(k-1)*d`` placeholder steps for the model to drop.
+  unpadded after the carried steps and hands back ``(k-1)*d`` placeholder steps for the model to drop;
+* ``"self-causal"``: an ``nn.Conv1d`` subclass that pads or crops in its own ``forward`` (the WaveNet
+  ``CausalConv1d``), recognised by its output: the same as the convolution of its input padded with
+  ``(k-1)*d`` zeros on the left.  In a stream it runs unpadded after the carried steps.
 
 A centred ("same") convolution reads future steps and cannot stream; neither can a strided one.
 The carried input ``(batch, channels, context)`` travels in the recurrent states' layout
@@ -35,7 +38,7 @@ class ConvLayer:
     module: Any
     channels: int  # input channels
     context: int  # (kernel - 1) * dilation: input steps each output step looks back
-    mode: str  # "left-pad" | "chomp"
+    mode: str  # "left-pad" | "chomp" | "self-causal"
     kind: str = "conv1d"
     num_layers: int = 1
     calls: int = 0
@@ -137,8 +140,25 @@ def _causal_form(m: Any) -> tuple[str | None, int]:
     if context == 0 and m.stride[0] == 1:
         return None, 0
     if type(m).forward is not nn.Conv1d.forward:  # a subclass that pads or crops in its own forward
-        return None, max(context, 1)
+        return ("self-causal", context) if m.stride[0] == 1 and _is_left_padded(m, context) else (None, max(context, 1))
     if m.stride[0] != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
         return None, max(context, 1)
     pad = m.padding[0]
     return ("left-pad" if pad == 0 else "chomp" if pad == context else None), context
+
+
+def _is_left_padded(m: Any, context: int) -> bool:
+    """Whether ``m``'s own forward computes the convolution of its input padded with ``context`` zeros on the
+    left (and nothing else), on a random input."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, m.in_channels, 2 * context + 5, generator=g)
+    try:
+        with torch.inference_mode():
+            got = m(x)
+            want = F.conv1d(F.pad(x, (context, 0)), m.weight, m.bias, 1, 0, m.dilation, m.groups)
+    except Exception:  # noqa: BLE001 - a forward that wants other inputs is not this form
+        return False
+    return isinstance(got, torch.Tensor) and got.shape == want.shape and torch.allclose(got, want, atol=1e-5, rtol=1e-4)

@@ -175,19 +175,22 @@ def test_per_sample_lengths_check_catches_a_context_that_ignores_them(tmp_path, 
 
 
 class _SelfChompingConv(nn.Conv1d):
-    """A Conv1d subclass that crops its own outputs: causal, but not a form whose context edgeseq can carry."""
+    """The WaveNet-style CausalConv1d: a Conv1d subclass that crops its own outputs (``centred`` crops both
+    ends instead, which reads a future step and cannot stream)."""
 
-    def __init__(self) -> None:
+    def __init__(self, centred: bool = False) -> None:
         super().__init__(6, 8, 3, padding=2)
+        self.centred = centred
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x)[..., :-2]
+        y = super().forward(x)
+        return y[..., 1:-1] if self.centred else y[..., :-2]
 
 
 class _SelfChompingModel(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, centred: bool = False) -> None:
         super().__init__()
-        self.conv = _SelfChompingConv()
+        self.conv = _SelfChompingConv(centred)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x.transpose(1, 2)).transpose(1, 2)
@@ -196,6 +199,17 @@ class _SelfChompingModel(nn.Module):
         return (torch.randn(2, 10, 6),)
 
 
-def test_a_conv_subclass_with_its_own_forward_is_refused_by_name(tmp_path):
+def test_a_conv_subclass_that_is_causal_in_its_own_forward_streams(tmp_path):
+    torch.manual_seed(0)
+    model = _SelfChompingModel().eval()
+    path = tmp_path / "m.onnx"
+    export_with_extras(model, path, streaming=True)
+    assert read_card(path)["streaming"]["layers"][0]["mode"] == "self-causal"
+    x = np.random.default_rng(2).standard_normal((2, 30, 6)).astype(np.float32)
+    _, outs = _stream(path, x)
+    np.testing.assert_allclose(np.concatenate(outs, axis=1), _torch(model, x), **TOL)
+
+
+def test_a_conv_subclass_that_reads_ahead_is_refused_by_name(tmp_path):
     with pytest.raises(UnsupportedModelError, match=r"'conv' \(_SelfChompingConv\)\) are not plain causal nn.Conv1d"):
-        export_with_extras(_SelfChompingModel().eval(), tmp_path / "m.onnx", streaming=True)
+        export_with_extras(_SelfChompingModel(centred=True).eval(), tmp_path / "m.onnx", streaming=True)
