@@ -72,11 +72,19 @@ def card_lines(card: dict[str, Any]) -> list[str]:
         src = quant.get("float_model") or {}
         if src.get("sha256"):
             lines.append(f"    from {src.get('file')} (sha256 {src['sha256'][:12]}...)")
+    entries = [e for e in card.get("inputs") or [] if isinstance(e, dict)]
+    if entries:
+        from .inputs import InputSpec
+
+        fixed = InputSpec.from_card(entries).fixed_length
+        if fixed:
+            lines.append(f"  sequence length: fixed at {fixed} (the model runs at that length only)")
     stream = card.get("streaming")
     if stream:
         for layer in stream.get("layers", []):
             states = ", ".join(f"{s['input']} -> {s['output']} {s['shape']}"
                                + (f" (per layer: {s['parts'][0]['input']}, ...)" if s.get("parts") else "")
+                               + (" starting from a learned state" if s.get("initial") is not None else "")
                                for s in layer.get("states", []))
             lines.append(f"  streaming state of '{layer.get('name')}' ({layer.get('kind')}): {states}")
     if card.get("lengths_input"):

@@ -50,6 +50,8 @@ def test_the_length_is_fixed_in_the_file_and_said(tmp_path):
         session.predict(np.zeros((3, 25, 4), np.float32))
     report = check(out, build())
     assert report.passed and {c.length for c in report.cases} == {20}
+    shown = CliRunner().invoke(main, ["inspect", str(out)])
+    assert "sequence length: fixed at 20" in shown.output
 
 
 def test_without_a_shape_the_error_asks_for_the_length(tmp_path):

@@ -43,6 +43,11 @@ def test_streams_start_from_the_learned_state(tmp_path):
     path, x, want = _exported(tmp_path)
     states = read_card(path)["streaming"]["layers"][0]["states"]
     assert [len(s["initial"]) for s in states] == [2, 2]  # (layers, hidden) per state, in the card
+    from click.testing import CliRunner
+
+    from edgeseq.cli import main
+
+    assert "starting from a learned state" in CliRunner().invoke(main, ["inspect", str(path)]).output
     s = StreamingSession(path, device="cpu")
     for _ in range(2):  # and again after reset(): it starts from the learned state, not zeros
         got = np.concatenate([s.step(x[:, t : t + 4]) for t in range(0, 13, 4)], axis=1)
