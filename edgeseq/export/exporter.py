@@ -26,6 +26,7 @@ from ..runtime.io import atomic_path
 from . import parity
 from .cleanup import cleanup_record, node_count, simplify
 from .loading import model_and_source
+from .projected import projected_lstm_names, with_projected_lstms
 from .signature import (
     check_batch_not_fixed,
     check_not_frozen,
@@ -274,6 +275,8 @@ def export(
     order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
     attempts: list[str] = []
     hints: list[str] = []  # per failed parity gate: the float32-rounding hint, or ''
+    # what is exported: the model, or a copy whose projected LSTMs are loops; parity compares with the model
+    exported = with_projected_lstms(model, say)
     frozen = False
     with tempfile.TemporaryDirectory(prefix="edgeseq-export-") as tmp:
         for name in order:
@@ -281,7 +284,7 @@ def export(
             version = opset or DEFAULT_OPSET[name]
             say(f"exporting with the {name} exporter (opset {version}) ...")
             try:
-                _EXPORT_FUNCS[name](model, examples, candidate, spec, outputs, version)
+                _EXPORT_FUNCS[name](exported, examples, candidate, spec, outputs, version)
             except EdgeseqError:
                 raise
             except Exception as exc:
@@ -297,7 +300,7 @@ def export(
             except Exception as exc:
                 attempts.append(f"{name}: invalid ONNX: {str(exc).splitlines()[0][:200]}")
                 continue
-            problems = graph_problems(proto, spec, model)
+            problems = graph_problems(proto, spec, exported)
             if problems:
                 frozen = frozen or any("frozen" in p or "unrolled" in p for p in problems)
                 attempts.append(f"{name}: {'; '.join(problems)}")
@@ -326,6 +329,9 @@ def export(
             if by:
                 say(f"graph cleanup ({by}): {raw_nodes} -> {node_count(proto)} nodes")
             card = build_card(spec, outputs, name, version, source, report, time_first)
+            if exported is not model:  # the card says which layers are loops, and why
+                card["loops"] = {"layers": projected_lstm_names(model),
+                                 "why": "nn.LSTM(proj_size>0): ONNX's LSTM operator has no projection"}
             axes = _output_axes_or_none(model, spec)
             if axes:
                 name_output_dims(proto, outputs, axes, spec.inputs[0])

@@ -45,15 +45,20 @@ def vocab_size(model: Any) -> int | None:
     return None
 
 
-def check_supported(model: Any) -> None:
-    """Refuse layers ONNX's recurrent operators cannot express, naming the layer."""
+def check_supported(model: Any, projections: bool = True) -> None:
+    """Refuse layers edgeseq cannot export, naming the layer.
+
+    A projected LSTM (``proj_size > 0``) has no native ONNX node; plain exports write it as a loop
+    (:mod:`edgeseq.export.projected`), but a carried state or a lengths input needs the native node
+    (``projections=False``).
+    """
     import torch.nn as nn
 
     for name, module in model.named_modules():
-        if isinstance(module, nn.LSTM) and getattr(module, "proj_size", 0):
+        if isinstance(module, nn.LSTM) and getattr(module, "proj_size", 0) and not projections:
             raise UnsupportedModelError(
                 f"layer '{name}' is nn.LSTM(proj_size={module.proj_size}): ONNX's LSTM operator has no projection, "
-                "so it cannot be exported as a native LSTM node; use proj_size=0 followed by nn.Linear"
+                "so --streaming/--lengths, which need the native LSTM node, cannot take it; export it without them"
             )
 
 

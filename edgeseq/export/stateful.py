@@ -520,7 +520,7 @@ def export_with_extras(
                       allow_pickle=allow_pickle)
     start = time.perf_counter()
     model, source = model_and_source(ref_or_model, weights, say, allow_pickle)
-    check_supported(model)
+    check_supported(model, projections=False)
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
     timed = [i.name for i in spec.inputs[1:] if i.seq_axis is not None]
     if len(spec.inputs) != 1 and (lengths or timed):

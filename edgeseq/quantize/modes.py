@@ -152,12 +152,18 @@ def fp16(src: str | Path, dst: str | Path) -> None:
         sys.path[:] = saved_path
     try:
         model = onnx.load(str(src))
+        if any(n.op_type == "Loop" for n in model.graph.node):
+            # the converter casts the loop's carried sequence of steps into an invalid graph
+            raise QuantizationError("fp16: the file has a Loop (a projected LSTM, exported as a loop over time), "
+                                    "which onnxruntime's float16 converter breaks; use --mode dynamic")
         with _quiet():
             model = convert_float_to_float16(
                 model, keep_io_types=True, force_fp16_initializers=True,
                 op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(RECURRENT_OPS),
                 node_block_list=transpose_matmul_nodes(model),
             )
+    except QuantizationError:
+        raise
     except Exception as exc:  # noqa: BLE001 - as in dynamic()
         raise _fail("fp16", exc) from None
     onnx.save(model, str(dst))

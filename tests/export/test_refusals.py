@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeseq.errors import ExportError, UnsupportedModelError
+from edgeseq.errors import ExportError
 from edgeseq.export import export
 
 
@@ -34,21 +34,6 @@ def test_python_loop_over_lstmcell_is_refused(tmp_path, exporter):
     assert "LSTMCell" in str(info.value) or "'cell'" in str(info.value)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
-
-
-def test_projection_lstm_is_refused_naming_the_layer(tmp_path):
-    class Proj(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.rnn = nn.LSTM(4, 16, proj_size=8, batch_first=True)
-
-        def forward(self, x):
-            return self.rnn(x)[0]
-
-    out = tmp_path / "proj.onnx"
-    with pytest.raises(UnsupportedModelError, match="layer 'rnn'.*proj_size=8"):
-        export(Proj(), out)
-    assert not out.exists()
 
 
 def test_no_check_skips_the_gate_but_still_writes_a_card(tmp_path):

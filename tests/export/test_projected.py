@@ -1,0 +1,86 @@
+"""nn.LSTM(proj_size=...) has no native ONNX node: it is exported as a Loop over time, checked against PyTorch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from edgeseq import Session
+from edgeseq.card import op_histogram, read_card
+from edgeseq.cli import main
+from edgeseq.errors import QuantizationError, UnsupportedModelError
+from edgeseq.export import check, export
+from edgeseq.export.projected import projected_lstm
+from edgeseq.export.stateful import export_with_extras
+from edgeseq.quantize import quantize
+
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")  # PyTorch's
+
+
+@pytest.mark.parametrize("bidirectional, batch_first", [(False, True), (True, True), (False, False)])
+def test_the_loop_module_computes_what_nn_lstm_computes(bidirectional, batch_first):
+    torch.manual_seed(0)
+    lstm = nn.LSTM(4, 16, num_layers=2, proj_size=8, batch_first=batch_first, bidirectional=bidirectional).eval()
+    loop = projected_lstm(lstm)
+    x = torch.randn(3, 11, 4) if batch_first else torch.randn(11, 3, 4)
+    dirs = 2 if bidirectional else 1
+    state = (torch.randn(2 * dirs, 3, 8), torch.randn(2 * dirs, 3, 16))
+    with torch.inference_mode():
+        for args in ((x,), (x, state)):
+            (want, (h, c)), (got, (h2, c2)) = lstm(*args), loop(*args)
+            for a, b in ((want, got), (h, h2), (c, c2)):
+                torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
+
+
+class Projected(nn.Module):
+    """A bidirectional projected LSTM with a per-step head (the LSTMP of on-device speech models)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(12, 64, num_layers=2, proj_size=32, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(64, 5)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0])
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return Projected().eval()
+
+
+def test_a_projected_lstm_exports_as_a_loop_with_any_length(tmp_path):
+    out = tmp_path / "m.onnx"
+    result = export(_model(), out, input_shape=(1, 10, 12))
+    assert result.report.passed
+    assert "Loop" in op_histogram(out) and "LSTM" not in op_histogram(out)
+    assert read_card(out)["loops"]["layers"] == ["rnn"]
+    report = check(out, _model(), batch_sizes=[1, 4], lengths=[1, 37])
+    assert report.passed, [c.note for c in report.failures]
+    x = np.random.default_rng(0).standard_normal((2, 23, 12)).astype(np.float32)
+    with torch.inference_mode():
+        want = _model()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(Session(out, device="cpu").predict(x), want, atol=1e-5)
+
+
+def test_int8_works_and_fp16_and_streaming_say_why_not(tmp_path):
+    out = tmp_path / "m.onnx"
+    export(_model(), out, input_shape=(1, 10, 12))
+    quantize(out, tmp_path / "m.int8.onnx", mode="dynamic")
+    with pytest.raises(QuantizationError, match="has a Loop .*use --mode dynamic"):
+        quantize(out, tmp_path / "m.fp16.onnx", mode="fp16")
+    assert not (tmp_path / "m.fp16.onnx").exists()
+    with pytest.raises(UnsupportedModelError, match="proj_size=32.*--streaming/--lengths"):
+        export_with_extras(_model(), tmp_path / "s.onnx", input_shape=(1, 10, 12), streaming=True)
+
+
+def test_cli_says_the_layer_became_a_loop(tmp_path):
+    ref = tmp_path / "net.py"
+    ref.write_text("import torch\n\ndef build():\n    torch.manual_seed(0)\n"
+                   "    return torch.nn.LSTM(6, 16, proj_size=4, batch_first=True)\n")
+    result = CliRunner().invoke(main, ["export", f"{ref}:build", "-o", str(tmp_path / "m.onnx"), "--input-shape", "1,9,6"])
+    assert result.exit_code == 0, result.output
+    assert "exported as an ONNX Loop over time" in result.stderr
