@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..card import set_card
-from ..errors import EdgeseqError, ExportError, ParityError, require
+from ..errors import EdgeseqError, ExportError, ParityError, UnsupportedModelError, require
 from ..inputs import InputSpec
 from ..runtime.io import atomic_path
 from . import parity
@@ -277,6 +277,12 @@ def export(
     hints: list[str] = []  # per failed parity gate: the float32-rounding hint, or ''
     # what is exported: the model, or a copy whose projected LSTMs are loops; parity compares with the model
     exported = with_projected_lstms(model, say)
+    if exported is not model:  # torch.export cannot trace the scripted loop: it would report a frozen length
+        if exporter == "dynamo":
+            raise UnsupportedModelError(f"projected LSTM(s) {', '.join(projected_lstm_names(model))} export as a "
+                                        "loop through the TorchScript exporter only; use --exporter torchscript "
+                                        "(or auto)")
+        order = ["torchscript"]
     frozen = False
     with tempfile.TemporaryDirectory(prefix="edgeseq-export-") as tmp:
         for name in order:

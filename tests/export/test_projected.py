@@ -84,3 +84,8 @@ def test_cli_says_the_layer_became_a_loop(tmp_path):
     result = CliRunner().invoke(main, ["export", f"{ref}:build", "-o", str(tmp_path / "m.onnx"), "--input-shape", "1,9,6"])
     assert result.exit_code == 0, result.output
     assert "exported as an ONNX Loop over time" in result.stderr
+
+
+def test_the_dynamo_exporter_is_refused_for_the_loop_with_the_way_that_works(tmp_path):
+    with pytest.raises(UnsupportedModelError, match="TorchScript exporter only; use --exporter torchscript"):
+        export(_model(), tmp_path / "m.onnx", input_shape=(1, 10, 12), exporter="dynamo")
