@@ -51,6 +51,9 @@ class ConvLayer:
     def state_names(self) -> list[str]:
         return ["x"]
 
+    def state_size(self, which: str) -> int:
+        return self.hidden_size
+
     def io_name(self, which: str, direction: str) -> str:
         return f"{self.name}.{which}_{direction}"
 

@@ -58,6 +58,9 @@ def projected_lstm(lstm: Any) -> Any:
             self.num_layers, self.hidden, self.proj = lstm.num_layers, lstm.hidden_size, lstm.proj_size
             self.dirs = 2 if lstm.bidirectional else 1
             self.batch_first = lstm.batch_first
+            # what the streaming export reads off a recurrent layer
+            self.hidden_size, self.proj_size, self.bidirectional = lstm.hidden_size, lstm.proj_size, lstm.bidirectional
+            self.is_projected_lstm = True
             with torch.no_grad():
                 for layer in range(self.num_layers):
                     for d in range(self.dirs):

@@ -58,7 +58,7 @@ def check_supported(model: Any, projections: bool = True) -> None:
         if isinstance(module, nn.LSTM) and getattr(module, "proj_size", 0) and not projections:
             raise UnsupportedModelError(
                 f"layer '{name}' is nn.LSTM(proj_size={module.proj_size}): ONNX's LSTM operator has no projection, "
-                "so --streaming/--lengths, which need the native LSTM node, cannot take it; export it without them"
+                "so --lengths, which needs the native LSTM node, cannot take it; export it without --lengths"
             )
 
 

@@ -49,6 +49,7 @@ from .lengths import (
     verify_lengths,
 )
 from .loading import model_and_source
+from .projected import with_projected_lstms
 from .signature import (
     check_batch_not_fixed,
     check_not_frozen,
@@ -76,6 +77,10 @@ class RecurrentLayer:
     calls: int = 0
     # a learned initial state the model passes to the layer (the same for every sample): (layers, hidden) per state
     initial: list[Any] | None = None
+    proj_size: int = 0  # a projected LSTM's h is proj_size wide (its c stays hidden_size)
+
+    def state_size(self, which: str) -> int:
+        return self.proj_size if which == "h" and self.proj_size else self.hidden_size
 
     @property
     def state_names(self) -> list[str]:
@@ -88,17 +93,15 @@ class RecurrentLayer:
         import torch
 
         g = torch.Generator().manual_seed(1)
-        shape = (self.num_layers, batch, self.hidden_size)
-        return [0.1 * torch.randn(shape, generator=g) for _ in self.state_names]
+        return [0.1 * torch.randn((self.num_layers, batch, self.state_size(w)), generator=g) for w in self.state_names]
 
     def to_card(self, parts: dict[str, list[tuple[str, str]]] | None = None) -> dict[str, Any]:
         """The card's entry; ``parts`` (from :func:`~edgeseq.export.cleanup.split_layer_states`) lists the
         per-layer graph inputs/outputs of a state split along its first axis."""
-        shape = [self.num_layers, "batch", self.hidden_size]
         states = []
         for w in self.state_names:
-            state = {"name": w, "input": self.io_name(w, "in"), "output": self.io_name(w, "out"), "shape": shape,
-                     "batch_axis": 1}
+            state = {"name": w, "input": self.io_name(w, "in"), "output": self.io_name(w, "out"),
+                     "shape": [self.num_layers, "batch", self.state_size(w)], "batch_axis": 1}
             if self.initial is not None:  # a stream starts here instead of at zeros
                 state["initial"] = self.initial[self.state_names.index(w)].tolist()
             if parts and state["input"] in parts:
@@ -116,6 +119,8 @@ def recurrent_layers(model: Any, required: bool = True) -> list[RecurrentLayer]:
     layers = []
     for name, module in model.named_modules():
         kind = next((k for cls, k in kinds.items() if isinstance(module, cls)), None)  # parametrized ones too
+        if getattr(module, "is_projected_lstm", False):  # edgeseq's loop for nn.LSTM(proj_size>0)
+            kind = "lstm"
         if kind is None:
             continue
         label = name or kind
@@ -125,7 +130,8 @@ def recurrent_layers(model: Any, required: bool = True) -> list[RecurrentLayer]:
                 "direction reads the sequence from the end, so it cannot run step by step. Export without "
                 "--streaming (use --lengths for padded batches), or use a unidirectional layer"
             )
-        layers.append(RecurrentLayer(label, kind, module, module.num_layers, module.hidden_size))
+        layers.append(RecurrentLayer(label, kind, module, module.num_layers, module.hidden_size,
+                                     proj_size=int(getattr(module, "proj_size", 0) or 0)))
     if not layers and required:
         raise UnsupportedModelError(
             "refused --streaming: the model has no nn.LSTM/nn.GRU/nn.RNN layer (or causal nn.Conv1d over time), "
@@ -298,7 +304,7 @@ def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any]
     router.layers = layers
     n_data = len(parity.flatten_outputs(model(*examples)))
     data_outputs = ["y"] if n_data == 1 else [f"y{i}" for i in range(n_data)]
-    state_infos = [InputInfo(layer.io_name(w, "in"), "float32", [layer.num_layers, batch, layer.hidden_size],
+    state_infos = [InputInfo(layer.io_name(w, "in"), "float32", [layer.num_layers, batch, layer.state_size(w)],
                              batch_axis=1, seq_axis=None, dynamic={1: "batch"})
                    for layer in layers for w in layer.state_names]
     # with --lengths, a carried convolution context follows each sample's length: the wrapper takes the
@@ -351,7 +357,7 @@ def _name_state_batch_dims(proto: Any, data: InputInfo, layers: list[Any]) -> No
     invent names for dims they cannot infer, e.g. of a reshaped convolution context)."""
     dims = next(i for i in proto.graph.input if i.name == data.name).type.tensor_type.shape.dim
     batch = dims[data.batch_axis].dim_param if data.batch_axis is not None else ""
-    shapes = {layer.io_name(w, d): (layer.num_layers, layer.hidden_size)
+    shapes = {layer.io_name(w, d): (layer.num_layers, layer.state_size(w))
               for layer in layers for w in layer.state_names for d in ("in", "out")}
     for value in [*proto.graph.input, *proto.graph.output]:
         state_dims = value.type.tensor_type.shape.dim
@@ -520,7 +526,7 @@ def export_with_extras(
                       allow_pickle=allow_pickle)
     start = time.perf_counter()
     model, source = model_and_source(ref_or_model, weights, say, allow_pickle)
-    check_supported(model, projections=False)
+    check_supported(model, projections=not lengths)  # a projected LSTM streams as a loop; lengths need native nodes
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
     timed = [i.name for i in spec.inputs[1:] if i.seq_axis is not None]
     if len(spec.inputs) != 1 and (lengths or timed):
@@ -549,7 +555,7 @@ def export_with_extras(
         attempts: list[str] = []
         if streaming:
             candidate, used, version, layers, data_outputs, attempts, mixing = _export_streaming_candidate(
-                model, spec, examples, folder, exporter, opset, say, lengths)
+                with_projected_lstms(model, say), spec, examples, folder, exporter, opset, say, lengths)
             exported = onnx.load(str(candidate))
             _name_state_batch_dims(exported, spec.inputs[0], layers)
             base_card = build_card(spec, data_outputs, used, version, source, None, time_first)

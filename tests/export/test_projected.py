@@ -73,8 +73,36 @@ def test_int8_works_and_fp16_and_streaming_say_why_not(tmp_path):
     with pytest.raises(QuantizationError, match="has a Loop .*use --mode dynamic"):
         quantize(out, tmp_path / "m.fp16.onnx", mode="fp16")
     assert not (tmp_path / "m.fp16.onnx").exists()
-    with pytest.raises(UnsupportedModelError, match="proj_size=32.*--streaming/--lengths"):
-        export_with_extras(_model(), tmp_path / "s.onnx", input_shape=(1, 10, 12), streaming=True)
+    with pytest.raises(UnsupportedModelError, match="proj_size=32.*--lengths"):
+        export_with_extras(_model(), tmp_path / "s.onnx", input_shape=(1, 10, 12), lengths=True)
+
+
+class _Streamable(nn.Module):
+    """A unidirectional stacked LSTMP with a per-step head: the streaming speech shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(12, 32, num_layers=2, proj_size=8, batch_first=True)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0])
+
+
+def test_a_projected_lstm_streams_with_its_narrow_h_and_wide_c(tmp_path):
+    from edgeseq import StreamingSession
+
+    torch.manual_seed(0)
+    model = _Streamable().eval()
+    path = tmp_path / "s.onnx"
+    export_with_extras(model, path, input_shape=(1, 10, 12), streaming=True)
+    s = StreamingSession(path, device="cpu")
+    x = np.random.default_rng(1).standard_normal((2, 19, 12)).astype(np.float32)
+    got = np.concatenate([s.step(x[:, t : t + 4]) for t in range(0, 19, 4)], axis=1)
+    with torch.inference_mode():
+        want = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert {k: v.shape for k, v in s.state.items()} == {"rnn.h": (2, 2, 8), "rnn.c": (2, 2, 32)}
 
 
 def test_cli_says_the_layer_became_a_loop(tmp_path):
