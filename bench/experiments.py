@@ -541,6 +541,53 @@ def scan_lstm(models: list[str]) -> None:
                         f"{np.abs(outs[0] - outs[1]).max():.1e})")
 
 
+def lstmp(_models: list[str]) -> None:
+    """Projected LSTMs (nn.LSTM(proj_size>0)), exported as edgeseq's loop over time, vs PyTorch: whole
+    sequences (a 2-layer bidirectional LSTMP, float and INT8) and a streaming step (a unidirectional one)."""
+    import torch
+    from torch import nn
+
+    from edgeseq import Session, StreamingSession
+    from edgeseq.export import export
+    from edgeseq.export.stateful import export_with_extras
+    from edgeseq.quantize import quantize
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    bi = nn.LSTM(40, 128, num_layers=2, proj_size=32, batch_first=True, bidirectional=True).eval()
+    uni = nn.LSTM(40, 64, num_layers=2, proj_size=16, batch_first=True).eval()
+    print("\n## projected LSTMs: edgeseq's loop vs PyTorch (1 thread, medians)")
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
+        f32, i8, stream = Path(tmp) / "bi.onnx", Path(tmp) / "bi.int8.onnx", Path(tmp) / "uni.onnx"
+        export(bi, f32, input_shape=(1, 20, 40))
+        quantize(f32, i8, mode="dynamic")
+        export_with_extras(uni, stream, input_shape=(1, 20, 40), streaming=True)
+        for batch in (1, 64):
+            x = np.random.default_rng(0).standard_normal((batch, 100, 40)).astype(np.float32)
+            xt = torch.from_numpy(x)
+            sessions = {"edgeseq float": Session(f32, device="cpu", threads=1), "edgeseq int8": Session(i8, device="cpu", threads=1)}
+            runs: dict[str, Callable[[], Any]] = {k: functools.partial(v.predict, x) for k, v in sessions.items()}
+            runs["PyTorch"] = functools.partial(bi, xt)
+            with torch.inference_mode():
+                res = interleaved(runs, rounds=5, seconds=3.0)
+            print(f"bidirectional 2 x (40 -> 128, proj 32), batch {batch:2} x 100: "
+                  + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in res.items())
+                  + f"  (float {res['PyTorch'] / res['edgeseq float']:.2f}x, int8 {res['PyTorch'] / res['edgeseq int8']:.2f}x)")
+        s = StreamingSession(stream, device="cpu", threads=1)
+        one = np.random.default_rng(1).standard_normal((1, 1, 40)).astype(np.float32)
+        state: list[Any] = [None]
+
+        def torch_step() -> None:
+            _out, state[0] = uni(torch.from_numpy(one), state[0])
+
+        with torch.inference_mode():
+            res = interleaved({"StreamingSession.step": functools.partial(s.step, one), "PyTorch": torch_step},
+                              rounds=7, seconds=2.0)
+        print("unidirectional 2 x (40 -> 64, proj 16), one step: "
+              + ", ".join(f"{k} {v * 1e6:.1f} µs" for k, v in res.items())
+              + f"  ({res['PyTorch'] / res['StreamingSession.step']:.2f}x)")
+
+
 def batch_dependence(models: list[str]) -> None:
     """Does a sample's output depend on the rest of its batch? First 64 eval samples in one run vs one at a time."""
     from edgeseq import Session
@@ -611,7 +658,8 @@ EXPERIMENTS = {"threads": threads_and_spinning, "stream-threads": stream_threads
                "startup": startup, "cleanup": graph_cleanup, "overhead": overhead, "quant": quantization,
                "stream-state": stream_state, "conv-int8": conv_int8, "arena": memory_arena,
                "step-floor": step_floor, "run-size": run_size, "cell-ops": cell_ops,
-               "batch-dependence": batch_dependence, "scan-lstm": scan_lstm}
+               "batch-dependence": batch_dependence, "scan-lstm": scan_lstm,
+               "lstmp": lstmp}
 
 
 def main() -> None:
