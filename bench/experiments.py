@@ -588,6 +588,36 @@ def lstmp(_models: list[str]) -> None:
               + f"  ({res['PyTorch'] / res['StreamingSession.step']:.2f}x)")
 
 
+def nchwc(models: list[str]) -> None:
+    """ONNX Runtime's NchwcTransformer on and off (edgeseq switches it off for float16 files, where it can
+    crash ONNX Runtime: edgeseq/runtime/workarounds.py), float and FP16 files, batch 64 x 100."""
+    import onnxruntime as ort
+
+    print("\n## NchwcTransformer on vs off (1 thread, batch 64 x 100)")
+    for name in models:
+        for kind in ("float", "fp16"):
+            f = BUILD / name / f"{kind}.onnx"
+            if not f.exists():
+                continue
+            x = sample(name, 64, 100)
+            o = ort.SessionOptions()
+            o.intra_op_num_threads, o.inter_op_num_threads = 1, 1
+            o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            sessions = {"on": None, "off": None}
+            for key in sessions:
+                try:
+                    sessions[key] = ort.InferenceSession(str(f), o, providers=["CPUExecutionProvider"],
+                                                         disabled_optimizers=[] if key == "on" else ["NchwcTransformer"])
+                except Exception as exc:  # noqa: BLE001 - reported, not raised
+                    print(f"{name:16} {kind:5}: {key}: cannot load ({str(exc).splitlines()[0][:80]})")
+            if not all(sessions.values()):
+                continue
+            feed = {sessions["on"].get_inputs()[0].name: x}
+            res = interleaved({k: functools.partial(v.run, None, feed) for k, v in sessions.items()}, rounds=7, seconds=2.0)
+            print(f"{name:16} {kind:5}: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in res.items())
+                  + f"  (off/on {res['off'] / res['on']:.3f})")
+
+
 def batch_dependence(models: list[str]) -> None:
     """Does a sample's output depend on the rest of its batch? First 64 eval samples in one run vs one at a time."""
     from edgeseq import Session
@@ -659,7 +689,7 @@ EXPERIMENTS = {"threads": threads_and_spinning, "stream-threads": stream_threads
                "stream-state": stream_state, "conv-int8": conv_int8, "arena": memory_arena,
                "step-floor": step_floor, "run-size": run_size, "cell-ops": cell_ops,
                "batch-dependence": batch_dependence, "scan-lstm": scan_lstm,
-               "lstmp": lstmp}
+               "lstmp": lstmp, "nchwc": nchwc}
 
 
 def main() -> None:

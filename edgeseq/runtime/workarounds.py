@@ -8,10 +8,10 @@ with a segmentation fault, not an exception.  A per-step output head (``fc(lstm_
 pooling over a bidirectional LSTM's outputs is exactly that pattern once converted to float16.
 
 For files that store float16 weights the transformer is switched off: it only rearranges 2-D
-convolutions, and on float16 files ONNX Runtime's CPU kernels compute those in float32 through
-inserted casts anyway (msft_cnnlstm FP16, batch 64 x 100 steps: 3.37/3.39 ms with it, 3.41/3.34
-without; float32: 3.45-3.68 vs 3.39-3.59).  ``edgeseq quantize --mode fp16`` also keeps the pattern
-out of the files it writes, so they load in a stock ONNX Runtime too.
+convolutions, and switching it off changed nothing beyond noise on the zoo's FP16 files, batch
+64 x 100 (off/on 1.00-1.01 for msft_cnnlstm and motion_lstm, 0.97-1.07 for fashion_lstm over
+repeats: ``python -m bench.experiments nchwc``).  ``edgeseq quantize --mode fp16`` also keeps the
+pattern out of the files it writes, so they load in a stock ONNX Runtime too.
 
 >>> disabled_optimizers("model.fp16.onnx")     # doctest: +SKIP
 ['NchwcTransformer']
