@@ -2,7 +2,7 @@
 
 The TorchScript exporter refuses a projected LSTM and the dynamo exporter writes an ``LSTM`` node
 without its projection, which ONNX Runtime then rejects.  Before exporting, edgeseq swaps each
-projected LSTM for :class:`ProjectedLSTM`: the same weights, the input projection of every step in
+projected LSTM for :func:`projected_lstm`'s module: the same weights, the input projection of every step in
 one MatMul, and the recurrence in a scripted loop over time that the TorchScript exporter writes as
 an ONNX ``Loop`` whose trip count is the input's length (no frozen length).  The parity gate then
 compares the file with the original ``nn.LSTM``.  A loop runs slower than a native node (each step
@@ -28,7 +28,7 @@ def _direction() -> Callable[..., Any]:
     import torch
 
     # gx is time-major (T, batch, 4*hidden): gx[t] exports as a Gather of one step; indexing the time axis of a
-    # batch-first tensor exported as a Slice that copied the whole tensor at every step (2.9x slower at batch 64)
+    # batch-first tensor exported as a Slice that copied the whole tensor at every step (179 vs 27 ms, batch 64 x 100)
     def run(gx: torch.Tensor, w_hh: torch.Tensor, w_hr: torch.Tensor, h: torch.Tensor, c: torch.Tensor
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         steps: list[torch.Tensor] = []
