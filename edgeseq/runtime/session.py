@@ -485,6 +485,11 @@ class Session:
         t = x.shape[self._seq_axis()]
         if lengths.min() < 1 or lengths.max() > t:
             raise InputError(f"lengths must be between 1 and the padded length {t}; got {lengths.min()}..{lengths.max()}")
+        fixed = self._data[0].shape[self._seq_axis()] if self._data else None
+        if isinstance(fixed, int) and (lengths != fixed).any():  # a file exported at one length
+            i = int(np.flatnonzero(lengths != fixed)[0])
+            raise InputError(f"this model runs at {fixed} steps only (it was built for that length); sample {i} has "
+                             f"{int(lengths[i])} steps")
         return lengths.astype(np.int64)
 
     def check_length(self, spec: TensorSpec, steps: int) -> None:

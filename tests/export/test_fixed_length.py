@@ -48,6 +48,8 @@ def test_the_length_is_fixed_in_the_file_and_said(tmp_path):
     np.testing.assert_allclose(session.predict(x), want, atol=1e-5)
     with pytest.raises(InputError, match="axis 1 must be 20, got 25"):  # not an error from inside ONNX Runtime
         session.predict(np.zeros((3, 25, 4), np.float32))
+    with pytest.raises(InputError, match="runs at 20 steps only .*sample 1 has 13 steps"):  # ragged input too
+        session.predict([x[0], x[1, :13]])
     report = check(out, build())
     assert report.passed and {c.length for c in report.cases} == {20}
     shown = CliRunner().invoke(main, ["inspect", str(out)])
