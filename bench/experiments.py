@@ -357,6 +357,20 @@ def _bound_run(sess: Any) -> Callable[[], Any]:
     return lambda: sess.run_with_iobinding(binding)
 
 
+def _lstm_nodes(path: Path) -> tuple[list[Any], dict[str, Any], int, int]:
+    """(the file's LSTM nodes, its initializers by name, the first layer's input features and hidden size)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    weights = {t.name: t for t in proto.graph.initializer}
+    lstms = [n for n in proto.graph.node if n.op_type == "LSTM"]
+    if not lstms:
+        return [], weights, 0, 0
+    hidden = next(a.i for a in lstms[0].attribute if a.name == "hidden_size")
+    return lstms, weights, int(numpy_helper.to_array(weights[lstms[0].input[1]]).shape[-1]), int(hidden)
+
+
 def step_floor(models: list[str]) -> None:
     """What a streaming step cannot go below in ONNX Runtime: the exported step graph vs a graph of only
     its LSTM nodes (same weights, per-layer state) vs a one-node Identity graph, all pre-bound, no Python."""
@@ -369,11 +383,7 @@ def step_floor(models: list[str]) -> None:
             f = BUILD / name / "stream-float.onnx"
             if not f.exists():
                 continue
-            proto = onnx.load(str(f))
-            weights = {t.name: t for t in proto.graph.initializer}
-            lstms = [n for n in proto.graph.node if n.op_type == "LSTM"]
-            hidden = next(a.i for a in lstms[0].attribute if a.name == "hidden_size")
-            features = numpy_helper.to_array(weights[lstms[0].input[1]]).shape[-1]
+            lstms, weights, features, hidden = _lstm_nodes(f)
             nodes, inputs, outputs, inits, prev = [], [], [], [], "x"
             inputs.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, features]))
             for k, n in enumerate(lstms):
@@ -432,7 +442,6 @@ def _cell_graph(lstms: list[Any], weights: dict[str, Any], features: int, hidden
 def cell_ops(models: list[str]) -> None:
     """The streaming step with its LSTM nodes written as primitive-op cells, pre-bound, no Python."""
     import onnx
-    from onnx import numpy_helper
 
     print("\n## one-step LSTM as primitive ops vs the exported step (run_with_iobinding, batch 1, 1 thread)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -440,11 +449,7 @@ def cell_ops(models: list[str]) -> None:
             f = BUILD / name / "stream-float.onnx"
             if not f.exists():
                 continue
-            proto = onnx.load(str(f))
-            weights = {t.name: t for t in proto.graph.initializer}
-            lstms = [n for n in proto.graph.node if n.op_type == "LSTM"]
-            hidden = next(a.i for a in lstms[0].attribute if a.name == "hidden_size")
-            features = numpy_helper.to_array(weights[lstms[0].input[1]]).shape[-1]
+            lstms, weights, features, hidden = _lstm_nodes(f)
             cells = Path(tmp) / f"{name}-cells.onnx"
             onnx.save(_cell_graph(lstms, weights, features, hidden), str(cells))
             runs = {k: _bound_run(ort_session(p, 1)) for k, p in {"exported step": f, "cells": cells}.items()}
@@ -503,7 +508,6 @@ def scan_lstm(models: list[str]) -> None:
     Sigmoid/Tanh instead of the kernel's gate code), at each model's first-layer sizes; PyTorch for scale."""
     import onnx
     import torch
-    from onnx import numpy_helper
 
     print("\n## one LSTM layer: LSTM node vs Scan of primitive ops vs PyTorch (1 thread, medians)")
     torch.set_num_threads(1)
@@ -512,13 +516,9 @@ def scan_lstm(models: list[str]) -> None:
             f = BUILD / name / "float.onnx"
             if not f.exists():
                 continue
-            proto = onnx.load(str(f))
-            weights = {t.name: t for t in proto.graph.initializer}
-            lstm = next((n for n in proto.graph.node if n.op_type == "LSTM"), None)
-            if lstm is None:
+            lstms, _weights, features, hidden = _lstm_nodes(f)
+            if not lstms:
                 continue
-            hidden = next(a.i for a in lstm.attribute if a.name == "hidden_size")
-            features = numpy_helper.to_array(weights[lstm.input[1]]).shape[-1]
             paths = {}
             for kind, scan in (("LSTM node", False), ("Scan", True)):
                 paths[kind] = Path(tmp) / f"{name}-{kind.split()[0]}.onnx"

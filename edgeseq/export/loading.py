@@ -44,10 +44,8 @@ def load_model(ref: str, weights: str | Path | None = None, log: Callable[[str],
         from ..keras import load_keras
 
         model = load_keras(ref)
-    elif ":" not in Path(ref).name and Path(ref).is_file() and is_exported_program(ref):
-        model = load_exported_program(ref)
-    elif ":" not in Path(ref).name and Path(ref).is_file():
-        model = load_torchscript(ref, allow_pickle)
+    elif ":" not in Path(ref).name and Path(ref).is_file():  # a saved model file, not file.py:factory
+        model = load_exported_program(ref) if is_exported_program(ref) else load_torchscript(ref, allow_pickle)
     else:
         name, args, kwargs = split_call(ref)
         factory = resolve_factory(name)

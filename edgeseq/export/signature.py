@@ -224,7 +224,7 @@ def infer_signature(
     layer = first_layer(model)
     is_tokens = isinstance(layer, torch.nn.Embedding) or getattr(layer, "original_name", None) == "Embedding"
 
-    required = required_parameter_names(model)
+    required = forward_parameter_names(model, required=True)
     if len(required) > 1 and not callable(getattr(model, "example_inputs", None)):
         raise ExportError(
             f"forward takes {len(required)} inputs ({', '.join(required)}) and edgeseq can only guess one: give the "
@@ -299,8 +299,9 @@ def _features_of(layer: Any) -> int:
     raise ExportError("cannot infer the feature count; pass --input-shape B,T,F")
 
 
-def forward_parameter_names(model: Any) -> list[str]:
-    """Names of ``model.forward``'s positional parameters (without ``self``), [] when not inspectable."""
+def forward_parameter_names(model: Any, required: bool = False) -> list[str]:
+    """Names of ``model.forward``'s positional parameters (without ``self``; with ``required``, only those
+    without a default), [] when not inspectable."""
     import inspect
 
     try:
@@ -308,19 +309,7 @@ def forward_parameter_names(model: Any) -> list[str]:
     except (TypeError, ValueError):
         return []
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in params if p.kind in kinds]
-
-
-def required_parameter_names(model: Any) -> list[str]:
-    """``model.forward``'s positional parameters that have no default ([] when not inspectable)."""
-    import inspect
-
-    try:
-        params = inspect.signature(model.forward).parameters.values()
-    except (TypeError, ValueError):
-        return []
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+    return [p.name for p in params if p.kind in kinds and not (required and p.default is not inspect.Parameter.empty)]
 
 
 # Input names edgeseq gives a meaning of its own (the first input is always "x").

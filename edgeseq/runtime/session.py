@@ -32,6 +32,13 @@ CPU_MIN_ROWS = 64
 LENGTH_WINDOW_RUNS = 32  # variable lengths: samples sorted by length within windows of this many runs
 
 
+def initial_state(state: dict[str, Any], dtype: Any = np.float32) -> np.ndarray | None:
+    """One card state entry's learned start value with a batch axis of size 1 (None: it starts at zeros)."""
+    if state.get("initial") is None:
+        return None
+    return np.expand_dims(np.asarray(state["initial"], dtype), int(state.get("batch_axis", 1)))
+
+
 def initial_states(card: dict[str, Any]) -> dict[str, np.ndarray]:
     """Graph state input -> the learned state a sequence starts from (batch axis of size 1), from a streaming
     file's card; inputs missing here start at zeros.
@@ -42,9 +49,9 @@ def initial_states(card: dict[str, Any]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for layer in (card.get("streaming") or {}).get("layers") or []:
         for state in layer.get("states") or []:
-            if state.get("initial") is None:
+            whole = initial_state(state)
+            if whole is None:
                 continue
-            whole = np.expand_dims(np.asarray(state["initial"], np.float32), int(state.get("batch_axis", 1)))
             parts = [p["input"] for p in state.get("parts") or []] or [state["input"]]
             for k, name in enumerate(parts):
                 out[name] = whole if len(parts) == 1 else whole[k : k + 1]

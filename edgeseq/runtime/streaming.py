@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import InputError, ModelFileError
 from .checks import TensorSpec, check_array
 from .ort import default_threads
-from .session import Session
+from .session import Session, initial_state
 
 _MAX_PLANS = 8  # cached bindings per distinct chunk shape
 
@@ -120,10 +120,8 @@ class StreamingSession:
                 first = specs[parts[0][0]]
                 whole = (first if len(parts) == 1
                          else TensorSpec(s["input"], first.dtype, (len(parts), *first.shape[1:])))
-                axis = int(s.get("batch_axis", 1))
-                initial = (np.expand_dims(np.asarray(s["initial"], dtype=whole.dtype), axis)
-                           if s.get("initial") is not None else None)
-                self._slots.append(_StateSlot(f"{layer['name']}.{s['name']}", parts, whole, axis, initial))
+                self._slots.append(_StateSlot(f"{layer['name']}.{s['name']}", parts, whole,
+                                              int(s.get("batch_axis", 1)), initial_state(s, whole.dtype)))
         self.output_names = [o.name for o in self.session.outputs if o.name not in set(state_out)]
         self.output_axes: dict[str, dict[str, int | None]] = {
             n: dict(card.get("output_axes", {}).get(n) or {"batch_axis": 0, "seq_axis": None})
