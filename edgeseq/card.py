@@ -11,7 +11,11 @@ protobuf directly, skipping the (possibly large) graph without decoding it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import mmap
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +66,33 @@ def _iter_fields(buf: bytes | memoryview):
         yield field, wire, value
 
 
+@contextlib.contextmanager
+def mapped_file(path: str | Path) -> Iterator[memoryview]:
+    """An ONNX file's bytes, memory-mapped rather than read: the protobuf walks here skip over tensor data,
+    so its pages are never touched, and a large file is not copied into memory to read its card."""
+    path = Path(path)
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the mapping
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read ({exc.strerror})") from None
+    with fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            yield memoryview(b"")
+            return
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        view = memoryview(mapped)
+        try:
+            yield view
+        finally:
+            try:
+                view.release()
+                mapped.close()
+            except BufferError:  # a slice still referenced (say, by an error's traceback): unmapped when collected
+                pass
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """Return an ONNX file's ``metadata_props`` as a dict, without onnx or onnxruntime.
 
@@ -69,22 +100,17 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     dict_keys(['edgeseq.card'])
     """
     path = Path(path)
-    try:
-        data = memoryview(path.read_bytes())
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read ({exc.strerror})") from None
     props: dict[str, str] = {}
-    try:
-        for field, wire, value in _iter_fields(data):
-            if field == _METADATA_FIELD and wire == 2:
-                entry = {f: bytes(v).decode("utf-8") for f, w, v in _iter_fields(value) if w == 2}
-                props[entry.get(1, "")] = entry.get(2, "")
-    except (ValueError, UnicodeDecodeError):
-        raise ModelFileError(
-            f"{path}: not a valid ONNX file (truncated or corrupt); re-export it with 'edgeseq export'"
-        ) from None
+    with mapped_file(path) as data:
+        try:
+            for field, wire, value in _iter_fields(data):
+                if field == _METADATA_FIELD and wire == 2:
+                    entry = {f: bytes(v).decode("utf-8") for f, w, v in _iter_fields(value) if w == 2}
+                    props[entry.get(1, "")] = entry.get(2, "")
+        except (ValueError, UnicodeDecodeError):
+            raise ModelFileError(
+                f"{path}: not a valid ONNX file (truncated or corrupt); re-export it with 'edgeseq export'"
+            ) from None
     return props
 
 

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from ..card import _iter_fields
+from ..card import _iter_fields, mapped_file
 from ..errors import ModelFileError
 
 # onnx.proto field numbers of the messages that can hold tensors (checked against onnx 1.23's descriptors).
@@ -45,9 +45,9 @@ def check_model_file(path: str | Path) -> list[Path]:
     []
     """
     path = Path(path)
-    data = _read(path)
-    check_names(path, data)
-    return check_external_data(path, data)
+    with mapped_file(path) as data:
+        check_names(path, data)
+        return check_external_data(path, data)
 
 
 def _read(path: Path) -> bytes:
@@ -61,7 +61,7 @@ def _corrupt(path: Path) -> ModelFileError:
     return ModelFileError(f"{path}: not a valid ONNX file (truncated or corrupt); re-export it with 'edgeseq export'")
 
 
-def check_names(path: str | Path, data: bytes | None = None) -> None:
+def check_names(path: str | Path, data: bytes | memoryview | None = None) -> None:
     """Refuse a file whose names ONNX Runtime's Python API would fail to decode (not UTF-8: a corrupt file)."""
     path = Path(path)
     try:
@@ -118,15 +118,15 @@ def _value_info_strings(info: memoryview) -> Iterator[str]:
                                     yield bytes(v).decode("utf-8")
 
 
-def check_external_data(path: str | Path, data: bytes | None = None) -> list[Path]:
+def check_external_data(path: str | Path, data: bytes | memoryview | None = None) -> list[Path]:
     """Refuse an ONNX file whose external data lies outside its folder; return the external files it uses.
 
     Raises :class:`ModelFileError` naming the tensor and the location.
     """
     path = Path(path)
     data = _read(path) if data is None else data
-    if b"location" not in data:  # fast path: every external-data entry carries this key
-        return []
+    if isinstance(data, bytes) and b"location" not in data:  # fast path: every external-data entry carries this key
+        return []  # (a mapped file is walked instead: a search would touch every page)
     folder = path.resolve().parent
     used: list[Path] = []
     try:

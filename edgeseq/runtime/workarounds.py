@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..card import _iter_fields
+from ..card import _iter_fields, mapped_file
+from ..errors import ModelFileError
 
 _MODEL_GRAPH, _GRAPH_INIT, _TENSOR_DATA_TYPE = 7, 5, 2
 _FLOAT16 = 10  # onnx.TensorProto.FLOAT16
@@ -31,20 +32,24 @@ FLOAT16_CRASH = ["NchwcTransformer"]
 def stores_float16(path: str | Path) -> bool:
     """Whether the file's main graph has a float16 initializer (read from the protobuf; no onnx needed)."""
     try:
-        data = memoryview(Path(path).read_bytes())
-        for field, wire, graph in _iter_fields(data):
-            if field != _MODEL_GRAPH or wire != 2:
-                continue
-            for gfield, gwire, tensor in _iter_fields(graph):
-                if gfield != _GRAPH_INIT or gwire != 2:
-                    continue
-                for tfield, twire, value in _iter_fields(tensor):
-                    if tfield == _TENSOR_DATA_TYPE and twire == 0:
-                        if value == _FLOAT16:
-                            return True
-                        break
-    except (OSError, ValueError):  # unreadable or corrupt: ONNX Runtime's own error says so
+        with mapped_file(path) as data:
+            return _has_float16_initializer(data)
+    except (ModelFileError, ValueError):  # unreadable or corrupt: ONNX Runtime's own error says so
         return False
+
+
+def _has_float16_initializer(data: memoryview) -> bool:
+    for field, wire, graph in _iter_fields(data):
+        if field != _MODEL_GRAPH or wire != 2:
+            continue
+        for gfield, gwire, tensor in _iter_fields(graph):
+            if gfield != _GRAPH_INIT or gwire != 2:
+                continue
+            for tfield, twire, value in _iter_fields(tensor):
+                if tfield == _TENSOR_DATA_TYPE and twire == 0:
+                    if value == _FLOAT16:
+                        return True
+                    break
     return False
 
 
