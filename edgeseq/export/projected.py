@@ -28,7 +28,7 @@ def _direction() -> Callable[..., Any]:
     import torch
 
     # gx is time-major (T, batch, 4*hidden): gx[t] exports as a Gather of one step; indexing the time axis of a
-    # batch-first tensor exported as a Slice that copied the whole tensor at every step (179 vs 27 ms, batch 64 x 100)
+    # batch-first tensor exported as a Slice that copied the whole tensor at every step (179 vs 27 ms at batch 64 x 100, one-off)
     def run(gx: torch.Tensor, w_hh: torch.Tensor, w_hr: torch.Tensor, h: torch.Tensor, c: torch.Tensor
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         steps: list[torch.Tensor] = []
