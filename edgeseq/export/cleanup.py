@@ -50,13 +50,108 @@ def _interface(proto: Any) -> tuple[Any, ...]:
             tuple((v.name, v.type.tensor_type.elem_type, tuple(_dims(v))) for v in g.output))
 
 
+def _same_interface(before: Any, after: Any) -> bool:
+    """The same inputs and outputs, except that an output dim the exporter named on its own
+    (``Gemmy_dim_1``, not an input's ``batch``/``seq``) may have become the number it always is."""
+    (ins, outs), (ins2, outs2) = _interface(before), _interface(after)
+    if ins != ins2 or len(outs) != len(outs2):
+        return False
+    axes = {d for _, _, dims in ins for d in dims if isinstance(d, str)}
+    for (name, kind, dims), (name2, kind2, dims2) in zip(outs, outs2):
+        if (name, kind, len(dims)) != (name2, kind2, len(dims2)):
+            return False
+        for d, d2 in zip(dims, dims2):
+            if d != d2 and not (isinstance(d, str) and d not in axes and isinstance(d2, int) and d2 > 0):
+                return False
+    return True
+
+
 def _recurrent(proto: Any) -> Counter:
     return Counter(n.op_type for n in proto.graph.node if n.op_type in RECURRENT)
 
 
 def simplify(proto: Any, say: Callable[[str], None] | None = None) -> tuple[Any, str | None]:
-    """``proto`` simplified by onnxslim, and what did it ("onnxslim 0.1.x"); ``proto`` and None when
-    onnxslim is not installed, fails, or would change the interface or the recurrent nodes."""
+    """``proto`` simplified, and what did it ("onnxslim 0.1.x", "full-range slices"); ``proto`` and None
+    when nothing changed.  onnxslim's result is dropped when it fails or would change the interface
+    or the recurrent nodes; :func:`drop_full_slices` then runs on whichever graph is kept."""
+    import onnx
+
+    slim, by = _onnxslim(proto, say)
+    if slim is proto:
+        slim = onnx.ModelProto()
+        slim.CopyFrom(proto)
+    dropped = drop_full_slices(slim)
+    if dropped:
+        by = f"{by} + full-range slices" if by else "full-range slices"
+    return (slim, by) if by else (proto, None)
+
+
+def drop_full_slices(proto: Any) -> int:
+    """Skip every ``Slice`` that keeps its whole input (start 0, end past any size, step 1), in place;
+    returns how many.
+
+    TorchScript writes ``x[:, t]`` as such a Slice over axis 0, then a Gather: in a loop over time
+    (a scripted model's ``Loop``) ONNX Runtime copies the whole input at every step, which makes a
+    long sequence cost quadratic time.  Consumers read the input itself instead.
+    """
+    from onnx import numpy_helper
+
+    graphs = list(_graphs(proto.graph))
+    values: dict[str, Any] = {}
+    for g in graphs:
+        values.update({t.name: numpy_helper.to_array(t) for t in g.initializer})
+        for n in g.node:
+            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+                values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+
+    def ints(name: str) -> list[int] | None:
+        v = values.get(name)
+        return [int(x) for x in v.reshape(-1)] if v is not None and v.dtype.kind in "iu" else None
+
+    rename: dict[str, str] = {}
+    for g in graphs:
+        kept = {v.name for v in g.output}
+        drop = []
+        for i, n in enumerate(g.node):
+            if n.op_type != "Slice" or len(n.input) < 3 or n.output[0] in kept:
+                continue
+            starts, ends = ints(n.input[1]), ints(n.input[2])
+            steps = ints(n.input[4]) if len(n.input) > 4 and n.input[4] else None
+            if (starts and ends and all(v == 0 for v in starts) and all(v >= 2**31 - 1 for v in ends)
+                    and (steps is None or all(v == 1 for v in steps))):
+                rename[n.output[0]] = n.input[0]
+                drop.append(i)
+        _remove_nodes(g, drop)
+    if not rename:
+        return 0
+    for g in graphs:
+        for n in g.node:
+            for i, v in enumerate(n.input):
+                while v in rename:  # a slice of a slice
+                    v = rename[v]
+                n.input[i] = v
+    used = {v for g in graphs for n in g.node for v in n.input} | {v.name for g in graphs for v in g.output}
+    for g in graphs:  # the slices' bounds, now read by nothing (ONNX Runtime warns about each)
+        unused = [t for t in g.initializer if t.name not in used]
+        for t in unused:
+            g.initializer.remove(t)
+        _remove_nodes(g, [i for i, n in enumerate(g.node) if n.op_type == "Constant" and n.output[0] not in used])
+    return len(rename)
+
+
+def _graphs(graph: Any) -> Any:
+    """``graph`` and every subgraph in it (Loop/Scan/If bodies), depth first."""
+    yield graph
+    for n in graph.node:
+        for a in n.attribute:
+            if a.g.ByteSize():
+                yield from _graphs(a.g)
+            for sub in a.graphs:
+                yield from _graphs(sub)
+
+
+def _onnxslim(proto: Any, say: Callable[[str], None] | None = None) -> tuple[Any, str | None]:
+    """onnxslim's graph and "onnxslim 0.1.x", or ``proto`` and None (not installed, failed, unsafe)."""
     try:
         import onnxslim
     except ImportError:
@@ -75,7 +170,7 @@ def simplify(proto: Any, say: Callable[[str], None] | None = None) -> tuple[Any,
         return proto, None
     finally:
         logger.setLevel(level)
-    if slim is None or _interface(slim) != _interface(proto) or _recurrent(slim) != _recurrent(proto):
+    if slim is None or not _same_interface(proto, slim) or _recurrent(slim) != _recurrent(proto):
         say("  graph cleanup skipped: onnxslim changed the graph's inputs, outputs or recurrent nodes")
         return proto, None
     return slim, f"onnxslim {getattr(onnxslim, '__version__', '?')}"

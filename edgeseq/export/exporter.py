@@ -27,6 +27,7 @@ from . import parity
 from .cleanup import cleanup_record, node_count, simplify
 from .loading import model_and_source
 from .projected import projected_lstm_names, with_projected_lstms
+from .scripted import cell_names, cells_phrase, script
 from .signature import (
     check_batch_not_fixed,
     check_not_frozen,
@@ -177,14 +178,29 @@ def graph_problems(proto: Any, spec: InputSpec, model: Any) -> list[str]:
     return problems
 
 
-def _cell_hint(model: Any) -> str:
-    import torch.nn as nn
+def _cell_hint(model: Any, exporter: str, script: str | None) -> str:
+    cells = cell_names(model)
+    what = (f"The model steps {', '.join(repr(c) for c in cells[:3])} in a Python loop" if cells else
+            "The model's forward probably depends on the sequence length in Python (a loop over time steps or a "
+            "shape used as a number)")
+    if exporter == "dynamo":
+        return f" {what}; --exporter torchscript (or auto) exports such a loop scripted, as an ONNX Loop."
+    unrolled = f" {what}, which tracing unrolls to the example's length"
+    if script == "compile":
+        return (f"{unrolled}, and torch.jit.script could not compile forward (below): make it scriptable, or use "
+                "nn.LSTM/nn.GRU over the whole sequence.")
+    if script == "export":
+        return (f"{unrolled}; torch.jit.script compiled forward but its export failed (below): rewrite the "
+                "construct it names, or use nn.LSTM/nn.GRU over the whole sequence.")
+    return f"{unrolled}; use nn.LSTM/nn.GRU over the whole sequence."
 
-    cells = [n for n, m in model.named_modules() if isinstance(m, (nn.LSTMCell, nn.GRUCell, nn.RNNCell))]
-    if cells:
-        return (f" The model steps {', '.join(repr(c) for c in cells[:3])} in a Python loop, which the exporter unrolls "
-                "to the example's length; use nn.LSTM/nn.GRU over the whole sequence instead.")
-    return " The model's forward probably depends on the sequence length in Python (a loop over time steps or a shape used as a number)."
+
+def _script_outcome(scripted: bool, attempts: list[str]) -> str | None:
+    """How the scripted fallback ended: "compile" (torch.jit.script failed), "export" (its export or
+    parity failed), or None (not tried)."""
+    if any(a.startswith("torch.jit.script:") for a in attempts):
+        return "compile"
+    return "export" if scripted else None
 
 
 def check_layout(model: Any, spec: InputSpec, time_first: bool) -> None:
@@ -284,11 +300,29 @@ def export(
                                         "(or auto)")
         order = ["torchscript"]
     frozen = False
+    scripted = False  # whether the loop-over-time fallback (torch.jit.script) was tried
+    candidates: list[tuple[str, Any]] = [(name, exported) for name in order]
+    traced = exported
+
+    def next_candidate() -> tuple[str, Any] | None:
+        nonlocal scripted
+        if candidates:
+            return candidates.pop(0)
+        if frozen and not scripted and exporter != "dynamo" and not _is_torchscript(traced):
+            # a Python loop over time was unrolled by tracing; scripting keeps it as a loop (an ONNX Loop)
+            scripted = True
+            module = script(traced, attempts, say)
+            if module is not None:
+                return "torchscript", module
+        return None
+
     with tempfile.TemporaryDirectory(prefix="edgeseq-export-") as tmp:
-        for name in order:
-            candidate = Path(tmp) / f"{name}.onnx"
+        while (item := next_candidate()) is not None:
+            name, exported = item
+            label = "scripted torchscript" if scripted else name
+            candidate = Path(tmp) / f"{label.replace(' ', '-')}.onnx"
             version = opset or DEFAULT_OPSET[name]
-            say(f"exporting with the {name} exporter (opset {version}) ...")
+            say(f"exporting with the {name} exporter (opset {version}){' from the scripted model' if scripted else ''} ...")
             try:
                 _EXPORT_FUNCS[name](exported, examples, candidate, spec, outputs, version)
             except EdgeseqError:
@@ -297,20 +331,20 @@ def export(
                 text = _error_text(exc)
                 if any(k in text.lower() for k in ("constraint", "specializ", "guard", "static shape")):
                     frozen = True
-                attempts.append(f"{name}: export failed: {text}")
-                say(f"  {name} exporter failed: {text}")
+                attempts.append(f"{label}: export failed: {text}")
+                say(f"  {label} exporter failed: {text}")
                 continue
             proto = onnx.load(str(candidate))
             try:
                 onnx.checker.check_model(proto)
             except Exception as exc:
-                attempts.append(f"{name}: invalid ONNX: {str(exc).splitlines()[0][:200]}")
+                attempts.append(f"{label}: invalid ONNX: {str(exc).splitlines()[0][:200]}")
                 continue
             problems = graph_problems(proto, spec, exported)
             if problems:
                 frozen = frozen or any("frozen" in p or "unrolled" in p for p in problems)
-                attempts.append(f"{name}: {'; '.join(problems)}")
-                say(f"  {name}: {'; '.join(problems)}")
+                attempts.append(f"{label}: {'; '.join(problems)}")
+                say(f"  {label}: {'; '.join(problems)}")
                 continue
             raw_nodes = node_count(proto)
             cleaned, by = simplify(proto, say)
@@ -321,7 +355,7 @@ def export(
                 report, cleaned, by = _measure_cleaned(proto, cleaned, by, candidate, model, spec, lengths, say,
                                                        atol, rtol)
                 try:
-                    parity.gate(report, f"{name} export", hint=False)
+                    parity.gate(report, f"{label} export", hint=False)
                 except ParityError as exc:
                     hints.append(parity.rounding_hint(report))
                     fails = report.failures
@@ -335,9 +369,15 @@ def export(
             if by:
                 say(f"graph cleanup ({by}): {raw_nodes} -> {node_count(proto)} nodes")
             card = build_card(spec, outputs, name, version, source, report, time_first)
-            if exported is not model:  # the card says which layers are loops, and why
+            if scripted:  # the card says which layers are loops, and why
+                card["loops"] = {"layers": cell_names(model) or ["forward"],
+                                 "why": "forward steps through time in a Python loop: exported scripted, as an ONNX Loop"}
+            elif traced is not model:
                 card["loops"] = {"layers": projected_lstm_names(model),
                                  "why": "nn.LSTM(proj_size>0): ONNX's LSTM operator has no projection"}
+            if scripted:
+                say(f"note: forward loops over time in Python{cells_phrase(model)}; exported it scripted "
+                    "(torch.jit.script) as an ONNX Loop over the input's length")
             axes = _output_axes_or_none(model, spec)
             if axes:
                 name_output_dims(proto, outputs, axes, spec.inputs[0])
@@ -352,7 +392,7 @@ def export(
     if frozen:
         raise ExportError(
             f"refused: the sequence length is frozen or unrolled in the exported graph (exported at length "
-            f"{spec.example_length}; other lengths fail or give wrong numbers).{_cell_hint(model)} "
+            f"{spec.example_length}; other lengths fail or give wrong numbers).{_cell_hint(model, exporter, _script_outcome(scripted, attempts))} "
             f"[{' | '.join(attempts)}]"
         )
     hint = hints[0] if hints and len(hints) == len(attempts) and all(hints) else ""

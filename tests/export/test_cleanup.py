@@ -96,3 +96,40 @@ def test_split_leaves_a_state_the_graph_reads_itself_packed(tmp_path):
 def test_split_needs_the_exporters_slice_pattern(exported):
     proto = onnx.load(str(exported("stacked_lstm")))  # not a streaming export: no state inputs at all
     assert split_layer_states(proto, [("lstm.h_in", "lstm.h_out", 2)]) == {}
+
+
+def _slice_graph(end: int, slice_is_output: bool = False):
+    from onnx import TensorProto, helper
+
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+             (("starts", [0]), ("ends", [end]), ("axes", [0]), ("steps", [1]), ("t", 1))]
+    nodes = [helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["xs"]),
+             helper.make_node("Gather", ["xs", "t"], ["y"], axis=1)]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if slice_is_output:
+        outputs.append(helper.make_tensor_value_info("xs", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", 2])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_slice_that_keeps_everything_is_skipped_and_its_bounds_dropped():
+    import onnxruntime as ort
+
+    from edgeseq.export.cleanup import drop_full_slices
+
+    x = np.random.default_rng(0).standard_normal((3, 4, 2)).astype(np.float32)
+    proto = _slice_graph(2**63 - 1)
+    want = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})[0]
+    assert drop_full_slices(proto) == 1
+    assert [n.op_type for n in proto.graph.node] == ["Gather"] and proto.graph.node[0].input[0] == "x"
+    assert {t.name for t in proto.graph.initializer} == {"t"}  # starts/ends/axes/steps read by nothing now
+    np.testing.assert_array_equal(ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})[0], want)
+
+
+@pytest.mark.parametrize("end, is_output", [(2, False), (2**63 - 1, True)], ids=["cuts", "graph-output"])
+def test_a_slice_that_cuts_or_is_an_output_stays(end, is_output):
+    from edgeseq.export.cleanup import drop_full_slices
+
+    proto = _slice_graph(end, is_output)
+    assert drop_full_slices(proto) == 0 and [n.op_type for n in proto.graph.node] == ["Slice", "Gather"]

@@ -10,28 +10,40 @@ from edgeseq.errors import ExportError
 from edgeseq.export import export
 
 
-class CellLoop(nn.Module):
-    """Steps an LSTMCell in a Python loop: the exporters unroll it to the example's length."""
+class UnscriptableLoop(nn.Module):
+    """pytorch/examples' time_sequence_prediction: LSTMCells stepped in Python, then fed their own
+    output; ``output`` is defined only inside the first loop, so torch.jit.script cannot compile it."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.cell = nn.LSTMCell(4, 16)
-        self.head = nn.Linear(16, 3)
+        self.lstm1 = nn.LSTMCell(1, 16)
+        self.lstm2 = nn.LSTMCell(16, 16)
+        self.linear = nn.Linear(16, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.new_zeros(x.shape[0], 16)
-        c = x.new_zeros(x.shape[0], 16)
-        for t in range(x.shape[1]):
-            h, c = self.cell(x[:, t], (h, c))
-        return self.head(h)
+    def forward(self, x: torch.Tensor, future: int = 0) -> torch.Tensor:
+        outputs = []
+        h, c = x.new_zeros(x.size(0), 16), x.new_zeros(x.size(0), 16)
+        h2, c2 = x.new_zeros(x.size(0), 16), x.new_zeros(x.size(0), 16)
+        for x_t in x.split(1, dim=1):
+            h, c = self.lstm1(x_t, (h, c))
+            h2, c2 = self.lstm2(h, (h2, c2))
+            output = self.linear(h2)
+            outputs += [output]
+        for _ in range(future):
+            h, c = self.lstm1(output, (h, c))
+            h2, c2 = self.lstm2(h, (h2, c2))
+            output = self.linear(h2)
+            outputs += [output]
+        return torch.cat(outputs, dim=1)
 
 
-@pytest.mark.parametrize("exporter", ["auto", "torchscript", "dynamo"])
-def test_python_loop_over_lstmcell_is_refused(tmp_path, exporter):
+def test_python_loop_that_cannot_be_scripted_is_refused_with_the_line_at_fault(tmp_path):
     out = tmp_path / "loop.onnx"
     with pytest.raises(ExportError, match="frozen or unrolled") as info:
-        export(CellLoop(), out, exporter=exporter)
-    assert "LSTMCell" in str(info.value) or "'cell'" in str(info.value)
+        export(UnscriptableLoop(), out, input_shape=[2, 12])
+    text = str(info.value)
+    assert "'lstm1', 'lstm2' in a Python loop" in text and "torch.jit.script could not compile forward" in text
+    assert "undefined value output" in text and "self.lstm1(output" in text  # TorchScript's reason, and where
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 

@@ -1,0 +1,139 @@
+"""A Python loop over time (nn.LSTMCell/GRUCell or a hand-written cell): tracing unrolls it to the
+example's length, so edgeseq exports the model scripted, as an ONNX Loop, and checks every length."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from edgeseq import Session
+from edgeseq.card import op_histogram, read_card
+from edgeseq.cli import main
+from edgeseq.errors import ExportError
+from edgeseq.export import export, parity
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script, deprecated in 2.13
+
+
+class CellLoop(nn.Module):
+    """The FINDINGS case: an LSTMCell stepped over ``x[:, t]``, last state to a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(4, 16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.new_zeros(x.shape[0], 16)
+        c = x.new_zeros(x.shape[0], 16)
+        for t in range(x.shape[1]):
+            h, c = self.cell(x[:, t], (h, c))
+        return self.head(h)
+
+
+class HandWrittenCell(nn.Module):
+    """A minimal GRU-like cell of Linear layers, every step's output returned (batch, seq, 8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates = nn.Linear(5 + 8, 16)
+        self.candidate = nn.Linear(5 + 8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.zeros(x.size(0), 8, dtype=x.dtype)
+        steps: list[torch.Tensor] = []
+        for t in range(x.size(1)):  # (x.unbind(1) scripts, but the TorchScript exporter fails on its loop)
+            x_t = x[:, t]
+            z, r = torch.sigmoid(self.gates(torch.cat([x_t, h], 1))).chunk(2, 1)
+            n = torch.tanh(self.candidate(torch.cat([x_t, r * h], 1)))
+            h = (1 - z) * n + z * h
+            steps.append(h)
+        return torch.stack(steps, 1)
+
+
+def _seeded(cls: type[nn.Module]) -> nn.Module:
+    torch.manual_seed(0)
+    return cls().eval()
+
+
+@pytest.mark.parametrize("exporter", ["auto", "torchscript"])
+def test_a_cell_stepped_in_python_exports_as_a_loop_that_takes_any_length(tmp_path, exporter):
+    model, out, log = _seeded(CellLoop), tmp_path / "loop.onnx", []
+    result = export(model, out, exporter=exporter, log=log.append)
+    assert result.report.passed and "Loop" in op_histogram(out)
+    assert read_card(out)["loops"]["layers"] == ["cell"]
+    assert any("exported it scripted" in m and "'cell'" in m for m in log)
+    # lengths far from the example's (8): an unrolled graph fails or is wrong at these
+    report = parity.measure(out, model, batch_sizes=[1, 5], lengths=[1, 3, 300])
+    assert report.passed, report.failures
+
+
+def test_a_hand_written_cell_keeps_per_step_outputs_and_the_loop_copies_no_input(tmp_path):
+    model, out = _seeded(HandWrittenCell), tmp_path / "cell.onnx"
+    export(model, out, input_shape=[2, 10, 5])  # the first Linear reads x_t and h: 13 is not the feature count
+    assert list(Session(out, device="cpu").outputs[0].shape[:2]) == ["batch", "seq"]
+    x = np.random.default_rng(0).standard_normal((2, 57, 5)).astype(np.float32)
+    with torch.inference_mode():
+        want = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(Session(out, device="cpu").run({"x": x})["y"], want, atol=1e-5, rtol=1e-5)
+
+
+def test_the_loop_body_reads_the_input_without_a_full_copy_per_step(tmp_path):
+    out = tmp_path / "loop.onnx"
+    export(_seeded(CellLoop), out)
+    (loop,) = [n for n in onnx.load(str(out)).graph.node if n.op_type == "Loop"]
+    body = loop.attribute[0].g
+    slices_of_x = [n for n in body.node if n.op_type == "Slice" and n.input[0] == "x"]
+    assert slices_of_x == []  # x[:, t] was Slice(x, 0, INT64_MAX) + Gather: a copy of x at every step
+    assert "full-range slices" in " ".join(read_card(out)["graph_cleanup"]["by"])
+
+
+def test_dynamo_alone_cannot_script_and_says_which_exporter_can(tmp_path):
+    out = tmp_path / "loop.onnx"
+    with pytest.raises(ExportError, match="frozen or unrolled") as info:
+        export(_seeded(CellLoop), out, exporter="dynamo")
+    assert "'cell' in a Python loop" in str(info.value) and "--exporter torchscript (or auto)" in str(info.value)
+    assert not out.exists()
+
+
+def test_cli_export_then_infer_sequences_of_different_lengths(tmp_path):
+    src = tmp_path / "net.py"
+    src.write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.cell = nn.GRUCell(3, 8)\n"
+        "        self.fc = nn.Linear(8, 2)\n\n"
+        "    def forward(self, x):\n"
+        "        h = torch.zeros(x.size(0), 8)\n"
+        "        for t in range(x.size(1)):\n"
+        "            h = self.cell(x[:, t], h)\n"
+        "        return self.fc(h)\n\n"
+        "def build():\n"
+        "    torch.manual_seed(0)\n"
+        "    return Net()\n"
+    )
+    out = tmp_path / "net.onnx"
+    result = CliRunner().invoke(main, ["export", f"{src}:build", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "exported it scripted (torch.jit.script) as an ONNX Loop" in result.stderr
+    checked = CliRunner().invoke(main, ["check", str(out), "--against", f"{src}:build", "--lengths", "1,9,400"])
+    assert checked.exit_code == 0, checked.output
+
+
+@pytest.mark.parametrize("cell", [nn.GRUCell(3, 5), nn.GRUCell(3, 5, bias=False), nn.RNNCell(3, 5),
+                                  nn.RNNCell(3, 5, nonlinearity="relu")], ids=["gru", "gru-nobias", "tanh", "relu"])
+def test_the_exportable_cell_computes_what_the_torch_cell_computes(cell):
+    from edgeseq.export.scripted import batched_cell
+
+    torch.manual_seed(1)
+    x, h = torch.randn(4, 3), torch.randn(4, 5)
+    mine = torch.jit.script(batched_cell(cell.eval()))
+    with torch.inference_mode():
+        torch.testing.assert_close(mine(x, h), cell(x, h))
+        torch.testing.assert_close(mine(x), cell(x))
