@@ -159,25 +159,33 @@ def update_card(model_proto: Any, **changes: Any) -> dict[str, Any]:
     return current
 
 
-def op_histogram(path: str | Path) -> dict[str, int]:
-    """Count the graph's operators (``domain::op`` for non-standard domains) without onnx installed."""
+def op_histogram(path: str | Path, nested: bool = False) -> dict[str, int]:
+    """Count the graph's operators (``domain::op`` for non-standard domains) without onnx installed;
+    ``nested`` also counts the operators inside subgraphs (a ``Loop``'s body)."""
     data = memoryview(Path(path).read_bytes())
     counts: dict[str, int] = {}
     try:
         for field, wire, graph in _iter_fields(data):
-            if field != 7 or wire != 2:  # ModelProto.graph
-                continue
-            for gfield, gwire, node in _iter_fields(graph):
-                if gfield != 1 or gwire != 2:  # GraphProto.node
-                    continue
-                op, domain = "", ""
-                for nfield, nwire, value in _iter_fields(node):
-                    if nfield == 4 and nwire == 2:
-                        op = bytes(value).decode()
-                    elif nfield == 7 and nwire == 2:
-                        domain = bytes(value).decode()
-                key = f"{domain}::{op}" if domain and domain != "ai.onnx" else op
-                counts[key] = counts.get(key, 0) + 1
+            if field == 7 and wire == 2:  # ModelProto.graph
+                _count_ops(graph, counts, nested)
     except (ValueError, UnicodeDecodeError):
         raise ModelFileError(f"{path}: not a valid ONNX file (truncated or corrupt)") from None
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _count_ops(graph: memoryview, counts: dict[str, int], nested: bool) -> None:
+    for gfield, gwire, node in _iter_fields(graph):
+        if gfield != 1 or gwire != 2:  # GraphProto.node
+            continue
+        op, domain = "", ""
+        for nfield, nwire, value in _iter_fields(node):
+            if nfield == 4 and nwire == 2:
+                op = bytes(value).decode()
+            elif nfield == 7 and nwire == 2:
+                domain = bytes(value).decode()
+            elif nested and nfield == 5 and nwire == 2:  # NodeProto.attribute
+                for afield, awire, sub in _iter_fields(value):
+                    if awire == 2 and afield in (6, 11):  # AttributeProto.g / .graphs
+                        _count_ops(sub, counts, nested)
+        key = f"{domain}::{op}" if domain and domain != "ai.onnx" else op
+        counts[key] = counts.get(key, 0) + 1

@@ -67,7 +67,7 @@ def sha256(path: str | Path) -> str:
 def _check_float_model(path: Path, output: Path) -> dict[str, Any]:
     card = read_card(path)
     precision = card.get("precision", "float32")
-    if precision != "float32" or QUANTIZED_OPS & set(op_histogram(path)):
+    if precision != "float32" or QUANTIZED_OPS & set(op_histogram(path, nested=True)):
         raise ModelFileError(f"{path}: already quantized (precision {precision}); quantize the float32 export instead")
     if output.resolve() == path.resolve():
         raise InputError(f"{output}: would overwrite the float model; write the quantized file elsewhere with -o")
@@ -158,7 +158,7 @@ def quantize(
             say(f"quantizing {src.name} ({choice.mode}{', per-channel' if channel else ''}) ...")
             precision = PRECISION[choice.mode]
             settings = _apply(choice.mode, src, candidate, calib, channel, cpu, calibration_method)
-            if choice.mode != "fp16" and not QUANTIZED_OPS & set(op_histogram(candidate)):
+            if choice.mode != "fp16" and not QUANTIZED_OPS & set(op_histogram(candidate, nested=True)):
                 kept = "/".join(settings.get("kept_float") or []) or "the recurrent layers"
                 refusals.append(f"{precision}: no layer could be quantized ({kept} has no INT8 kernel in ONNX "
                                 f"Runtime, layers under {modes.MIN_WEIGHTS} weights stay float); use --mode fp16")
@@ -216,10 +216,10 @@ def _other_input_names(path: Path) -> list[str]:
 def _apply(mode: str, src: Path, dst: Path, calib: Dataset | None, per_channel: bool, cpu: CpuSettings,
            method: str) -> dict[str, Any]:
     """Run one mode; return the settings that go into the model card."""
-    kept_float = sorted(set(op_histogram(src)) & set(modes.UNQUANTIZABLE_RECURRENT))
+    kept_float = sorted(set(op_histogram(src, nested=True)) & set(modes.UNQUANTIZABLE_RECURRENT))
     note = (f"{', '.join(kept_float)} kept in float32: ONNX Runtime has no quantized {'/'.join(kept_float)} kernel"
             if kept_float and mode != "fp16" else None)
-    if mode == "dynamic" and "Conv" in op_histogram(src):
+    if mode == "dynamic" and "Conv" in op_histogram(src, nested=True):
         note = "; ".join(filter(None, [note, f"Conv kept in float32: {modes.CONV_STAYS_FLOAT}"]))
     if mode == "fp16":
         modes.fp16(src, dst)

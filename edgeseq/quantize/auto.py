@@ -12,8 +12,10 @@ static QDQ only pays where convolutions hold a real share of the weights.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import require
 from .modes import CONV_STAYS_FLOAT, DYNAMIC_OPS
@@ -29,6 +31,7 @@ class WeightProfile:
     """Bytes of float32 weights by the operator type that consumes them."""
 
     by_op: dict[str, int] = field(default_factory=dict)
+    loops: bool = False  # a Loop/Scan: onnxruntime's float16 converter breaks it
 
     @property
     def total(self) -> int:
@@ -67,13 +70,24 @@ def weight_profile(path: str | Path) -> WeightProfile:
                 n *= d
             sizes[init.name] = 4 * n
     profile: dict[str, int] = {}
-    for node in model.graph.node:
+    loops = False
+    for node in _nodes(model.graph):  # a loop body's nodes too: they read the outer graph's weights
+        loops = loops or node.op_type in ("Loop", "Scan")
         for name in node.input:
             if name in sizes:
                 profile[node.op_type] = profile.get(node.op_type, 0) + sizes.pop(name)
     if sizes:
         profile["(unused)"] = sum(sizes.values())
-    return WeightProfile(profile)
+    return WeightProfile(profile, loops)
+
+
+def _nodes(graph: Any) -> Iterator[Any]:
+    """The graph's nodes, then each subgraph's (Loop/Scan/If bodies), depth first."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.g.ByteSize():
+                yield from _nodes(attr.g)
 
 
 def choose(profile: WeightProfile, target: str = "cpu", has_calibration: bool = False) -> list[Choice]:
@@ -85,6 +99,10 @@ def choose(profile: WeightProfile, target: str = "cpu", has_calibration: bool = 
     conv = profile.share("Conv")
     static = conv >= STATIC_MIN_CONV_SHARE and has_calibration
     int8 = profile.int8_ratio(static)
+    if profile.loops:  # float16 is not an option (modes.fp16 refuses a Loop)
+        why = (f"the file loops over time (an ONNX Loop), which onnxruntime's float16 converter breaks: dynamic "
+               f"INT8 keeps ~{int8:.2f}x of the weight bytes")
+        return [Choice("dynamic", why), PER_CHANNEL_FALLBACK]
     if int8 > FP16_WEIGHT_RATIO:
         rnn = profile.share("GRU", "RNN")
         why = (f"{rnn:.0%} of the weights are in GRU/RNN layers, which ONNX Runtime cannot quantize"

@@ -79,14 +79,56 @@ def dynamic(src: str | Path, dst: str | Path, *, per_channel: bool = False, redu
     small = _small_layers(model, min_weights) if min_weights else []
     # the quantizer first rewrites Gemm as MatMul (+ Add) named "<gemm>_MatMul"
     exclude = small + [f"{name}_MatMul" for name in small]
+    in_loops = _weights_into_loop_bodies(model, op_types)
     try:
         with _quiet():
             q.quantize_dynamic(model, str(dst), op_types_to_quantize=list(op_types), per_channel=per_channel,
-                               reduce_range=reduce_range, weight_type=q.QuantType.QInt8, nodes_to_exclude=exclude)
+                               reduce_range=reduce_range, weight_type=q.QuantType.QInt8, nodes_to_exclude=exclude,
+                               extra_options={"EnableSubgraph": True} if in_loops else {})
     except Exception as exc:  # noqa: BLE001 - onnxruntime.quantization raises plain exceptions of many types
         raise _fail("dynamic", exc) from None
     _strip_value_info(dst)
     return small
+
+
+def _weights_into_loop_bodies(model: Any, op_types: tuple[str, ...]) -> int:
+    """Move each weight that only a ``Loop``/``Scan`` body reads into that body, in place; returns how many.
+
+    A scripted loop over time (edgeseq.export.scripted) or a projected LSTM's loop reads its weights
+    from the outer graph, where ``onnxruntime.quantization`` does not look when it quantizes a body
+    (its LSTM quantizer fails on the missing initializer): inside the body it finds and quantizes them.
+    """
+    readers: dict[str, set[int]] = {}
+    for k, node in enumerate(model.graph.node):
+        for name in node.input:
+            readers.setdefault(name, set()).add(-1)
+        for attr in node.attribute:
+            if node.op_type in ("Loop", "Scan") and attr.name == "body":
+                for name in _names_read(attr.g):
+                    readers.setdefault(name, set()).add(k)
+    moved = 0
+    outputs = {v.name for v in model.graph.output}
+    for init in list(model.graph.initializer):
+        where = readers.get(init.name, set())
+        if len(where) != 1 or -1 in where or init.name in outputs:
+            continue
+        body = next(a.g for a in model.graph.node[next(iter(where))].attribute if a.name == "body")
+        if any(n.op_type in op_types and init.name in n.input for n in body.node):
+            body.initializer.append(init)
+            model.graph.initializer.remove(init)
+            moved += 1
+    return moved
+
+
+def _names_read(graph: Any) -> set[str]:
+    """Every value name a graph's nodes read, nested subgraphs included."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            if attr.g.ByteSize():
+                names |= _names_read(attr.g)
+    return names
 
 
 def _small_layers(model: Any, min_weights: int) -> list[str]:
@@ -154,8 +196,8 @@ def fp16(src: str | Path, dst: str | Path) -> None:
         model = onnx.load(str(src))
         if any(n.op_type == "Loop" for n in model.graph.node):
             # the converter casts the loop's carried sequence of steps into an invalid graph
-            raise QuantizationError("fp16: the file has a Loop (a projected LSTM, exported as a loop over time), "
-                                    "which onnxruntime's float16 converter breaks; use --mode dynamic")
+            raise QuantizationError("fp16: the file has a Loop (a loop over time: a projected LSTM or a scripted "
+                                    "Python loop), which onnxruntime's float16 converter breaks; use --mode dynamic")
         with _quiet():
             model = convert_float_to_float16(
                 model, keep_io_types=True, force_fp16_initializers=True,

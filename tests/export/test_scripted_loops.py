@@ -137,3 +137,36 @@ def test_the_exportable_cell_computes_what_the_torch_cell_computes(cell):
     with torch.inference_mode():
         torch.testing.assert_close(mine(x, h), cell(x, h))
         torch.testing.assert_close(mine(x), cell(x))
+
+
+class WideCellLoop(CellLoop):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(4, 64)  # 4*64*(4+64) weights: above dynamic INT8's small-layer cut
+        self.head = nn.Linear(64, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.new_zeros(x.shape[0], 64)
+        c = x.new_zeros(x.shape[0], 64)
+        for t in range(x.shape[1]):
+            h, c = self.cell(x[:, t], (h, c))
+        return self.head(h)
+
+
+def test_auto_quantizes_the_loop_body_to_int8_and_never_picks_fp16(tmp_path):
+    from edgeseq.quantize import quantize
+
+    model, out, q = _seeded(WideCellLoop), tmp_path / "loop.onnx", tmp_path / "loop.int8.onnx"
+    export(model, out)
+    result = quantize(out, q, mode="auto")
+    assert result.mode == "dynamic" and "loops over time" in " ".join(result.notes + [str(result.card)])
+    assert "com.microsoft::DynamicQuantizeLSTM" in op_histogram(q, nested=True)
+    assert "com.microsoft::DynamicQuantizeLSTM" not in op_histogram(q)  # it is inside the Loop
+    assert result.bytes < 0.5 * result.float_bytes
+    x = np.random.default_rng(2).standard_normal((3, 250, 4)).astype(np.float32)
+    with torch.inference_mode():
+        want = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(Session(q, device="cpu").run({"x": x})["y"], want, atol=0.05)
+    with pytest.raises(Exception, match="Loop"):
+        quantize(out, tmp_path / "loop.fp16.onnx", mode="fp16")
+    assert not (tmp_path / "loop.fp16.onnx").exists()
