@@ -588,6 +588,60 @@ def lstmp(_models: list[str]) -> None:
               + f"  ({res['PyTorch'] / res['StreamingSession.step']:.2f}x)")
 
 
+def cell_loop(_models: list[str]) -> None:
+    """Python loops over time (nn.LSTMCell / nn.GRUCell stepped over ``x[:, t]``), exported scripted as an
+    ONNX Loop, vs PyTorch eager running the same loop; and the Loop with the full-range Slice that
+    ``x[:, t]`` exports as (a copy of the whole input every step) kept, as before that cleanup pass."""
+    from unittest import mock
+
+    import torch
+    from torch import nn
+
+    from edgeseq import Session
+    from edgeseq.export import cleanup, export
+    from edgeseq.quantize import quantize
+
+    class Loop(nn.Module):
+        def __init__(self, cell: nn.Module) -> None:
+            super().__init__()
+            self.cell, self.head = cell, nn.Linear(64, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = x.new_zeros(x.shape[0], 64)
+            if isinstance(self.cell, nn.LSTMCell):
+                c = x.new_zeros(x.shape[0], 64)
+                for t in range(x.shape[1]):
+                    h, c = self.cell(x[:, t], (h, c))
+            else:
+                for t in range(x.shape[1]):
+                    h = self.cell(x[:, t], h)
+            return self.head(h)
+
+    torch.set_num_threads(1)
+    print("\n## Python loops over time, exported scripted (ONNX Loop) vs PyTorch eager (1 thread, medians)")
+    for kind in ("LSTMCell", "GRUCell"):
+        torch.manual_seed(0)
+        model = Loop(getattr(nn, kind)(16, 64)).eval()
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
+            f32, i8, kept = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx", Path(tmp) / "kept.onnx"
+            export(model, f32, input_shape=(1, 20, 16))
+            quantize(f32, i8, mode="dynamic")
+            with mock.patch.object(cleanup, "drop_full_slices", lambda proto: 0):
+                export(model, kept, input_shape=(1, 20, 16))
+            for batch, length in ((1, 100), (64, 100), (64, 1000)):
+                x = np.random.default_rng(0).standard_normal((batch, length, 16)).astype(np.float32)
+                runs: dict[str, Callable[[], Any]] = {
+                    label: functools.partial(Session(path, device="cpu", threads=1).predict, x)
+                    for label, path in (("edgeseq float", f32), ("edgeseq int8", i8), ("full-slice kept", kept))}
+                runs["PyTorch"] = functools.partial(model, torch.from_numpy(x))
+                with torch.inference_mode():
+                    res = interleaved(runs, rounds=5, seconds=2.0 if length < 1000 else 4.0)
+                print(f"{kind} 16 -> 64, batch {batch:2} x {length:4}: "
+                      + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in res.items())
+                      + f"  (float {res['PyTorch'] / res['edgeseq float']:.2f}x, int8 "
+                      f"{res['PyTorch'] / res['edgeseq int8']:.2f}x, slice kept {res['PyTorch'] / res['full-slice kept']:.2f}x)")
+
+
 def nchwc(models: list[str]) -> None:
     """ONNX Runtime's NchwcTransformer on and off (edgeseq switches it off for float16 files, where it can
     crash ONNX Runtime: edgeseq/runtime/workarounds.py), float and FP16 files, batch 64 x 100."""
@@ -689,7 +743,7 @@ EXPERIMENTS = {"threads": threads_and_spinning, "stream-threads": stream_threads
                "stream-state": stream_state, "conv-int8": conv_int8, "arena": memory_arena,
                "step-floor": step_floor, "run-size": run_size, "cell-ops": cell_ops,
                "batch-dependence": batch_dependence, "scan-lstm": scan_lstm,
-               "lstmp": lstmp, "nchwc": nchwc}
+               "lstmp": lstmp, "nchwc": nchwc, "cell-loop": cell_loop}
 
 
 def main() -> None:

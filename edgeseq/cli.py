@@ -294,6 +294,9 @@ def inspect(model: str, as_json: bool) -> None:
     for t in info["outputs"]:
         click.echo(f"  {t['name']}: {t['dtype']}[{', '.join(map(str, t['shape']))}]")
     click.echo("operators: " + ", ".join(f"{k} x{v}" for k, v in info["operators"].items()))
+    if info["operators_in_loops"]:
+        click.echo("  in loop bodies (per step): "
+                   + ", ".join(f"{k} x{v}" for k, v in info["operators_in_loops"].items()))
     for line in card_lines(info["card"]):
         click.echo(line)
 

@@ -24,12 +24,16 @@ def describe(path: str | Path) -> dict[str, Any]:
     def tensors(nodes: Any) -> list[dict[str, Any]]:
         return [{"name": s.name, "dtype": np.dtype(s.dtype).name, "shape": list(s.shape)} for s in map(spec_of, nodes)]
 
+    top, every = op_histogram(path), op_histogram(path, nested=True)
+    in_loops = dict(sorted(((k, v - top.get(k, 0)) for k, v in every.items() if v > top.get(k, 0)),
+                           key=lambda kv: (-kv[1], kv[0])))
     return {
         "path": str(path),
         "size_kib": path.stat().st_size / 1024,
         "inputs": tensors(sess.get_inputs()),
         "outputs": tensors(sess.get_outputs()),
-        "operators": op_histogram(path),
+        "operators": top,
+        "operators_in_loops": in_loops,  # run once per step by a Loop/Scan (or per branch of an If)
         "card": read_card(path),
     }
 
@@ -89,6 +93,9 @@ def card_lines(card: dict[str, Any]) -> list[str]:
             lines.append(f"  streaming state of '{layer.get('name')}' ({layer.get('kind')}): {states}")
     if card.get("lengths_input"):
         lines.append(f"  lengths input: {card['lengths_input']} (padded steps do not change results)")
+    loops = card.get("loops")
+    if isinstance(loops, dict) and loops.get("layers"):
+        lines.append(f"  loop over time: {', '.join(map(str, loops['layers']))} ({loops.get('why', '')})")
     cleanup = card.get("graph_cleanup") or {}
     if cleanup.get("by") and len(cleanup.get("nodes") or []) == 2:
         before, after = cleanup["nodes"]

@@ -32,9 +32,9 @@ from .signature import (
     check_batch_not_fixed,
     check_not_frozen,
     check_supported,
-    infer_signature,
     name_output_dims,
     output_axes,
+    runnable_signature,
     runs_at_one_length_only,
 )
 
@@ -270,14 +270,20 @@ def export(
     start = time.perf_counter()
     model, source = model_and_source(model_or_ref, weights, say, allow_pickle)
     check_supported(model)
-    spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
+    spec, examples = runnable_signature(model, input_shape, dynamic_axes, time_first, say)
     try:
         outputs = output_names_for(model, examples)
     except Exception as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc).strip() else ""
+        if "Double" in first and "Float" in first:  # e.g. "mat1 and mat2 must have the same dtype"
+            raise ExportError(f"the model fails in float32: {type(exc).__name__}: {first}. Its forward builds "
+                              "float64 tensors itself (dtype=torch.double), while edgeseq runs and exports models in "
+                              "float32: create them with the input's dtype (torch.zeros(..., dtype=x.dtype) or "
+                              "x.new_zeros(...))") from None
         traced = (" (a TorchScript file traced at one length may run at that length only: save it with "
                   "torch.jit.script, or export the Python model)") if _is_torchscript(model) else ""
         raise ExportError(f"the model fails on its example input {[tuple(e.shape) for e in examples]}: "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; pass --input-shape "
+                          f"{type(exc).__name__}: {first}; pass --input-shape "
                           f"{_shape_hint(spec)}{traced}") from None
     check_layout(model, spec, time_first)
     check_batch_not_fixed(model, spec)

@@ -287,6 +287,47 @@ def infer_signature(
     return InputSpec([_info("x", dtype, shape, batch_axis, seq_axis, dynamic_axes, vocab)]), examples
 
 
+def runnable_signature(
+    model: Any,
+    input_shape: Sequence[int] | None = None,
+    dynamic_axes: Sequence[int] | None = None,
+    time_first: bool = False,
+    log: Any = None,
+) -> tuple[InputSpec, list[Any]]:
+    """:func:`infer_signature`, and for a guessed one-feature example ``(batch, length, 1)`` that the
+    model rejects, the univariate ``(batch, length)`` it may take instead (a series split per step into
+    ``nn.LSTMCell(1, H)``, or unsqueezed in ``forward``), when the model runs on that."""
+    spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
+    info = spec.inputs[0]
+    guessed = input_shape is None and not callable(getattr(model, "example_inputs", None))
+    if not (guessed and len(spec.inputs) == 1 and len(info.shape) == 3 and info.shape[-1] == 1
+            and not info.dtype.startswith("int")) or _failure(model, examples) is None:
+        return spec, examples
+    shape = list(info.shape[:2])
+    alternative = (InputSpec([_info("x", info.dtype, shape, *_axes(time_first), dynamic_axes, None)]),
+                   [_example(shape, info.dtype, None)])
+    failure = _failure(model, alternative[1])
+    if failure is not None:
+        # past the first layer but stopped by float64 tensors made in forward: the export's error says so
+        return alternative if "Double" in failure and "Float" in failure else (spec, examples)
+    if log:
+        log("note: the model takes a univariate series (batch, length), not (batch, length, 1); exported input x "
+            "as [batch, seq] (pass --input-shape to choose otherwise)")
+    return alternative
+
+
+def _failure(model: Any, examples: list[Any]) -> str | None:
+    """Why the model fails on ``examples`` (None: it runs)."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            model(*examples)
+    except Exception as exc:  # noqa: BLE001 - any failure: this example does not fit the model
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def _features_of(layer: Any) -> int:
     for attr in ("input_size", "in_channels", "in_features"):
         if hasattr(layer, attr):

@@ -54,9 +54,9 @@ from .signature import (
     check_batch_not_fixed,
     check_not_frozen,
     check_supported,
-    infer_signature,
     name_output_dims,
     output_axes,
+    runnable_signature,
     runs_at_one_length_only,
 )
 
@@ -133,6 +133,16 @@ def recurrent_layers(model: Any, required: bool = True) -> list[RecurrentLayer]:
         layers.append(RecurrentLayer(label, kind, module, module.num_layers, module.hidden_size,
                                      proj_size=int(getattr(module, "proj_size", 0) or 0)))
     if not layers and required:
+        from .scripted import cell_names
+
+        cells = cell_names(model)
+        if cells:
+            raise UnsupportedModelError(
+                f"refused --streaming: layer '{cells[0]}' is an nn.{type(model.get_submodule(cells[0])).__name__} stepped "
+                "in a Python loop; its state lives in forward's local variables, which an exported file cannot take "
+                "in or hand back. Export without --streaming, or step an nn.LSTM/nn.GRU over the sequence instead "
+                "(a cell's weights load into a one-layer nn.LSTM/nn.GRU as weight_ih_l0, weight_hh_l0, bias_ih_l0, "
+                "bias_hh_l0)")
         raise UnsupportedModelError(
             "refused --streaming: the model has no nn.LSTM/nn.GRU/nn.RNN layer (or causal nn.Conv1d over time), "
             "so there is no state to carry"
@@ -527,7 +537,7 @@ def export_with_extras(
     start = time.perf_counter()
     model, source = model_and_source(ref_or_model, weights, say, allow_pickle)
     check_supported(model, projections=not lengths)  # a projected LSTM streams as a loop; lengths need native nodes
-    spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
+    spec, examples = runnable_signature(model, input_shape, dynamic_axes, time_first, say)
     timed = [i.name for i in spec.inputs[1:] if i.seq_axis is not None]
     if len(spec.inputs) != 1 and (lengths or timed):
         why = (f"{', '.join(timed)} also has a time axis" if timed else

@@ -99,3 +99,55 @@ def test_time_first_model_without_flag_is_refused_then_exports_with_it(tmp_path)
     expected = model(x).detach().numpy()
     got = Session(out, device="cpu").predict(x.numpy(), batch_size=3)  # chunks along the batch axis (1)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+class UnivariateLSTM(nn.Module):
+    """Takes a plain series (batch, length) and adds the feature axis itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(1, 8, batch_first=True)
+        self.fc = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.lstm(x.unsqueeze(-1))[0][:, -1])
+
+
+def test_a_univariate_series_model_is_exported_as_batch_by_length(tmp_path):
+    import numpy as np
+
+    from edgeseq import Session
+
+    torch.manual_seed(0)
+    model, out, log = UnivariateLSTM().eval(), tmp_path / "uni.onnx", []
+    export(model, out, log=log.append)
+    assert any("univariate series (batch, length)" in m for m in log)
+    s = Session(out, device="cpu")
+    assert list(s.inputs[0].shape) == ["batch", "seq"]
+    series = [np.linspace(0, 1, n, dtype=np.float32) for n in (5, 30)]
+    with torch.inference_mode():
+        want = np.concatenate([model(torch.from_numpy(v)[None]).numpy() for v in series])
+    np.testing.assert_allclose(s.predict(series), want, atol=1e-5, rtol=1e-5)
+
+
+class BuildsDoubles(UnivariateLSTM):
+    """pytorch/examples' habit: state created as float64 in forward, model converted with .double()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(1, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.zeros(x.size(0), 8, dtype=torch.double)
+        c = torch.zeros(x.size(0), 8, dtype=torch.double)
+        for x_t in x.split(1, dim=1):
+            h, c = self.cell(x_t, (h, c))
+        return self.fc(h)
+
+
+def test_float64_tensors_made_in_forward_get_the_fix_not_a_shape_hint(tmp_path):
+    out = tmp_path / "d.onnx"
+    with pytest.raises(ExportError, match=r"fails in float32.*Double and Float.*dtype=x.dtype") as info:
+        export(BuildsDoubles().double(), out)
+    assert "--input-shape" not in str(info.value)
+    assert not out.exists()

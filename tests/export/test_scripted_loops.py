@@ -124,6 +124,9 @@ def test_cli_export_then_infer_sequences_of_different_lengths(tmp_path):
     assert "exported it scripted (torch.jit.script) as an ONNX Loop" in result.stderr
     checked = CliRunner().invoke(main, ["check", str(out), "--against", f"{src}:build", "--lengths", "1,9,400"])
     assert checked.exit_code == 0, checked.output
+    shown = CliRunner().invoke(main, ["inspect", str(out)])
+    assert "in loop bodies (per step): " in shown.output and "Gemm x2" in shown.output  # the cell's two products
+    assert "loop over time: cell (forward steps through time in a Python loop" in shown.output
 
 
 @pytest.mark.parametrize("cell", [nn.GRUCell(3, 5), nn.GRUCell(3, 5, bias=False), nn.RNNCell(3, 5),
@@ -170,3 +173,13 @@ def test_auto_quantizes_the_loop_body_to_int8_and_never_picks_fp16(tmp_path):
     with pytest.raises(Exception, match="Loop"):
         quantize(out, tmp_path / "loop.fp16.onnx", mode="fp16")
     assert not (tmp_path / "loop.fp16.onnx").exists()
+
+
+def test_streaming_a_cell_loop_is_refused_with_the_way_to_stream(tmp_path):
+    from edgeseq.errors import UnsupportedModelError
+    from edgeseq.export.stateful import export_with_extras
+
+    out = tmp_path / "loop.onnx"
+    with pytest.raises(UnsupportedModelError, match=r"'cell' is an nn.LSTMCell stepped in a Python loop.*weight_ih_l0"):
+        export_with_extras(_seeded(CellLoop), out, streaming=True)
+    assert not out.exists()
