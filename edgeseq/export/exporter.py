@@ -37,6 +37,7 @@ from .signature import (
     runnable_signature,
     runs_at_one_length_only,
 )
+from .symbolics import cell_symbolics
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
@@ -82,7 +83,7 @@ def _export_torchscript(model: Any, examples: list[Any], path: Path, spec: Input
     import torch
 
     dynamic = {i.name: dict(i.dynamic) for i in spec.inputs if i.dynamic}
-    with _quiet():
+    with _quiet(), cell_symbolics(opset):
         torch.onnx.export(
             model, tuple(examples), str(path), dynamo=False, input_names=spec.names, output_names=outputs,
             dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True,

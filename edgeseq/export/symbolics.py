@@ -1,0 +1,78 @@
+"""ONNX translations the TorchScript exporter lacks for scripted single-step cells.
+
+A scripted ``nn.GRUCell``/``nn.RNNCell`` (in a model edgeseq scripts, or in a TorchScript file saved with
+``torch.jit.script``) reaches the exporter as ``aten::gru_cell`` / ``aten::rnn_tanh_cell`` /
+``aten::rnn_relu_cell``, which it cannot translate, behind an ``hx.dim() in (1, 2)`` test whose constant
+list its ``__contains__`` translation rejects ("expected node type prim::ListConstruct").  Traced models
+never reach these (tracing decomposes the cells).  :func:`cell_symbolics` registers the cells'
+equations, and ``in`` on a constant list, for the duration of one export.
+
+>>> with cell_symbolics(17):                                  # doctest: +SKIP
+...     torch.onnx.export(scripted, args, "m.onnx", dynamo=False, opset_version=17)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+ONNX_INT32, ONNX_BOOL = 6, 9
+
+
+def _contains(g: Any, self: Any, element: Any) -> Any:
+    """``element in (1, 2)`` when the exporter has folded the list into a constant tensor."""
+    from torch.onnx import symbolic_helper as sh
+
+    if self.node().kind() != "onnx::Constant":
+        return sh._onnx_unsupported("__contains__ on a list that is not constant", self)
+    listed = g.op("Constant", value_t=self.node().t("value"))
+    hits = g.op("Cast", g.op("Equal", listed, element), to_i=ONNX_INT32)
+    return g.op("Cast", g.op("ReduceMax", hits, keepdims_i=0), to_i=ONNX_BOOL)
+
+
+def _linear(g: Any, x: Any, weight: Any, bias: Any) -> Any:
+    from torch.onnx import symbolic_helper as sh
+
+    y = g.op("MatMul", x, g.op("Transpose", weight, perm_i=[1, 0]))
+    return y if sh._is_none(bias) else g.op("Add", y, bias)
+
+
+def _gru_cell(g: Any, x: Any, hx: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any) -> Any:
+    import torch
+    from torch.onnx import symbolic_helper as sh
+
+    hidden = sh._get_tensor_sizes(w_hh)[1]
+    thirds = g.op("Constant", value_t=torch.tensor([hidden] * 3, dtype=torch.int64))
+    i_r, i_z, i_n = g.op("Split", _linear(g, x, w_ih, b_ih), thirds, axis_i=1, outputs=3)
+    h_r, h_z, h_n = g.op("Split", _linear(g, hx, w_hh, b_hh), thirds, axis_i=1, outputs=3)
+    r = g.op("Sigmoid", g.op("Add", i_r, h_r))
+    z = g.op("Sigmoid", g.op("Add", i_z, h_z))
+    n = g.op("Tanh", g.op("Add", i_n, g.op("Mul", r, h_n)))
+    return g.op("Add", n, g.op("Mul", z, g.op("Sub", hx, n)))  # (1 - z) * n + z * hx
+
+
+def _rnn_cell(activation: str) -> Any:
+    def cell(g: Any, x: Any, hx: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any) -> Any:
+        return g.op(activation, g.op("Add", _linear(g, x, w_ih, b_ih), _linear(g, hx, w_hh, b_hh)))
+
+    return cell
+
+
+# the exporter's own translation of ``__contains__`` is registered as "aten::__contains_"
+SYMBOLICS = {"aten::__contains_": _contains, "aten::gru_cell": _gru_cell,
+             "aten::rnn_tanh_cell": _rnn_cell("Tanh"), "aten::rnn_relu_cell": _rnn_cell("Relu")}
+
+
+@contextlib.contextmanager
+def cell_symbolics(opset: int) -> Iterator[None]:
+    """Register :data:`SYMBOLICS` at ``opset`` (where they take precedence), and remove them afterwards."""
+    from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
+
+    for name, fn in SYMBOLICS.items():
+        register_custom_op_symbolic(name, fn, opset)
+    try:
+        yield
+    finally:
+        for name in SYMBOLICS:
+            unregister_custom_op_symbolic(name, opset)
