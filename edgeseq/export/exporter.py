@@ -354,6 +354,10 @@ def export(
                 say(f"  {label}: {'; '.join(problems)}")
                 continue
             raw_nodes = node_count(proto)
+            if not check and cell_names(model) and not any(n.op_type == "Loop" for n in proto.graph.node):
+                say(f"warning: the model steps {', '.join(repr(c) for c in cell_names(model)[:3])} without an ONNX "
+                    "Loop in the file: if forward loops over time, tracing unrolled it to the example's length "
+                    "and the file is wrong at other lengths; without --no-check the parity gate would tell")
             cleaned, by = simplify(proto, say)
             report = None
             if check:

@@ -220,3 +220,9 @@ def test_streaming_a_cell_loop_is_refused_with_the_way_to_stream(tmp_path):
     with pytest.raises(UnsupportedModelError, match=r"'cell' is an nn.LSTMCell stepped in a Python loop.*weight_ih_l0"):
         export_with_extras(_seeded(CellLoop), out, streaming=True)
     assert not out.exists()
+
+
+def test_no_check_warns_that_an_unrolled_cell_loop_goes_unchecked(tmp_path):
+    log: list[str] = []
+    export(_seeded(CellLoop), tmp_path / "loop.onnx", check=False, log=log.append)
+    assert any(m.startswith("warning: the model steps 'cell' without an ONNX Loop") for m in log)
