@@ -93,6 +93,8 @@ def card_lines(card: dict[str, Any]) -> list[str]:
             lines.append(f"  streaming state of '{layer.get('name')}' ({layer.get('kind')}): {states}")
     if card.get("lengths_input"):
         lines.append(f"  lengths input: {card['lengths_input']} (padded steps do not change results)")
+    if card.get("packed_by"):
+        lines.append(f"  packing: forward packed its input with {card['packed_by']!r}; the lengths input does it here")
     loops = card.get("loops")
     if isinstance(loops, dict) and loops.get("layers"):
         lines.append(f"  loop over time: {', '.join(map(str, loops['layers']))} ({loops.get('why', '')})")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..card import read_card
 from ..errors import EdgeseqError, InputError
 from ..inputs import InputSpec
 from . import runners as R
@@ -169,6 +170,10 @@ def bench_file(
         from ..export.loading import load_model
 
         torch_model = load_model(against, weights, allow_pickle=allow_pickle) if isinstance(against, (str, Path)) else against
+        if read_card(path).get("packed_by"):  # forward(x, lengths) packs x: timed as forward(x), full lengths
+            from ..export.packed import unpacked
+
+            torch_model = unpacked(torch_model, read_card(path).get("layout") == "time_first") or torch_model
         names.append("pytorch")
     report = BenchReport(str(path), threads, machine=machine_info())
     active: dict[str, R.Runner] = {}

@@ -24,6 +24,7 @@ from ..quantize.cpu import vnni_mismatch
 from ..tolerances import Tolerance, is_quantized, max_metric_drop, tolerance_for
 from . import parity
 from .loading import is_keras_ref, model_and_source
+from .packed import unpacked
 
 DEFAULT_BATCH_SIZES = (1, 3, 16)
 DEFAULT_LENGTHS = (1, 2, 17, 100, 1000)
@@ -70,6 +71,8 @@ def check(
             return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
     else:
         model, _ = model_and_source(against, weights, allow_pickle=allow_pickle)
+        if session.card.get("packed_by"):  # forward(x, lengths) packs x: compared as forward(x), full lengths
+            model = unpacked(model, session.card.get("layout") == "time_first") or model
         run_ref = parity.torch_runner(model)
 
     pairs: list[tuple[list[np.ndarray], list[np.ndarray]]] = []

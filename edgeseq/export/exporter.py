@@ -26,6 +26,7 @@ from ..runtime.io import atomic_path
 from . import parity
 from .cleanup import cleanup_record, node_count, simplify
 from .loading import model_and_source
+from .packed import packs, unpacked
 from .projected import projected_lstm_names, with_projected_lstms
 from .scripted import cell_names, cells_phrase, script
 from .signature import (
@@ -270,6 +271,12 @@ def export(
         raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     start = time.perf_counter()
     model, source = model_and_source(model_or_ref, weights, say, allow_pickle)
+    if unpacked(model, time_first, input_shape, dynamic_axes) is not None:  # forward(x, lengths) packs x
+        from .stateful import export_with_extras
+
+        return export_with_extras(model, output, input_shape=input_shape, dynamic_axes=dynamic_axes,
+                                  time_first=time_first, exporter=exporter, opset=opset, check=check, lengths=True,
+                                  log=log, atol=atol, rtol=rtol, source=source)
     check_supported(model)
     spec, examples = runnable_signature(model, input_shape, dynamic_axes, time_first, say)
     try:
@@ -407,6 +414,10 @@ def export(
             f"[{' | '.join(attempts)}]"
         )
     hint = hints[0] if hints and len(hints) == len(attempts) and all(hints) else ""
+    if not hint and packs(model, examples):
+        hint = ("; forward packs its input (pack_padded_sequence) with lengths it computes itself, which torch.onnx "
+                "cannot trace: take them as forward's second argument, forward(x, lengths), and edgeseq exports the "
+                "model with a lengths input")
     raise ExportError("no exporter produced a correct file: " + " | ".join(attempts) + hint)
 
 

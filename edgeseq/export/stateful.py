@@ -49,6 +49,7 @@ from .lengths import (
     verify_lengths,
 )
 from .loading import model_and_source
+from .packed import unpacked, verify_packed
 from .projected import with_projected_lstms
 from .signature import (
     check_batch_not_fixed,
@@ -517,8 +518,11 @@ def export_with_extras(
     atol: float | None = None,
     rtol: float | None = None,
     allow_pickle: bool = False,
+    source: str | None = None,
 ) -> ExportResult:
     """Export with carried state (``streaming``) and/or a ``lengths`` input, verified before writing.
+
+    ``source``: the card's label for a model given already loaded (default: its reference, or class).
 
     >>> export_with_extras("models/motion_lstm.py:build", "m.onnx", streaming=True).card["state_inputs"]  # doctest: +SKIP
     ['lstm.h_in.0', 'lstm.h_in.1', 'lstm.c_in.0', 'lstm.c_in.1']
@@ -535,7 +539,15 @@ def export_with_extras(
                       time_first=time_first, exporter=exporter, opset=opset, check=check, log=log, atol=atol, rtol=rtol,
                       allow_pickle=allow_pickle)
     start = time.perf_counter()
-    model, source = model_and_source(ref_or_model, weights, say, allow_pickle)
+    model, loaded_from = model_and_source(ref_or_model, weights, say, allow_pickle)
+    source = source or loaded_from
+    packed_model = unpacked(model, time_first, input_shape, dynamic_axes)
+    if packed_model is not None:  # forward(x, lengths) packs x: export forward(x) with a lengths input
+        model, packed_model = packed_model, model
+        say(f"note: forward packs its input with {model.packed_parameter!r} (pack_padded_sequence), which torch.onnx "
+            "cannot trace: exported with a 'lengths' input instead (as --lengths), checked against forward's own "
+            "packing")
+        lengths = True
     check_supported(model, projections=not lengths)  # a projected LSTM streams as a loop; lengths need native nodes
     spec, examples = runnable_signature(model, input_shape, dynamic_axes, time_first, say)
     timed = [i.name for i in spec.inputs[1:] if i.seq_axis is not None]
@@ -607,6 +619,8 @@ def export_with_extras(
                 count = add_lengths_input(proto, LENGTHS_INPUT, info.name, info.batch_axis or 0, reuse=True)
                 say(f"added input {LENGTHS_INPUT!r} -> sequence_lens of {count} recurrent node(s)")
                 card["lengths_input"] = LENGTHS_INPUT
+                if packed_model is not None:
+                    card["packed_by"] = model.packed_parameter  # forward's own lengths parameter
             if clean:
                 proto, slim = simplify(proto, say)
                 did = did or slim is not None
@@ -620,7 +634,7 @@ def export_with_extras(
             if not check:
                 break
             report, refusal = _check_extras(candidate, model, spec, axes, streaming, lengths, base_report, tol, say,
-                                            mixing)
+                                            mixing, packed=packed_model)
             if refusal is None:
                 break
             if not (clean and did):
@@ -640,8 +654,10 @@ def export_with_extras(
 
 def _check_extras(path: Path, model: Any, spec: InputSpec, axes: dict[str, dict[str, int | None]], streaming: bool,
                   lengths: bool, base_report: parity.ParityReport | None, tol: Tolerance, say: Callable[[str], None],
-                  mixing: list[str] | None = None) -> tuple[parity.ParityReport | None, EdgeseqError | None]:
-    """Streaming and lengths checks of the file at ``path``: (report, None), or (None, the refusal to raise)."""
+                  mixing: list[str] | None = None, packed: Any = None
+                  ) -> tuple[parity.ParityReport | None, EdgeseqError | None]:
+    """Streaming and lengths checks of the file at ``path``: (report, None), or (None, the refusal to raise).
+    ``packed``: the model whose ``forward(x, lengths)`` packs, to check the file against."""
     report = None if streaming else base_report
     if streaming:
         say(f"checking streaming: chunks of {', '.join(map(str, STREAM_CHUNKS))} and the whole sequence "
@@ -655,6 +671,16 @@ def _check_extras(path: Path, model: Any, spec: InputSpec, axes: dict[str, dict[
         if not len_report.passed:
             return None, lengths_refusal(len_report, model)
         report = _merge(report, len_report)
+    if packed is not None:
+        say("checking the lengths input against forward's own packing (a padded batch, lengths 12, 11, 6, 1) ...")
+        pk = verify_packed(path, packed, spec, axes, tol=tol)
+        if not pk.passed:
+            worst = max(pk.failures, key=lambda c: c.max_abs if math.isfinite(c.max_abs) else 1e300)
+            return None, UnsupportedModelError(
+                f"refused: with a lengths input the file differs from forward's own packing for {worst.note} "
+                f"(output {worst.output!r}, max abs error {worst.max_abs:.3g}); the model uses the padded "
+                "steps after pad_packed_sequence (which fills them with zeros)")
+        report = _merge(report, pk)
     if streaming and lengths:
         say("checking streaming with per-sample lengths: chunks where samples advance by different steps ...")
         mixed = verify_streaming_lengths(path, model, spec, axes, tol=tol)

@@ -137,6 +137,8 @@ def _plan(source: InputSource, spec: TensorSpec, session: Session,
         return len(source), lambda: source.chunks(rows)
     x = source.read_all()
     lengths = source.lengths
+    if source.path.suffix.lower() == ".jsonl" and batch_axis == 1 and not single:
+        x = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # a line per sample: side by side for a time-first model
     if single:
         x, lengths = np.expand_dims(x, batch_axis), None  # one unbatched sequence
     check_shape(x, spec)

@@ -431,9 +431,11 @@ class Session:
             seqs = [np.asarray(untorch(s)) for s in x]
         except (ValueError, TypeError, OverflowError, RecursionError):
             return x, None  # check_shape words the error
-        if not seqs or all(s.shape == seqs[0].shape for s in seqs):
-            return x, None
         spec = self.data_inputs()[0] if len(self.data_inputs()) == 1 else None
+        if not seqs or all(s.shape == seqs[0].shape for s in seqs):
+            if seqs and spec is not None and self._ba == 1 and self._sa == 0 and seqs[0].ndim == spec.rank - 1:
+                return np.stack(seqs, axis=1), None  # sequences side by side along a time-first model's batch axis
+            return x, None
         if spec is None or (self._ba, self._sa) not in ((0, 1), (1, 0)):
             return x, None
         step = "(steps, " + ", ".join(map(str, spec.shape[2:])) + ")" if spec.rank > 2 else "(steps,)"

@@ -1,0 +1,180 @@
+"""Models whose ``forward(x, lengths)`` packs its input (``pack_padded_sequence``), exported with a
+``lengths`` input (as ``edgeseq export --lengths``).
+
+Neither torch.onnx exporter can trace packing (TorchScript: ``vector::_M_range_check``; dynamo: a
+``FakeTensor`` where ``zeros()`` wants ints), yet it is how most text tutorials batch sentences of
+different lengths.  What packing computes -- every sample run over its own steps only -- is what an
+ONNX ``LSTM``/``GRU`` node's ``sequence_lens`` input computes, which ``--lengths`` wires up.  So:
+
+* :func:`unpacked` wraps the model as ``forward(x)``.  Run by PyTorch it calls the model itself with
+  every sample's full length (real packing); while torch.onnx traces it, ``pack_padded_sequence`` and
+  ``pad_packed_sequence`` pass the padded tensor through, and the recurrent layers see it whole.
+* ``--lengths`` then adds the ``lengths`` input and checks a padded batch against each sample alone;
+  :func:`verify_packed` checks the file against the model's own packed forward on a padded batch.
+
+>>> wrapper = unpacked(model, time_first=False)      # doctest: +SKIP  (None: forward does not pack)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..inputs import InputSpec
+from ..tolerances import Tolerance, tolerance_for
+from . import parity
+
+
+@contextlib.contextmanager
+def _patched_packing(model: Any, pack: Any, pad: Any) -> Iterator[None]:
+    """Replace ``pack_padded_sequence``/``pad_packed_sequence`` in torch and in the model's modules' globals."""
+    import torch.nn.utils.rnn as rnn
+
+    originals = {"pack_padded_sequence": rnn.pack_padded_sequence, "pad_packed_sequence": rnn.pad_packed_sequence}
+    replacements = {"pack_padded_sequence": pack, "pad_packed_sequence": pad}
+    namespaces = [rnn.__dict__] + [vars(sys.modules[m]) for m in {type(sub).__module__ for sub in model.modules()}
+                                   if m in sys.modules]
+    undo = []
+    for ns in namespaces:
+        for key, value in list(ns.items()):
+            for name, original in originals.items():
+                if value is original:
+                    undo.append((ns, key, value))
+                    ns[key] = replacements[name]
+    try:
+        yield
+    finally:
+        for ns, key, value in reversed(undo):
+            ns[key] = value
+
+
+def _pass_through(model: Any) -> Any:
+    """Packing that leaves the padded tensor as it is (for tracing; ``sequence_lens`` does the rest)."""
+    seen: list[Any] = []
+
+    def pack(input: Any, lengths: Any, batch_first: bool = False, enforce_sorted: bool = True) -> Any:
+        seen.append(lengths)
+        return input
+
+    def pad(sequence: Any, batch_first: bool = False, padding_value: float = 0.0, total_length: Any = None) -> Any:
+        return sequence, seen[-1] if seen else None
+
+    return _patched_packing(model, pack, pad)
+
+
+def packs(model: Any, examples: list[Any]) -> bool:
+    """Whether ``model(*examples)`` calls ``pack_padded_sequence`` at all."""
+    import torch
+    import torch.nn.utils.rnn as rnn
+
+    original, calls = rnn.pack_padded_sequence, []
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    try:
+        with _patched_packing(model, recording, rnn.pad_packed_sequence), torch.inference_mode():
+            model(*examples)
+    except Exception:  # noqa: BLE001 - the question is only whether it packed
+        pass
+    return bool(calls)
+
+
+def _packs_with(model: Any, x: Any, lengths: Any) -> bool:
+    """Whether ``model(x, lengths)`` hands ``lengths`` (or a copy) to ``pack_padded_sequence``."""
+    import torch
+    import torch.nn.utils.rnn as rnn
+
+    original = rnn.pack_padded_sequence
+    calls: list[Any] = []
+
+    def recording(input: Any, lens: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(lens)
+        return original(input, lens, *args, **kwargs)
+
+    try:
+        with _patched_packing(model, recording, rnn.pad_packed_sequence), torch.inference_mode():
+            model(x, lengths)
+    except Exception:  # noqa: BLE001 - not a model that takes (x, lengths)
+        return False
+    return any(torch.is_tensor(c) and c.shape == lengths.shape and bool((c.to(lengths.dtype) == lengths).all())
+               for c in calls)
+
+
+def unpacked(model: Any, time_first: bool = False, input_shape: Any = None, dynamic_axes: Any = None) -> Any | None:
+    """``forward(x)`` around a model whose ``forward(x, lengths)`` packs ``x`` with ``lengths``; None otherwise.
+
+    The example ``x`` comes from ``input_shape`` or is guessed from the model's first layer.
+    """
+    import torch
+    from torch import nn
+
+    from .signature import forward_parameter_names, infer_signature
+
+    if isinstance(model, torch.jit.ScriptModule):  # its packing is compiled in: nothing to pass through
+        return None
+    params = forward_parameter_names(model)
+    if len(params) < 2 or len(forward_parameter_names(model, required=True)) > 2:
+        return None
+    batch_axis, seq_axis = (1, 0) if time_first else (0, 1)
+
+    class Unpacked(nn.Module):
+        """The model with every sample at its full length; packing passes through while torch.onnx traces."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.packed_parameter = params[1]
+
+        def forward(self, x: torch.Tensor) -> Any:
+            lengths = torch.full((x.shape[batch_axis],), x.shape[seq_axis], dtype=torch.int64)
+            if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+                with _pass_through(self.model):
+                    return self.model(x, lengths)
+            return self.model(x, lengths)
+
+    wrapper = Unpacked().eval()
+    try:
+        _spec, examples = infer_signature(wrapper, input_shape, dynamic_axes, time_first)
+    except Exception:  # noqa: BLE001 - cannot guess an example: not for this path
+        return None
+    x = examples[0]
+    lengths = torch.full((x.shape[batch_axis],), x.shape[seq_axis], dtype=torch.int64)
+    return wrapper if _packs_with(model, x, lengths) else None
+
+
+def verify_packed(path: str | Path, model: Any, spec: InputSpec, axes: dict[str, dict[str, int | None]],
+                  length: int = 12, tol: Tolerance | None = None, seed: int = 1) -> parity.ParityReport:
+    """The file on a padded batch with ``lengths`` vs the model's own packed ``forward(x, lengths)``
+    (lengths in decreasing order, which ``enforce_sorted=True`` needs)."""
+    import torch
+
+    from ..runtime.session import Session
+
+    tol = tol or tolerance_for("float32")
+    info = spec.inputs[0]
+    lengths = np.array([length, length - 1, max(2, length // 2), 1], np.int64)
+    x = spec.random(len(lengths), length, seed=seed)[0]
+    session = Session(path, device="cpu", threads=1, allow_nonfinite=True)
+    names = [o.name for o in session.data_outputs()]
+    got = session.run({info.name: x, session.card["lengths_input"]: lengths})
+    with torch.inference_mode():
+        ref = [t.numpy() for t in parity.flatten_outputs(model(torch.from_numpy(x), torch.from_numpy(lengths)))]
+    cases = []
+    for j, name in enumerate(names):
+        o_ba, o_sa = axes[name]["batch_axis"], axes[name]["seq_axis"]
+        for i, n in enumerate(lengths):
+            mine = np.take(got[name], [i], axis=o_ba) if o_ba is not None else got[name]
+            theirs = np.take(ref[j], [i], axis=o_ba) if o_ba is not None else ref[j]
+            if o_sa is not None:  # pad_packed_sequence pads with zeros and cuts at the longest: compare own steps
+                mine, theirs = (np.take(a, range(int(n)), axis=o_sa) for a in (mine, theirs))
+            max_abs, max_rel, sqnr, ok, note = parity.compare(mine, theirs, tol)
+            cases.append(parity.ParityCase(len(lengths), int(n), name, max_abs, max_rel, sqnr, ok,
+                                           note=note or ("" if ok else f"sample {i} (length {n} of {length}), packed")))
+    return parity.ParityReport(cases, tol.atol, tol.rtol, "float32", extra={"check": "packed"})

@@ -1,0 +1,119 @@
+"""forward(x, lengths) that packs x (pack_padded_sequence): exported with a lengths input, checked
+against the model's own packing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from edgeseq import Session
+from edgeseq.card import read_card
+from edgeseq.cli import main
+from edgeseq.errors import ExportError
+from edgeseq.export import export
+
+
+class Sentiment(nn.Module):
+    """bentrevett/pytorch-sentiment-analysis's upgraded model: time-first token ids, 2-layer bidirectional
+    LSTM over packed sentences (enforce_sorted=True), the last layer's two final states to a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(50, 8, padding_idx=0)
+        self.rnn = nn.LSTM(8, 12, num_layers=2, bidirectional=True, dropout=0.5)
+        self.fc = nn.Linear(24, 1)
+
+    def forward(self, text: torch.Tensor, text_lengths: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(text), text_lengths.to("cpu"))
+        _, (hidden, _) = self.rnn(packed)
+        return self.fc(torch.cat((hidden[-2], hidden[-1]), dim=1))
+
+
+class PacksItsOwn(nn.Module):
+    """Batch-first floats, a GRU, the function imported by name, unsorted lengths."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(3, 10, batch_first=True)
+        self.fc = nn.Linear(10, 2)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        _, h = self.gru(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+        return self.fc(h[-1])
+
+
+def _seeded(cls: type[nn.Module]) -> nn.Module:
+    torch.manual_seed(0)
+    return cls().eval()
+
+
+def test_a_time_first_packed_sentiment_model_exports_with_a_lengths_input(tmp_path):
+    model, out, log = _seeded(Sentiment), tmp_path / "s.onnx", []
+    export(model, out, time_first=True, log=log.append)
+    assert any("forward packs its input with 'text_lengths'" in m for m in log)
+    card = read_card(out)
+    assert card["packed_by"] == "text_lengths" and card["lengths_input"] == "lengths"
+    assert card["parity"]["check"].endswith("packed")
+    rng = np.random.default_rng(4)
+    sentences = [rng.integers(1, 50, n) for n in (7, 2, 15)]
+    got = Session(out, device="cpu").predict(sentences)  # padded and given their lengths
+    with torch.inference_mode():
+        want = np.concatenate([model(torch.from_numpy(s)[:, None], torch.tensor([len(s)])).numpy() for s in sentences])
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_batch_first_model_importing_the_function_by_name(tmp_path):
+    model, out = _seeded(PacksItsOwn), tmp_path / "g.onnx"
+    export(model, out)
+    x = np.random.default_rng(1).standard_normal((3, 9, 3)).astype(np.float32)
+    lengths = np.array([4, 9, 1])
+    got = Session(out, device="cpu").predict(x, lengths=lengths)
+    with torch.inference_mode():
+        want = model(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert pack_padded_sequence is nn.utils.rnn.pack_padded_sequence  # the export put everything back
+
+
+def test_cli_export_check_and_infer_sentences_of_different_lengths(tmp_path):
+    src = tmp_path / "net.py"
+    src.write_text("import torch\nfrom tests.export.test_packed import Sentiment\n\n"
+                   "def build():\n    torch.manual_seed(0)\n    return Sentiment()\n")
+    out, lines = tmp_path / "s.onnx", tmp_path / "s.jsonl"
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", f"{src}:build", "-o", str(out), "--time-first"])
+    assert result.exit_code == 0, result.output
+    checked = runner.invoke(main, ["check", str(out), "--against", f"{src}:build", "--lengths", "1,30"])
+    assert checked.exit_code == 0, checked.output
+    shown = runner.invoke(main, ["inspect", str(out)])
+    assert "packing: forward packed its input with 'text_lengths'" in shown.output
+    lines.write_text("[3, 4, 5]\n[9, 8, 7, 6, 5, 4, 3, 2]\n")
+    inferred = runner.invoke(main, ["infer", str(out), "--input", str(lines)])
+    assert inferred.exit_code == 0, inferred.output
+    got = np.array([json.loads(line) for line in inferred.stdout.splitlines()])
+    want = Session(out, device="cpu").predict([np.array([3, 4, 5]), np.array([9, 8, 7, 6, 5, 4, 3, 2])])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+class LengthsFromPadding(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 4, padding_idx=0)
+        self.lstm = nn.LSTM(4, 6, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lengths = (x != 0).sum(1).clamp(min=1)
+        _, (h, _) = self.lstm(pack_padded_sequence(self.emb(x), lengths, batch_first=True, enforce_sorted=False))
+        return h[-1]
+
+
+def test_lengths_computed_inside_forward_get_the_way_out(tmp_path):
+    out = tmp_path / "p.onnx"
+    with pytest.raises(ExportError, match=r"lengths it computes itself.*forward\(x, lengths\)"):
+        export(_seeded(LengthsFromPadding), out)
+    assert not out.exists()
