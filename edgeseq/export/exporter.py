@@ -33,6 +33,8 @@ from .signature import (
     check_batch_not_fixed,
     check_not_frozen,
     check_supported,
+    merged_axes,
+    merged_axes_message,
     name_output_dims,
     output_axes,
     runnable_signature,
@@ -397,6 +399,8 @@ def export(
                 say(f"note: forward loops over time in Python{cells_phrase(model)}; exported it scripted "
                     "(torch.jit.script) as an ONNX Loop over the input's length")
             axes = _output_axes_or_none(model, spec)
+            for i in merged_axes(axes or {}):
+                say(f"warning: {merged_axes_message(outputs[i])}; Session.predict reads its first axis as samples")
             if axes:
                 name_output_dims(proto, outputs, axes, spec.inputs[0])
                 card["output_axes"] = {n: axes[i] for i, n in enumerate(outputs) if i in axes}

@@ -20,6 +20,8 @@ from ..errors import ExportError, UnsupportedModelError
 from ..inputs import InputInfo, InputSpec
 
 DEFAULT_EXAMPLE_LENGTH = 8
+# names of a forward parameter that carries the recurrent state (``forward(x, hidden)``, char-RNN style)
+STATE_PARAMETERS = {"hidden", "hx", "h", "h0", "hc", "state", "states", "hidden_state", "carry"}
 DEFAULT_EXAMPLE_BATCH = 2
 
 
@@ -187,6 +189,16 @@ def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]
     return axes
 
 
+def merged_axes(axes: dict[Any, dict[str, int | None]]) -> list[Any]:
+    """Outputs (keys of ``axes``) whose batch and time share one axis, e.g. ``out.view(-1, hidden)``."""
+    return [k for k, a in axes.items() if a.get("batch_axis") is not None and a.get("batch_axis") == a.get("seq_axis")]
+
+
+def merged_axes_message(name: str) -> str:
+    return (f"output {name!r} merges the batch and time axes into one (e.g. out.view(-1, hidden) before the head); "
+            "nn.Linear applies to the last axis, so fc(out) keeps (batch, steps, classes)")
+
+
 def name_output_dims(proto: Any, names: Sequence[str], axes: dict[int, dict[str, int | None]], data: InputInfo) -> None:
     """Give each output's batch and sequence axes the data input's dim names (the exporters invent names such
     as ``Gemmy_dim_0``), so the file says which output axis follows which input axis."""
@@ -225,6 +237,13 @@ def infer_signature(
     is_tokens = isinstance(layer, torch.nn.Embedding) or getattr(layer, "original_name", None) == "Embedding"
 
     required = forward_parameter_names(model, required=True)
+    if (len(required) == 2 and not callable(getattr(model, "example_inputs", None))
+            and (required[1].lower() in STATE_PARAMETERS or callable(getattr(model, "init_hidden", None)))):
+        raise ExportError(
+            f"forward's second input {required[1]!r} looks like the recurrent state the model is stepped with; "
+            f"edgeseq carries state itself: give it a default, def forward(self, x, {required[1]}=None) (nn.LSTM/"
+            "nn.GRU take None as zeros), then export (with --streaming to step through a sequence with "
+            "StreamingSession)")
     if len(required) > 1 and not callable(getattr(model, "example_inputs", None)):
         raise ExportError(
             f"forward takes {len(required)} inputs ({', '.join(required)}) and edgeseq can only guess one: give the "

@@ -55,6 +55,8 @@ from .signature import (
     check_batch_not_fixed,
     check_not_frozen,
     check_supported,
+    merged_axes,
+    merged_axes_message,
     name_output_dims,
     output_axes,
     runnable_signature,
@@ -595,6 +597,10 @@ def export_with_extras(
             raw_nodes = (base_card.get("graph_cleanup") or {}).get("nodes", [node_count(exported)])[0]
         axes_by_pos = output_axes(model, spec)
         axes = {n: axes_by_pos[i] for i, n in enumerate(data_outputs)}
+        merged = merged_axes(axes)
+        if merged:  # chunks and padded samples are cut along an axis that is not the time axis alone
+            raise UnsupportedModelError(f"refused --{'streaming' if streaming else 'lengths'}: "
+                                        f"{merged_axes_message(merged[0])}")
         base_report = report
         for clean in (True, False):  # the cleaned graph first; the graph as exported if only cleanup breaks it
             proto = onnx.ModelProto()

@@ -151,3 +151,40 @@ def test_float64_tensors_made_in_forward_get_the_fix_not_a_shape_hint(tmp_path):
         export(BuildsDoubles().double(), out)
     assert "--input-shape" not in str(info.value)
     assert not out.exists()
+
+
+class CharRNN(nn.Module):
+    """Udacity's char-RNN: forward(x, hidden) -> (logits over batch*steps, hidden), and init_hidden()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(10, 16, 2, batch_first=True)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor] | None) -> tuple:
+        out, hidden = self.lstm(x, hidden)
+        return self.fc(out.contiguous().view(-1, 16)), hidden
+
+    def init_hidden(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(2, batch_size, 16), torch.zeros(2, batch_size, 16)
+
+
+def test_a_state_parameter_gets_the_default_to_give_it(tmp_path):
+    with pytest.raises(ExportError, match=r"'hidden' looks like the recurrent state.*def forward\(self, x, hidden=None\)"):
+        export(CharRNN(), tmp_path / "c.onnx")
+
+
+def test_an_output_that_merges_batch_and_time_is_named(tmp_path):
+    from edgeseq.errors import UnsupportedModelError
+    from edgeseq.export.stateful import export_with_extras
+
+    class Defaulted(CharRNN):
+        def forward(self, x, hidden=None):
+            return super().forward(x, hidden)
+
+    log: list[str] = []
+    export(Defaulted().eval(), tmp_path / "c.onnx", log=log.append)
+    assert any(m.startswith("warning: output 'y0' merges the batch and time axes") for m in log)
+    with pytest.raises(UnsupportedModelError, match=r"refused --streaming: output 'y0' merges the batch and time axes"):
+        export_with_extras(Defaulted().eval(), tmp_path / "s.onnx", streaming=True)
+    assert not (tmp_path / "s.onnx").exists()
