@@ -119,8 +119,10 @@ def unpacked(model: Any, time_first: bool = False, input_shape: Any = None, dyna
 
     if isinstance(model, torch.jit.ScriptModule):  # its packing is compiled in: nothing to pass through
         return None
-    params = forward_parameter_names(model)
-    if len(params) < 2 or len(forward_parameter_names(model, required=True)) > 2:
+    # a lengths parameter with a default (forward(x, lengths=None)) means the model also runs unpacked:
+    # exported as it is, and with --lengths on request
+    params = forward_parameter_names(model, required=True)
+    if len(params) != 2:
         return None
     batch_axis, seq_axis = (1, 0) if time_first else (0, 1)
 
