@@ -12,7 +12,6 @@ there on (``Y[t] = Y[min(t, len - 1)]``), so models reading ``out[:, -1]`` read 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +165,7 @@ def check_lengths_layers(model: Any) -> None:
 
 
 def lengths_refusal(report: parity.ParityReport, model: Any) -> UnsupportedModelError:
-    worst = max(report.failures, key=lambda c: (c.max_abs if math.isfinite(c.max_abs) else 1e300))
+    worst = report.worst
     mixing = time_mixing_layers(model)
     hint = f" (layers that look across time steps: {', '.join(mixing[:4])})" if mixing else ""
     return UnsupportedModelError(

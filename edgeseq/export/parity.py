@@ -65,6 +65,11 @@ class ParityReport:
     def failures(self) -> list[ParityCase]:
         return [c for c in self.cases if not c.skipped and not c.passed]
 
+    @property
+    def worst(self) -> ParityCase:
+        """The failing case with the largest error (a failure to run counts as the largest)."""
+        return max(self.failures, key=lambda c: c.max_abs if math.isfinite(c.max_abs) else 1e300)
+
     def summary(self) -> dict[str, Any]:
         checked = [c for c in self.cases if not c.skipped]
         return {

@@ -486,7 +486,7 @@ def verify_streaming_lengths(path: str | Path, model: Any, spec: InputSpec, axes
 
 
 def _streaming_refusal(report: parity.ParityReport, mixing: list[str]) -> UnsupportedModelError:
-    worst = max(report.failures, key=lambda c: (c.max_abs if math.isfinite(c.max_abs) else 1e300))
+    worst = report.worst
     if mixing:
         hint = (f"; layers that look across time steps: {', '.join(mixing[:4])} (a convolution over time streams "
                 "only when it is causal: nn.Conv1d(padding=0) after F.pad(x, ((k-1)*dilation, 0)), or "
@@ -681,7 +681,7 @@ def _check_extras(path: Path, model: Any, spec: InputSpec, axes: dict[str, dict[
         say("checking the lengths input against forward's own packing (a padded batch, lengths 12, 11, 6, 1) ...")
         pk = verify_packed(path, packed, spec, axes, tol=tol)
         if not pk.passed:
-            worst = max(pk.failures, key=lambda c: c.max_abs if math.isfinite(c.max_abs) else 1e300)
+            worst = pk.worst
             return None, UnsupportedModelError(
                 f"refused: with a lengths input the file differs from forward's own packing for {worst.note} "
                 f"(output {worst.output!r}, max abs error {worst.max_abs:.3g}); the model uses the padded "
@@ -691,7 +691,7 @@ def _check_extras(path: Path, model: Any, spec: InputSpec, axes: dict[str, dict[
         say("checking streaming with per-sample lengths: chunks where samples advance by different steps ...")
         mixed = verify_streaming_lengths(path, model, spec, axes, tol=tol)
         if not mixed.passed:
-            worst = max(mixed.failures, key=lambda c: c.max_abs if math.isfinite(c.max_abs) else 1e300)
+            worst = mixed.worst
             return None, UnsupportedModelError(
                 f"refused --streaming --lengths: with per-sample lengths inside a chunk, output {worst.output!r} "
                 f"differs from PyTorch on each sample's own steps ({worst.note or f'max abs error {worst.max_abs:.3g}'})"
