@@ -675,17 +675,13 @@ def _check_extras(path: Path, model: Any, spec: InputSpec, axes: dict[str, dict[
         say(f"checking lengths: a padded batch vs each sample alone ({LENGTHS_CHECK_LENGTH} steps) ...")
         len_report = verify_lengths(path, model, spec, axes, tol=tol)
         if not len_report.passed:
-            return None, lengths_refusal(len_report, model)
+            return None, (lengths_refusal(len_report, model) if packed is None else _packed_refusal(len_report))
         report = _merge(report, len_report)
     if packed is not None:
         say("checking the lengths input against forward's own packing (a padded batch, lengths 12, 11, 6, 1) ...")
         pk = verify_packed(path, packed, spec, axes, tol=tol)
         if not pk.passed:
-            worst = pk.worst
-            return None, UnsupportedModelError(
-                f"refused: with a lengths input the file differs from forward's own packing for {worst.note} "
-                f"(output {worst.output!r}, max abs error {worst.max_abs:.3g}); the model uses the padded "
-                "steps after pad_packed_sequence (which fills them with zeros)")
+            return None, _packed_refusal(pk)
         report = _merge(report, pk)
     if streaming and lengths:
         say("checking streaming with per-sample lengths: chunks where samples advance by different steps ...")
@@ -698,6 +694,15 @@ def _check_extras(path: Path, model: Any, spec: InputSpec, axes: dict[str, dict[
                 ". Export with --streaming (chunks of one length for every sample) or with --lengths")
         report = _merge(report, mixed)
     return report, None
+
+
+def _packed_refusal(report: parity.ParityReport) -> UnsupportedModelError:
+    worst = report.worst
+    return UnsupportedModelError(
+        f"refused: with a lengths input in place of forward's own packing, output {worst.output!r} differs for "
+        f"{worst.note} (max abs error {worst.max_abs:.3g}): the model uses the lengths for more than packing (a "
+        "mask, a mean over the valid steps) or reads the steps pad_packed_sequence fills with zeros, which the "
+        "lengths input does not reproduce")
 
 
 def _merge(a: parity.ParityReport | None, b: parity.ParityReport) -> parity.ParityReport:

@@ -117,3 +117,25 @@ def test_lengths_computed_inside_forward_get_the_way_out(tmp_path):
     with pytest.raises(ExportError, match=r"lengths it computes itself.*forward\(x, lengths\)"):
         export(_seeded(LengthsFromPadding), out)
     assert not out.exists()
+
+
+class MaskedMean(nn.Module):
+    """Uses its lengths twice: to pack, and for a mean over each sample's own steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(3, 6, batch_first=True)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.size(1))
+        return out.sum(1) / lengths[:, None].to(out.dtype)
+
+
+def test_lengths_used_beyond_packing_are_refused_not_exported_wrong(tmp_path):
+    from edgeseq.errors import UnsupportedModelError
+
+    out = tmp_path / "m.onnx"
+    with pytest.raises(UnsupportedModelError, match=r"in place of forward.s own packing.*more than packing"):
+        export(_seeded(MaskedMean), out)
+    assert not out.exists()
