@@ -26,7 +26,7 @@ from ..runtime.io import atomic_path
 from . import parity
 from .cleanup import cleanup_record, node_count, simplify
 from .loading import model_and_source
-from .packed import packs, unpacked
+from .packed import packs, unpacked, wire_lengths_probe
 from .projected import projected_lstm_names, with_projected_lstms
 from .scripted import cell_names, cells_phrase, script
 from .signature import (
@@ -351,6 +351,9 @@ def export(
                 say(f"  {label} exporter failed: {text}")
                 continue
             proto = onnx.load(str(candidate))
+            if getattr(exported, "packed_parameter", None):  # packing's lengths, traced as a last output
+                wire_lengths_probe(proto, spec.inputs[0])
+                onnx.save(proto, str(candidate))
             try:
                 onnx.checker.check_model(proto)
             except Exception as exc:

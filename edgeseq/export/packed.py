@@ -62,7 +62,14 @@ def _pass_through(model: Any) -> Any:
         return input
 
     def pad(sequence: Any, batch_first: bool = False, padding_value: float = 0.0, total_length: Any = None) -> Any:
-        return sequence, seen[-1] if seen else None
+        import torch
+
+        lengths = seen[-1]
+        # what pad_packed_sequence returns past each sample's length: padding_value, not the held last step
+        valid = torch.arange(sequence.shape[1 if batch_first else 0])[None, :] < lengths.to(torch.int64)[:, None]
+        valid = (valid if batch_first else valid.t()).reshape(*valid.shape[::1 if batch_first else -1],
+                                                              *[1] * (sequence.dim() - 2))
+        return sequence.masked_fill(~valid, padding_value), lengths
 
     return _patched_packing(model, pack, pad)
 
@@ -135,10 +142,11 @@ def unpacked(model: Any, time_first: bool = False, input_shape: Any = None, dyna
             self.packed_parameter = params[1]
 
         def forward(self, x: torch.Tensor) -> Any:
-            lengths = torch.full((x.shape[batch_axis],), x.shape[seq_axis], dtype=torch.int64)
+            lengths = torch.zeros(x.shape[batch_axis], dtype=torch.int64) + x.shape[seq_axis]
             if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
                 with _pass_through(self.model):
-                    return self.model(x, lengths)
+                    # lengths go out last, so that wire_lengths_probe finds every use of them in the graph
+                    return (*parity.flatten_outputs(self.model(x, lengths)), lengths)
             return self.model(x, lengths)
 
     wrapper = Unpacked().eval()
@@ -149,6 +157,32 @@ def unpacked(model: Any, time_first: bool = False, input_shape: Any = None, dyna
     x = examples[0]
     lengths = torch.full((x.shape[batch_axis],), x.shape[seq_axis], dtype=torch.int64)
     return wrapper if _packs_with(model, x, lengths) else None
+
+
+def wire_lengths_probe(proto: Any, data: Any) -> None:
+    """In a graph traced from :func:`unpacked`'s wrapper, in place: its last output (the full lengths it
+    made up) becomes the ``lengths`` input, so every use of the lengths -- packing, and masks or means the
+    model computes from them -- reads the real ones; the card says which input that is."""
+    from onnx import TensorProto, helper
+
+    from ..card import set_card
+    from .cleanup import _drop_dead_nodes, _graphs
+    from .lengths import LENGTHS_INPUT
+
+    graph = proto.graph
+    probe = graph.output[-1].name
+    del graph.output[-1]
+    for g in _graphs(graph):
+        for node in g.node:
+            for i, name in enumerate(node.input):
+                if name == probe:
+                    node.input[i] = LENGTHS_INPUT
+    graph_input = next(i for i in graph.input if i.name == data.name)
+    batch = graph_input.type.tensor_type.shape.dim[data.batch_axis or 0]
+    graph.input.append(helper.make_tensor_value_info(LENGTHS_INPUT, TensorProto.INT64,
+                                                     [batch.dim_param or batch.dim_value or "batch"]))
+    _drop_dead_nodes(proto)
+    set_card(proto, {"lengths_input": LENGTHS_INPUT})  # the final card replaces it
 
 
 def verify_packed(path: str | Path, model: Any, spec: InputSpec, axes: dict[str, dict[str, int | None]],

@@ -700,9 +700,9 @@ def _packed_refusal(report: parity.ParityReport) -> UnsupportedModelError:
     worst = report.worst
     return UnsupportedModelError(
         f"refused: with a lengths input in place of forward's own packing, output {worst.output!r} differs for "
-        f"{worst.note} (max abs error {worst.max_abs:.3g}): the model uses the lengths for more than packing (a "
-        "mask, a mean over the valid steps) or reads the steps pad_packed_sequence fills with zeros, which the "
-        "lengths input does not reproduce")
+        f"{worst.note} (max abs error {worst.max_abs:.3g}): the result depends on the padded length itself (for "
+        "example a mean over pad_packed_sequence's output, which ends at the longest sample: pass "
+        "total_length=x.size(1) and divide by the lengths) or on the padding's values")
 
 
 def _merge(a: parity.ParityReport | None, b: parity.ParityReport) -> parity.ParityReport:

@@ -132,10 +132,28 @@ class MaskedMean(nn.Module):
         return out.sum(1) / lengths[:, None].to(out.dtype)
 
 
-def test_lengths_used_beyond_packing_are_refused_not_exported_wrong(tmp_path):
+def test_lengths_used_beyond_packing_read_the_lengths_input(tmp_path):
+    model, out = _seeded(MaskedMean), tmp_path / "m.onnx"
+    export(model, out)
+    x = np.random.default_rng(0).standard_normal((4, 20, 3)).astype(np.float32)
+    lengths = np.array([20, 3, 11, 1])
+    with torch.inference_mode():
+        want = model(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
+    np.testing.assert_allclose(Session(out, device="cpu").predict(x, lengths=lengths), want, atol=1e-5, rtol=1e-5)
+
+
+class MeanOverLongest(MaskedMean):
+    """pad_packed_sequence without total_length cuts at the longest sample: the mean divides by it."""
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        return nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True)[0].mean(1)
+
+
+def test_a_result_that_depends_on_the_cut_at_the_longest_sample_is_refused(tmp_path):
     from edgeseq.errors import UnsupportedModelError
 
     out = tmp_path / "m.onnx"
-    with pytest.raises(UnsupportedModelError, match=r"in place of forward.s own packing.*more than packing"):
-        export(_seeded(MaskedMean), out)
+    with pytest.raises(UnsupportedModelError, match=r"in place of forward.s own packing.*depends on the padded length itself"):
+        export(_seeded(MeanOverLongest), out)
     assert not out.exists()
