@@ -6,9 +6,9 @@ Neither torch.onnx exporter can trace packing (TorchScript: ``vector::_M_range_c
 different lengths.  What packing computes -- every sample run over its own steps only -- is what an
 ONNX ``LSTM``/``GRU`` node's ``sequence_lens`` input computes, which ``--lengths`` wires up.  So:
 
-* :func:`unpacked` wraps the model as ``forward(x)``.  Run by PyTorch it calls the model itself with
-  every sample's full length (real packing); while torch.onnx traces it, ``pack_padded_sequence`` and
-  ``pad_packed_sequence`` pass the padded tensor through, and the recurrent layers see it whole.
+* :func:`unpacked` wraps the model as ``forward(x)``: it calls the model with every sample's full
+  length, ``pack_padded_sequence`` passing the tensor through (at full length that is what packing
+  computes, and the recurrent layers see a plain tensor that tracing and streaming can handle).
 * ``--lengths`` then adds the ``lengths`` input and checks a padded batch against each sample alone;
   :func:`verify_packed` checks the file against the model's own packed forward on a padded batch.
 
@@ -140,14 +140,15 @@ def unpacked(model: Any, time_first: bool = False, input_shape: Any = None, dyna
             super().__init__()
             self.model = model
             self.packed_parameter = params[1]
+            self.probe = True  # while traced, return the lengths last (see wire_lengths_probe)
 
         def forward(self, x: torch.Tensor) -> Any:
             lengths = torch.zeros(x.shape[batch_axis], dtype=torch.int64) + x.shape[seq_axis]
-            if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
-                with _pass_through(self.model):
-                    # lengths go out last, so that wire_lengths_probe finds every use of them in the graph
-                    return (*parity.flatten_outputs(self.model(x, lengths)), lengths)
-            return self.model(x, lengths)
+            with _pass_through(self.model):  # at full lengths the same as packing, and streamable
+                y = self.model(x, lengths)
+            if self.probe and (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()):
+                return (*parity.flatten_outputs(y), lengths)
+            return y
 
     wrapper = Unpacked().eval()
     try:

@@ -546,6 +546,7 @@ def export_with_extras(
     packed_model = unpacked(model, time_first, input_shape, dynamic_axes)
     if packed_model is not None:  # forward(x, lengths) packs x: export forward(x) with a lengths input
         model, packed_model = packed_model, model
+        model.probe = not streaming  # a streaming graph carries state instead; its lengths reach sequence_lens only
         say(f"note: forward packs its input with {model.packed_parameter!r} (pack_padded_sequence), which torch.onnx "
             "cannot trace: exported with a 'lengths' input instead (as --lengths), checked against forward's own "
             "packing")

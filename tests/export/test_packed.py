@@ -157,3 +157,18 @@ def test_a_result_that_depends_on_the_cut_at_the_longest_sample_is_refused(tmp_p
     with pytest.raises(UnsupportedModelError, match=r"in place of forward.s own packing.*depends on the padded length itself"):
         export(_seeded(MeanOverLongest), out)
     assert not out.exists()
+
+
+def test_a_unidirectional_packed_model_streams(tmp_path):
+    from edgeseq import StreamingSession
+    from edgeseq.export.stateful import export_with_extras
+
+    model, out = _seeded(PacksItsOwn), tmp_path / "s.onnx"
+    export_with_extras(model, out, streaming=True)
+    stream = StreamingSession(out, device="cpu")
+    x = np.random.default_rng(0).standard_normal((2, 9, 3)).astype(np.float32)
+    for t in range(9):
+        y = stream.step(x[:, t : t + 1])
+    with torch.inference_mode():
+        want = model(torch.from_numpy(x), torch.tensor([9, 9])).numpy()
+    np.testing.assert_allclose(y, want, atol=1e-5, rtol=1e-5)
