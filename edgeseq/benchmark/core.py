@@ -167,9 +167,10 @@ def bench_file(
     names = list(runtimes)
     torch_model = None
     if against is not None:
-        from ..export.loading import load_model
+        from ..export.loading import model_and_source
 
-        torch_model = load_model(against, weights, allow_pickle=allow_pickle) if isinstance(against, (str, Path)) else against
+        # as export and check load it: float32, and any state kept on the module reset before each call
+        torch_model = model_and_source(against, weights, allow_pickle=allow_pickle)[0]
         if read_card(path).get("packed_by"):  # forward(x, lengths) packs x: timed as forward(x), full lengths
             from ..export.packed import unpacked
 

@@ -190,6 +190,9 @@ def _cell_hint(model: Any, exporter: str, script: str | None) -> str:
     if exporter == "dynamo":
         return f" {what}; --exporter torchscript (or auto) exports such a loop scripted, as an ONNX Loop."
     unrolled = f" {what}, which tracing unrolls to the example's length"
+    if not cells and _calls_len(model):
+        unrolled = (f" {what}: here len(x) in forward, a plain number to the tracer (x.size(0) stays symbolic),"
+                    " or a loop that tracing unrolls to the example's length")
     if script == "compile":
         return (f"{unrolled}, and torch.jit.script could not compile forward (below): make it scriptable, or use "
                 "nn.LSTM/nn.GRU over the whole sequence.")
@@ -197,6 +200,17 @@ def _cell_hint(model: Any, exporter: str, script: str | None) -> str:
         return (f"{unrolled}; torch.jit.script compiled forward but its export failed (below): rewrite the "
                 "construct it names, or use nn.LSTM/nn.GRU over the whole sequence.")
     return f"{unrolled}; use nn.LSTM/nn.GRU over the whole sequence."
+
+
+def _calls_len(model: Any) -> bool:
+    """Whether the model's forward source calls ``len(...)``."""
+    import inspect
+    import re
+
+    try:
+        return bool(re.search(r"\blen\(", inspect.getsource(type(model).forward)))
+    except (OSError, TypeError):
+        return False
 
 
 def _script_outcome(scripted: bool, attempts: list[str]) -> str | None:

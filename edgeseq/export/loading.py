@@ -68,11 +68,55 @@ def model_and_source(model_or_ref: Any, weights: str | Path | None = None,
     """(model in eval mode with ``weights`` loaded, a label for the card) from an nn.Module or a reference."""
     if isinstance(model_or_ref, (str, Path)):
         label = str(model_or_ref) + (f" --weights {Path(weights).name}" if weights is not None else "")
-        return as_float32(load_model(str(model_or_ref), weights, log, allow_pickle), log), label
+        model = as_float32(load_model(str(model_or_ref), weights, log, allow_pickle), log)
+        return restore_state_each_call(model, log), label
     model = model_or_ref.eval()
     if weights is not None:
         load_weights(model, weights, log, allow_pickle)
-    return as_float32(model, log), type(model).__name__
+    return restore_state_each_call(as_float32(model, log), log), type(model).__name__
+
+
+def _tensor_state(value: Any) -> bool:
+    import torch
+
+    if isinstance(value, (tuple, list)):
+        return bool(value) and all(isinstance(v, torch.Tensor) for v in value)
+    return isinstance(value, torch.Tensor)
+
+
+def restore_state_each_call(model: Any, log: Callable[[str], None] | None = None) -> Any:
+    """``model``, which puts back before every call the plain tensor attributes it had at load.
+
+    Older tutorials keep the recurrent state on the module (``self.hidden_cell``, assigned in forward
+    and reset to zeros by the training loop before each sequence), so each call would continue from the
+    last one: PyTorch's answers then depend on call order, and an exported file can only start from one
+    fixed state anyway.  Every call starts from the state at load, as the training loop's reset does;
+    ``log`` hears about it once, when forward first reassigns such an attribute.
+    """
+    import torch
+
+    if isinstance(model, torch.jit.ScriptModule) or getattr(model, "_edgeseq_restores_state", False):
+        return model
+    saved = [(module, name, value) for module in model.modules() for name, value in vars(module).items()
+             if not name.startswith("_") and _tensor_state(value)]
+    if not saved:
+        return model
+    told: list[str] = []
+
+    def restore(_module: Any, _args: Any) -> None:
+        for module, name, value in saved:
+            current = getattr(module, name, None)
+            if current is not value and not told and log:
+                told.append(name)
+                log(f"note: forward stores {name!r} on the module between calls (a recurrent state kept as an "
+                    "attribute); every call starts from its value at load, as a reset before each sequence does "
+                    "(for state carried between calls, export with --streaming)")
+            setattr(module, name, value)
+
+    model._edgeseq_restore_hook = restore  # edgeseq.export.scripted takes it off while scripting
+    model._edgeseq_restore_handle = model.register_forward_pre_hook(restore)
+    model._edgeseq_restores_state = True
+    return model
 
 
 def load_torchscript(path: str | Path, allow_pickle: bool = False) -> Any:

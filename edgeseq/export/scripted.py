@@ -42,6 +42,10 @@ def script(model: Any, attempts: list[str], say: Callable[[str], None]) -> Any |
     import torch
 
     say("the traced graph is fixed to the example's length; scripting forward to keep its loop over time ...")
+    # TorchScript would compile edgeseq's own forward pre-hook (edgeseq.export.loading.restore_state_each_call)
+    handle = getattr(model, "_edgeseq_restore_handle", None)
+    if handle is not None:
+        handle.remove()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")  # torch.jit is deprecated in torch 2.13, and says so
@@ -51,6 +55,9 @@ def script(model: Any, attempts: list[str], say: Callable[[str], None]) -> Any |
         attempts.append(f"torch.jit.script: {text}")
         say(f"  torch.jit.script failed: {text}")
         return None
+    finally:
+        if handle is not None:
+            model._edgeseq_restore_handle = model.register_forward_pre_hook(model._edgeseq_restore_hook)
 
 
 def script_error(exc: BaseException) -> str:
