@@ -341,7 +341,7 @@ def export(
         if frozen and not scripted and exporter != "dynamo" and not _is_torchscript(traced):
             # a Python loop over time was unrolled by tracing; scripting keeps it as a loop (an ONNX Loop)
             scripted = True
-            module = script(traced, attempts, say)
+            module = script(traced, examples, attempts, say)
             if module is not None:
                 return "torchscript", module
         return None

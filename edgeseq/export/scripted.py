@@ -33,7 +33,7 @@ def cells_phrase(model: Any) -> str:
     return f" (stepping {', '.join(repr(c) for c in cells[:3])})" if cells else ""
 
 
-def script(model: Any, attempts: list[str], say: Callable[[str], None]) -> Any | None:
+def script(model: Any, examples: list[Any], attempts: list[str], say: Callable[[str], None]) -> Any | None:
     """``torch.jit.script`` of ``model``, or None with the reason added to ``attempts``."""
     import contextlib
     import io
@@ -49,7 +49,7 @@ def script(model: Any, attempts: list[str], say: Callable[[str], None]) -> Any |
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")  # torch.jit is deprecated in torch 2.13, and says so
-            return torch.jit.script(model)
+            return _traced_call(torch.jit.script(model), examples)
     except Exception as exc:  # noqa: BLE001 - any compile error means: no scripted fallback
         text = script_error(exc)
         attempts.append(f"torch.jit.script: {text}")
@@ -58,6 +58,25 @@ def script(model: Any, attempts: list[str], say: Callable[[str], None]) -> Any |
     finally:
         if handle is not None:
             model._edgeseq_restore_handle = model.register_forward_pre_hook(model._edgeseq_restore_hook)
+
+
+def _traced_call(scripted: Any, examples: list[Any]) -> Any:
+    """``scripted`` called with the example inputs only, traced: exporting a ScriptModule itself makes
+    every ``forward`` parameter a graph input (``future: int = 0`` too), and exporting a plain module
+    that calls one fails ("not part of the active trace"); a trace of that call keeps the defaults as
+    constants and the scripted loops as loops."""
+    import torch
+    from torch import nn
+
+    class CallsScripted(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scripted = scripted
+
+        def forward(self, *inputs: Any) -> Any:
+            return self.scripted(*inputs)
+
+    return torch.jit.trace(CallsScripted().eval(), tuple(examples), check_trace=False)
 
 
 def script_error(exc: BaseException) -> str:

@@ -226,3 +226,35 @@ def test_no_check_warns_that_an_unrolled_cell_loop_goes_unchecked(tmp_path):
     log: list[str] = []
     export(_seeded(CellLoop), tmp_path / "loop.onnx", check=False, log=log.append)
     assert any(m.startswith("warning: the model steps 'cell' without an ONNX Loop") for m in log)
+
+
+class SplitLoopWithFuture(nn.Module):
+    """pytorch/examples' time_sequence_prediction, made scriptable (``output`` defined before the loop):
+    a univariate series split per step, and a ``future`` argument with a default."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm1 = nn.LSTMCell(1, 16)
+        self.linear = nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor, future: int = 0) -> torch.Tensor:
+        h, c = x.new_zeros(x.size(0), 16), x.new_zeros(x.size(0), 16)
+        output = x.new_zeros(x.size(0), 1)
+        outputs: list[torch.Tensor] = []
+        for x_t in x.split(1, dim=1):
+            h, c = self.lstm1(x_t, (h, c))
+            output = self.linear(h)
+            outputs.append(output)
+        for _ in range(future):
+            h, c = self.lstm1(output, (h, c))
+            output = self.linear(h)
+            outputs.append(output)
+        return torch.cat(outputs, dim=1)
+
+
+def test_a_parameter_with_a_default_stays_a_constant_of_the_scripted_export(tmp_path):
+    model, out = _seeded(SplitLoopWithFuture), tmp_path / "f.onnx"
+    export(model, out)  # (batch, length, 1) fails the cell; edgeseq finds the univariate (batch, length)
+    session = Session(out, device="cpu")
+    assert [i.name for i in session.inputs] == ["x"]  # not 'future' as well
+    assert parity.measure(out, model, batch_sizes=[2], lengths=[1, 60]).passed
