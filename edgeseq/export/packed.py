@@ -9,8 +9,11 @@ ONNX ``LSTM``/``GRU`` node's ``sequence_lens`` input computes, which ``--lengths
 * :func:`unpacked` wraps the model as ``forward(x)``: it calls the model with every sample's full
   length, ``pack_padded_sequence`` passing the tensor through (at full length that is what packing
   computes, and the recurrent layers see a plain tensor that tracing and streaming can handle).
-* ``--lengths`` then adds the ``lengths`` input and checks a padded batch against each sample alone;
-  :func:`verify_packed` checks the file against the model's own packed forward on a padded batch.
+* While traced, the wrapper also returns the full lengths it made up, last; :func:`wire_lengths_probe`
+  turns every use of them into the ``lengths`` input, so masks or means the model computes from its
+  lengths read the real ones (and ``pad_packed_sequence`` zeroes the padded steps, as it would).
+* ``--lengths`` then wires that input into ``sequence_lens`` and checks a padded batch against each
+  sample alone; :func:`verify_packed` checks the file against the model's own packed forward.
 
 >>> wrapper = unpacked(model, time_first=False)      # doctest: +SKIP  (None: forward does not pack)
 """
@@ -37,6 +40,7 @@ def _patched_packing(model: Any, pack: Any, pad: Any) -> Iterator[None]:
 
     originals = {"pack_padded_sequence": rnn.pack_padded_sequence, "pad_packed_sequence": rnn.pad_packed_sequence}
     replacements = {"pack_padded_sequence": pack, "pad_packed_sequence": pad}
+    # nn.utils.rnn.pack_padded_sequence(...) looks the name up in rnn; a model's module may have imported it
     namespaces = [rnn.__dict__] + [vars(sys.modules[m]) for m in {type(sub).__module__ for sub in model.modules()}
                                    if m in sys.modules]
     undo = []
