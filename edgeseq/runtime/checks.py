@@ -152,8 +152,13 @@ def _cast(x: np.ndarray, spec: TensorSpec, allow_nonfinite: bool, vocab_size: in
                                  f"range 0..{vocab_size - 1}; map unknown tokens to a valid id (e.g. 0)")
         elif x.dtype != want and (x.dtype.kind == "f" or np.iinfo(x.dtype).max > info.max
                                   or np.iinfo(x.dtype).min < info.min):
-            # float(info.max) rounds up to 2**63 for int64, so compare floats against max + 1
-            out = (x < info.min) | ((x >= float(info.max) + 1) if x.dtype.kind == "f" else (x > info.max))
+            # float(info.max) rounds up to 2**63 for int64, so compare floats against max + 1, in float64
+            # (in float16 the bound itself overflows, with a RuntimeWarning)
+            if x.dtype.kind == "f":
+                wide = x.astype(np.float64, copy=False)
+                out = (wide < info.min) | (wide >= float(info.max) + 1)
+            else:
+                out = (x < info.min) | (x > info.max)
             if out.any():
                 raise InputError(f"input {name!r}: value at {where(out)} does not fit {want.name}")
         return x.astype(want, copy=False)
