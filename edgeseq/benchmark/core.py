@@ -171,10 +171,11 @@ def bench_file(
 
         # as export and check load it: float32, and any state kept on the module reset before each call
         torch_model = model_and_source(against, weights, allow_pickle=allow_pickle)[0]
-        if read_card(path).get("packed_by"):  # forward(x, lengths) packs x: timed as forward(x), full lengths
+        card = read_card(path)
+        if card.get("packed_by") or card.get("lengths_parameter"):  # forward(x, lengths): timed at full lengths
             from ..export.packed import unpacked
 
-            torch_model = unpacked(torch_model, read_card(path).get("layout") == "time_first") or torch_model
+            torch_model = unpacked(torch_model, card.get("layout") == "time_first") or torch_model
         names.append("pytorch")
     report = BenchReport(str(path), threads, machine=machine_info())
     active: dict[str, R.Runner] = {}

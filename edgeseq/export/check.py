@@ -71,7 +71,8 @@ def check(
             return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
     else:
         model, _ = model_and_source(against, weights, allow_pickle=allow_pickle)
-        if session.card.get("packed_by"):  # forward(x, lengths) packs x: compared as forward(x), full lengths
+        if session.card.get("packed_by") or session.card.get("lengths_parameter"):
+            # forward(x, lengths): compared as forward(x), every sample at full length
             model = unpacked(model, session.card.get("layout") == "time_first") or model
         run_ref = parity.torch_runner(model)
 

@@ -25,6 +25,7 @@ from ..inputs import InputSpec
 from ..runtime.io import atomic_path
 from . import parity
 from .cleanup import cleanup_record, node_count, simplify
+from .lengths import LENGTHS_INPUT
 from .loading import model_and_source
 from .packed import packs, unpacked, wire_lengths_probe
 from .projected import projected_lstm_names, with_projected_lstms
@@ -287,12 +288,18 @@ def export(
         raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     start = time.perf_counter()
     model, source = model_and_source(model_or_ref, weights, say, allow_pickle)
-    if unpacked(model, time_first, input_shape, dynamic_axes) is not None:  # forward(x, lengths) packs x
+    wrapper = unpacked(model, time_first, input_shape, dynamic_axes)
+    if wrapper is not None and wrapper.packs:  # forward(x, lengths) packs x: as --lengths
         from .stateful import export_with_extras
 
         return export_with_extras(model, output, input_shape=input_shape, dynamic_axes=dynamic_axes,
                                   time_first=time_first, exporter=exporter, opset=opset, check=check, lengths=True,
                                   log=log, atol=atol, rtol=rtol, source=source)
+    takes_lengths = None  # forward(x, lengths) reading its lengths without packing: the model as called
+    if wrapper is not None:
+        takes_lengths, model = model, wrapper
+        say(f"note: forward takes per-sample lengths ({wrapper.packed_parameter!r}): exported with a 'lengths' "
+            "input that forward reads as it does, checked against forward(x, lengths) on a padded batch")
     check_supported(model)
     spec, examples = runnable_signature(model, input_shape, dynamic_axes, time_first, say)
     try:
@@ -422,7 +429,14 @@ def export(
                 name_output_dims(proto, outputs, axes, spec.inputs[0])
                 card["output_axes"] = {n: axes[i] for i, n in enumerate(outputs) if i in axes}
             card["graph_cleanup"] = cleanup_record(raw_nodes, proto, [by] if by else [])
+            if takes_lengths is not None:
+                card.update(lengths_input=LENGTHS_INPUT, lengths_parameter=model.packed_parameter)
             set_card(proto, card)
+            if takes_lengths is not None and check:
+                failed = _check_own_lengths(proto, Path(tmp), takes_lengths, spec, outputs, axes, atol, rtol, say)
+                if failed:
+                    attempts.append(f"{label}: {failed}")
+                    continue
             out_path = Path(output)
             with atomic_path(out_path) as tmp_out:
                 onnx.save(proto, str(tmp_out))
@@ -440,6 +454,29 @@ def export(
                 "cannot trace: take them as forward's second argument, forward(x, lengths), and edgeseq exports the "
                 "model with a lengths input")
     raise ExportError("no exporter produced a correct file: " + " | ".join(attempts) + hint)
+
+
+def _check_own_lengths(proto: Any, folder: Path, model: Any, spec: InputSpec, outputs: list[str],
+                       axes: dict[int, dict[str, int | None]] | None, atol: float | None, rtol: float | None,
+                       say: Callable[[str], None]) -> str | None:
+    """The file (``proto``) on a padded batch with lengths vs ``model(x, lengths)``: None, or what differs."""
+    import onnx
+
+    from ..tolerances import Tolerance, tolerance_for
+    from .packed import verify_packed
+
+    path = folder / "own-lengths.onnx"
+    onnx.save(proto, str(path))
+    base = tolerance_for("float32")
+    tol = Tolerance(base.atol if atol is None else atol, base.rtol if rtol is None else rtol)
+    named = {n: (axes or {}).get(i, {"batch_axis": 0, "seq_axis": None}) for i, n in enumerate(outputs)}
+    say("checking the lengths input against forward(x, lengths) (a padded batch, lengths 12, 11, 6, 1) ...")
+    report = verify_packed(path, model, spec, named, tol=tol)
+    if report.passed:
+        return None
+    worst = report.worst
+    return (f"differs from forward(x, lengths) on a padded batch: output {worst.output!r}, {worst.note} (max abs "
+            f"error {worst.max_abs:.3g})")
 
 
 def _measure_cleaned(proto: Any, cleaned: Any, by: str | None, candidate: Path, model: Any, spec: InputSpec,

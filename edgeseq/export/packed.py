@@ -119,7 +119,8 @@ def _packs_with(model: Any, x: Any, lengths: Any) -> bool:
 
 
 def unpacked(model: Any, time_first: bool = False, input_shape: Any = None, dynamic_axes: Any = None) -> Any | None:
-    """``forward(x)`` around a model whose ``forward(x, lengths)`` packs ``x`` with ``lengths``; None otherwise.
+    """``forward(x)`` around a model whose ``forward(x, lengths)`` packs ``x`` with ``lengths``
+    (``wrapper.packs``), or reads per-sample lengths another way (``out[range(b), lengths - 1]``); None otherwise.
 
     The example ``x`` comes from ``input_shape`` or is guessed from the model's first layer.
     """
@@ -144,6 +145,7 @@ def unpacked(model: Any, time_first: bool = False, input_shape: Any = None, dyna
             super().__init__()
             self.model = model
             self.packed_parameter = params[1]
+            self.packs = True  # forward packs with them (else it reads them another way)
             self.probe = True  # while traced, return the lengths last (see wire_lengths_probe)
 
         def forward(self, x: torch.Tensor) -> Any:
@@ -161,7 +163,27 @@ def unpacked(model: Any, time_first: bool = False, input_shape: Any = None, dyna
         return None
     x = examples[0]
     lengths = torch.full((x.shape[batch_axis],), x.shape[seq_axis], dtype=torch.int64)
-    return wrapper if _packs_with(model, x, lengths) else None
+    if _packs_with(model, x, lengths):
+        return wrapper
+    wrapper.packs = False
+    return wrapper if _reads_lengths(model, x, lengths, params[1]) else None
+
+
+def _reads_lengths(model: Any, x: Any, lengths: Any, name: str) -> bool:
+    """Whether forward's second parameter, named like lengths, is per-sample lengths that change the output."""
+    import re
+
+    import torch
+
+    if not re.search(r"len", name, re.I) or int(lengths.min()) < 2:
+        return False
+    try:
+        with torch.inference_mode():
+            full, shorter = model(x, lengths), model(x, lengths - 1)
+    except Exception:  # noqa: BLE001 - not a model that takes (x, lengths)
+        return False
+    a, b = parity.flatten_outputs(full), parity.flatten_outputs(shorter)
+    return len(a) == len(b) and any(s.shape != t.shape or not torch.equal(s, t) for s, t in zip(a, b))
 
 
 def wire_lengths_probe(proto: Any, data: Any) -> None:

@@ -544,6 +544,10 @@ def export_with_extras(
     model, loaded_from = model_and_source(ref_or_model, weights, say, allow_pickle)
     source = source or loaded_from
     packed_model = unpacked(model, time_first, input_shape, dynamic_axes)
+    if packed_model is not None and not packed_model.packs:
+        raise UnsupportedModelError(f"refused --{'streaming' if streaming else 'lengths'}: forward takes per-sample "
+                                    f"lengths ({packed_model.packed_parameter!r}) and reads them itself; export it "
+                                    "without the flag, which gives the file a lengths input read the same way")
     if packed_model is not None:  # forward(x, lengths) packs x: export forward(x) with a lengths input
         model, packed_model = packed_model, model
         model.probe = not streaming  # a streaming graph carries state instead; its lengths reach sequence_lens only

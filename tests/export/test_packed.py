@@ -172,3 +172,43 @@ def test_a_unidirectional_packed_model_streams(tmp_path):
     with torch.inference_mode():
         want = model(torch.from_numpy(x), torch.tensor([9, 9])).numpy()
     np.testing.assert_allclose(y, want, atol=1e-5, rtol=1e-5)
+
+
+class LastValidStep(nn.Module):
+    """No packing: reads each sample's last valid step, out[range(b), lengths - 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 16, batch_first=True)
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)
+        return self.fc(out[torch.arange(x.size(0)), lengths - 1])
+
+
+def test_lengths_read_without_packing_become_an_input_read_the_same_way(tmp_path):
+    model, out, log = _seeded(LastValidStep), tmp_path / "l.onnx", []
+    export(model, out, log=log.append)
+    assert any("forward takes per-sample lengths ('lengths')" in m for m in log)
+    card = read_card(out)
+    assert card["lengths_input"] == "lengths" and card["lengths_parameter"] == "lengths" and "packed_by" not in card
+    rng = np.random.default_rng(2)
+    seqs = [rng.standard_normal((n, 4)).astype(np.float32) for n in (3, 11, 7)]
+    with torch.inference_mode():
+        want = np.concatenate([model(torch.from_numpy(s)[None], torch.tensor([len(s)])).numpy() for s in seqs])
+    np.testing.assert_allclose(Session(out, device="cpu").predict(seqs), want, atol=1e-5, rtol=1e-5)
+    checked = CliRunner().invoke(main, ["check", str(out), "--against", f"{__file__}:_last_valid"])
+    assert checked.exit_code == 0, checked.output
+
+
+def _last_valid() -> nn.Module:
+    return _seeded(LastValidStep)
+
+
+def test_lengths_flag_on_a_model_that_reads_its_own_lengths_says_to_drop_it(tmp_path):
+    from edgeseq.errors import UnsupportedModelError
+    from edgeseq.export.stateful import export_with_extras
+
+    with pytest.raises(UnsupportedModelError, match=r"reads them itself; export it without the flag"):
+        export_with_extras(_seeded(LastValidStep), tmp_path / "l.onnx", lengths=True)
