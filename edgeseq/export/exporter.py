@@ -305,17 +305,7 @@ def export(
     try:
         outputs = output_names_for(model, examples)
     except Exception as exc:
-        first = str(exc).splitlines()[0][:200] if str(exc).strip() else ""
-        if "Double" in first and "Float" in first:  # e.g. "mat1 and mat2 must have the same dtype"
-            raise ExportError(f"the model fails in float32: {type(exc).__name__}: {first}. Its forward builds "
-                              "float64 tensors itself (dtype=torch.double), while edgeseq runs and exports models in "
-                              "float32: create them with the input's dtype (torch.zeros(..., dtype=x.dtype) or "
-                              "x.new_zeros(...))") from None
-        traced = (" (a TorchScript file traced at one length may run at that length only: save it with "
-                  "torch.jit.script, or export the Python model)") if _is_torchscript(model) else ""
-        raise ExportError(f"the model fails on its example input {[tuple(e.shape) for e in examples]}: "
-                          f"{type(exc).__name__}: {first}; pass --input-shape "
-                          f"{_shape_hint(spec)}{traced}") from None
+        raise _example_failure(exc, model, spec, examples) from None
     check_layout(model, spec, time_first)
     check_batch_not_fixed(model, spec)
     only = runs_at_one_length_only(model, spec)
@@ -413,21 +403,8 @@ def export(
             if by:
                 say(f"graph cleanup ({by}): {raw_nodes} -> {node_count(proto)} nodes")
             card = build_card(spec, outputs, name, version, source, report, time_first)
-            if scripted:  # the card says which layers are loops, and why
-                card["loops"] = {"layers": cell_names(model) or ["forward"],
-                                 "why": "forward steps through time in a Python loop: exported scripted, as an ONNX Loop"}
-            elif traced is not model:
-                card["loops"] = {"layers": projected_lstm_names(model),
-                                 "why": "nn.LSTM(proj_size>0): ONNX's LSTM operator has no projection"}
-            if scripted:
-                say(f"note: forward loops over time in Python{cells_phrase(model)}; exported it scripted "
-                    "(torch.jit.script) as an ONNX Loop over the input's length")
-            axes = _output_axes_or_none(model, spec)
-            for i in merged_axes(axes or {}):
-                say(f"warning: {merged_axes_message(outputs[i])}; Session.predict reads its first axis as samples")
-            if axes:
-                name_output_dims(proto, outputs, axes, spec.inputs[0])
-                card["output_axes"] = {n: axes[i] for i, n in enumerate(outputs) if i in axes}
+            loops = "scripted" if scripted else "projected" if traced is not model else None
+            axes = _complete_card(card, proto, model, spec, outputs, loops, say)
             card["graph_cleanup"] = cleanup_record(raw_nodes, proto, [by] if by else [])
             if takes_lengths is not None:
                 card.update(lengths_input=LENGTHS_INPUT, lengths_parameter=model.packed_parameter)
@@ -445,8 +422,8 @@ def export(
     if frozen:
         raise ExportError(
             f"refused: the sequence length is frozen or unrolled in the exported graph (exported at length "
-            f"{spec.example_length}; other lengths fail or give wrong numbers).{_cell_hint(model, exporter, _script_outcome(scripted, attempts))} "
-            f"[{' | '.join(attempts)}]"
+            f"{spec.example_length}; other lengths fail or give wrong numbers)."
+            f"{_cell_hint(model, exporter, _script_outcome(scripted, attempts))} [{' | '.join(attempts)}]"
         )
     hint = hints[0] if hints and len(hints) == len(attempts) and all(hints) else ""
     if not hint and packs(model, examples):
@@ -454,6 +431,40 @@ def export(
                 "cannot trace: take them as forward's second argument, forward(x, lengths), and edgeseq exports the "
                 "model with a lengths input")
     raise ExportError("no exporter produced a correct file: " + " | ".join(attempts) + hint)
+
+
+def _example_failure(exc: BaseException, model: Any, spec: InputSpec, examples: list[Any]) -> ExportError:
+    """The error for a model that fails on its example input, with the likely fix."""
+    first = str(exc).splitlines()[0][:200] if str(exc).strip() else ""
+    if "Double" in first and "Float" in first:  # e.g. "mat1 and mat2 must have the same dtype"
+        return ExportError(f"the model fails in float32: {type(exc).__name__}: {first}. Its forward builds float64 "
+                           "tensors itself (dtype=torch.double), while edgeseq runs and exports models in float32: "
+                           "create them with the input's dtype (torch.zeros(..., dtype=x.dtype) or x.new_zeros(...))")
+    traced = (" (a TorchScript file traced at one length may run at that length only: save it with "
+              "torch.jit.script, or export the Python model)") if _is_torchscript(model) else ""
+    return ExportError(f"the model fails on its example input {[tuple(e.shape) for e in examples]}: "
+                       f"{type(exc).__name__}: {first}; pass --input-shape {_shape_hint(spec)}{traced}")
+
+
+def _complete_card(card: dict[str, Any], proto: Any, model: Any, spec: InputSpec, outputs: list[str],
+                   loops: str | None, say: Callable[[str], None]) -> dict[int, dict[str, int | None]] | None:
+    """Add what the export learned to ``card`` (loops over time, output axes; their names go into ``proto``'s
+    outputs too) and say what the user should know; returns the output axes by position."""
+    if loops == "scripted":
+        card["loops"] = {"layers": cell_names(model) or ["forward"],
+                         "why": "forward steps through time in a Python loop: exported scripted, as an ONNX Loop"}
+        say(f"note: forward loops over time in Python{cells_phrase(model)}; exported it scripted "
+            "(torch.jit.script) as an ONNX Loop over the input's length")
+    elif loops == "projected":
+        card["loops"] = {"layers": projected_lstm_names(model),
+                         "why": "nn.LSTM(proj_size>0): ONNX's LSTM operator has no projection"}
+    axes = _output_axes_or_none(model, spec)
+    for i in merged_axes(axes or {}):
+        say(f"warning: {merged_axes_message(outputs[i])}; Session.predict reads its first axis as samples")
+    if axes:
+        name_output_dims(proto, outputs, axes, spec.inputs[0])
+        card["output_axes"] = {n: axes[i] for i, n in enumerate(outputs) if i in axes}
+    return axes
 
 
 def _check_own_lengths(proto: Any, folder: Path, model: Any, spec: InputSpec, outputs: list[str],
