@@ -69,10 +69,15 @@ def cell_symbolics(opset: int) -> Iterator[None]:
     """Register :data:`SYMBOLICS` at ``opset`` (where they take precedence), and remove them afterwards."""
     from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
 
-    for name, fn in SYMBOLICS.items():
-        register_custom_op_symbolic(name, fn, opset)
+    registered = []
+    try:
+        for name, fn in SYMBOLICS.items():
+            register_custom_op_symbolic(name, fn, opset)
+            registered.append(name)
+    except Exception:  # noqa: BLE001 - another torch's registry: export without them (cells may then fail)
+        pass
     try:
         yield
     finally:
-        for name in SYMBOLICS:
+        for name in registered:
             unregister_custom_op_symbolic(name, opset)

@@ -75,3 +75,35 @@ def test_int8_recurrent_nodes_fall_back_to_cpu_visibly(exported, tmp_path):
         Session(dst, device="cuda")
     auto = Session(dst, device="auto")
     assert auto.device == "cpu" and "no CUDA kernel" in auto.device_reason
+
+
+def test_a_scripted_loop_over_time_matches_pytorch_on_cuda(tmp_path):
+    import torch
+
+    from edgeseq.export import export
+    from tests.export.test_scripted_loops import CellLoop
+
+    torch.manual_seed(0)
+    model, path = CellLoop().eval(), tmp_path / "loop.onnx"
+    export(model, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProviderFallbackWarning)  # where the Loop runs is ONNX Runtime's choice
+        report = measure(path, model, device="cuda", **SWEEP)
+    assert report.provider == CUDA_EP
+    assert report.passed, report.summary()
+
+
+def test_a_packed_model_gives_per_sample_answers_on_cuda(tmp_path):
+    import torch
+
+    from edgeseq.export import export
+    from tests.export.test_packed import Sentiment
+
+    torch.manual_seed(0)
+    path = tmp_path / "packed.onnx"
+    export(Sentiment().eval(), path, time_first=True)
+    sentences = [np.random.default_rng(i).integers(1, 50, n) for i, n in enumerate((7, 2, 15))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProviderFallbackWarning)
+        got = Session(path, device="cuda").predict(sentences)
+    np.testing.assert_allclose(got, Session(path, device="cpu").predict(sentences), atol=1e-5)
