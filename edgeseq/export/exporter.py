@@ -36,6 +36,7 @@ from .signature import (
     check_supported,
     merged_axes,
     merged_axes_message,
+    name_input_dims,
     name_output_dims,
     output_axes,
     runnable_signature,
@@ -362,9 +363,10 @@ def export(
                 say(f"  {label} exporter failed: {text}")
                 continue
             proto = onnx.load(str(candidate))
+            name_input_dims(proto, spec)  # batch/seq, as the TorchScript exporter names them
             if getattr(exported, "packed_parameter", None):  # packing's lengths, traced as a last output
                 wire_lengths_probe(proto, spec.inputs[0])
-                onnx.save(proto, str(candidate))
+            onnx.save(proto, str(candidate))
             try:
                 onnx.checker.check_model(proto)
             except Exception as exc:

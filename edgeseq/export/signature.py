@@ -199,6 +199,28 @@ def merged_axes_message(name: str) -> str:
             "nn.Linear applies to the last axis, so fc(out) keeps (batch, steps, classes)")
 
 
+def name_input_dims(proto: Any, spec: InputSpec) -> None:
+    """Give the dynamic input axes the spec's names (``batch``, ``seq``), in place, wherever the exporter's
+    own names for them appear (the dynamo exporter writes ``s77``, ``s27``, and outputs reuse them)."""
+    rename: dict[str, str] = {}
+    by_name = {i.name: i for i in proto.graph.input}
+    for info in spec.inputs:
+        graph_input = by_name.get(info.name)
+        if graph_input is None:
+            continue
+        dims = graph_input.type.tensor_type.shape.dim
+        for axis, wanted in info.dynamic.items():
+            if axis < len(dims) and dims[axis].dim_param and dims[axis].dim_param != wanted:
+                rename.setdefault(dims[axis].dim_param, wanted)
+    if not rename:
+        return
+    graph = proto.graph
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in rename:
+                dim.dim_param = rename[dim.dim_param]
+
+
 def name_output_dims(proto: Any, names: Sequence[str], axes: dict[int, dict[str, int | None]], data: InputInfo) -> None:
     """Give each output's batch and sequence axes the data input's dim names (the exporters invent names such
     as ``Gemmy_dim_0``), so the file says which output axis follows which input axis."""
@@ -319,6 +341,9 @@ def runnable_signature(
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
     info = spec.inputs[0]
     guessed = input_shape is None and not callable(getattr(model, "example_inputs", None))
+    if (guessed and len(spec.inputs) == 1 and len(info.shape) == 2 and info.dtype.startswith("int")
+            and _failure(model, examples) is not None):
+        return _one_sentence(model, spec, examples, log)
     if not (guessed and len(spec.inputs) == 1 and len(info.shape) == 3 and info.shape[-1] == 1
             and not info.dtype.startswith("int")) or _failure(model, examples) is None:
         return spec, examples
@@ -333,6 +358,21 @@ def runnable_signature(
         log("note: the model takes a univariate series (batch, length), not (batch, length, 1); exported input x "
             "as [batch, seq] (pass --input-shape to choose otherwise)")
     return alternative
+
+
+def _one_sentence(model: Any, spec: InputSpec, examples: list[Any], log: Any) -> tuple[InputSpec, list[Any]]:
+    """For token ids that fail as (batch, length): the one sentence ``(length,)`` per call that models
+    like PyTorch's LSTMTagger tutorial take (``embeds.view(len(sentence), 1, -1)``), when that runs."""
+    info = spec.inputs[0]
+    shape = [info.shape[info.seq_axis if info.seq_axis is not None else 1]]
+    one = InputInfo(info.name, info.dtype, shape, None, 0, {0: "seq"}, info.vocab_size)
+    sentence = [_example(shape, info.dtype, info.vocab_size)]
+    if _failure(model, sentence) is not None:
+        return spec, examples
+    if log:
+        log("note: the model takes one sequence of token ids per call, (length,), not a batch; exported input x "
+            "as [seq] (Session.predict runs each sequence of a list alone)")
+    return InputSpec([one]), sentence
 
 
 def _failure(model: Any, examples: list[Any]) -> str | None:

@@ -76,6 +76,11 @@ def infer_file(
     if len(data) != 1:
         total, pieces = _plan_several(session, data, input_path, batch_size, names, progress)
         outputs, written = _deliver(pieces, names, total, output, text_out)
+    elif session._unbatched:  # one sequence per call: each line (row) of the input alone
+        seqs = _sequences(input_path, data[0])
+        y = session.predict(seqs)
+        outputs, written = _deliver(iter([[y]]), names[:1], len(seqs), output, text_out)
+        total = len(seqs)
     else:
         spec = data[0]
         with open_input(input_path) as source:
@@ -92,6 +97,15 @@ def infer_file(
                                         output, text_out)
     return InferResult(outputs, total, session.providers[0], time.perf_counter() - started, written,
                        session.device_reason)
+
+
+def _sequences(input_path: str | Path, spec: TensorSpec) -> list[np.ndarray]:
+    """The input file as separate sequences: a .jsonl line each, each sample of a batch, or the one sequence."""
+    with open_input(input_path) as source:
+        x, lengths = source.read_all(), source.lengths
+    if lengths is not None:
+        return [x[i, : int(n)] for i, n in enumerate(lengths)]
+    return [x] if x.ndim == spec.rank else list(x)
 
 
 def _deliver(pieces: Iterator[list[np.ndarray]], names: list[str], total: int, output: str | Path | None,

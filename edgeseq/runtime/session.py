@@ -117,6 +117,10 @@ class Session:
         layout = ins[0].get("layout", "batch_first") if isinstance(ins[0], dict) else "batch_first"
         self._layout_name = layout
         self._ba, self._sa = (1, 0) if layout == "time_first" else (0, 1)
+        first = ins[0] if isinstance(ins[0], dict) else {}
+        # exported from a model that takes one sequence per call: (seq,) or (seq, features), no batch axis
+        self._unbatched = (len(self._data) == 1 and "batch_axis" in first and first.get("batch_axis") is None
+                           and first.get("seq_axis") is not None)
         self._vocab = {d.name: self._card_vocab(d.name) for d in self._data}
         # predict()'s one-run path: the single data input's dtype, rank and fixed dims
         spec = self._data[0] if len(self._data) == 1 else None
@@ -218,6 +222,8 @@ class Session:
         >>> s.predict([np.zeros((5, 6), np.float32), np.zeros((9, 6), np.float32)]).shape  # doctest: +SKIP
         (2, 4)
         """
+        if self._unbatched:
+            return self._predict_each(x, lengths)
         if lengths is None and isinstance(x, (list, tuple)):
             x, lengths = self._pad_ragged(x)
         y = self._predict_one_run(x, lengths, batch_size)
@@ -225,6 +231,28 @@ class Session:
             return y
         chunks = list(self.iter_predict(x, lengths, batch_size))
         return np.concatenate(chunks, axis=0) if len(chunks) > 1 else chunks[0]
+
+    def _predict_each(self, x: Any, lengths: Any = None) -> np.ndarray:
+        """A model without a batch axis (one sequence per call): each sequence alone, outputs stacked along a
+        new first axis; outputs of different lengths end in their last row, repeated (as predict pads)."""
+        spec = self._data[0]
+        if lengths is not None:
+            raise InputError(f"input {spec.name!r} takes one sequence per call (no batch axis), so there is no "
+                             "padding to mark: give the sequences as a list, each at its own length")
+        if isinstance(x, (list, tuple)):
+            seqs = list(x)
+        else:
+            arr = np.asarray(untorch(x))
+            if arr.ndim not in (spec.rank, spec.rank + 1):
+                raise InputError(f"input {spec.name!r} takes one sequence per call, shape [{', '.join(map(str, spec.shape))}]"
+                                 f"; got shape {arr.shape} (give one sequence, a list of them, or an array of them)")
+            seqs = [arr] if arr.ndim == spec.rank else list(arr)
+        name = self._data_outputs[0].name
+        outs = [self.run({spec.name: seq})[name] for seq in seqs]
+        longest = max((o.shape[0] for o in outs if o.ndim), default=0)
+        if any(o.shape != outs[0].shape for o in outs):
+            outs = [np.concatenate([o, np.repeat(o[-1:], longest - len(o), axis=0)]) for o in outs]
+        return np.stack(outs)
 
     def iter_predict(self, x: Any, lengths: Any = None, batch_size: int | None = None,
                      offset: int = 0) -> Iterator[np.ndarray]:
