@@ -261,6 +261,11 @@ def infer_signature(
     required = forward_parameter_names(model, required=True)
     if (len(required) == 2 and not callable(getattr(model, "example_inputs", None))
             and (required[1].lower() in STATE_PARAMETERS or callable(getattr(model, "init_hidden", None)))):
+        if not any(isinstance(m, (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)) for m in model.modules()):
+            raise ExportError(
+                f"forward({', '.join(required)}) takes one step with a state the caller carries: give the model an "
+                "example_inputs() method returning one example per input (for example 'return torch.zeros(1, N_INPUT), "
+                "torch.zeros(1, N_HIDDEN)'), and edgeseq exports that step with the state as an input and an output")
         raise ExportError(
             f"forward's second input {required[1]!r} looks like the recurrent state the model is stepped with; "
             f"edgeseq carries state itself: give it a default, def forward(self, x, {required[1]}=None) (nn.LSTM/"

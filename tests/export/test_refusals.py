@@ -188,3 +188,28 @@ def test_an_output_that_merges_batch_and_time_is_named(tmp_path):
     with pytest.raises(UnsupportedModelError, match=r"refused --streaming: output 'y0' merges the batch and time axes"):
         export_with_extras(Defaulted().eval(), tmp_path / "s.onnx", streaming=True)
     assert not (tmp_path / "s.onnx").exists()
+
+
+class CharRNNStep(nn.Module):
+    """pytorch.org's name classifier: one step per call, forward(input, hidden), Linear layers only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.i2h = nn.Linear(7 + 16, 16)
+        self.i2o = nn.Linear(7 + 16, 3)
+
+    def forward(self, input: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        combined = torch.cat((input, hidden), 1)
+        return self.i2o(combined), self.i2h(combined)
+
+
+def test_a_step_model_with_a_carried_state_is_told_to_declare_its_inputs(tmp_path):
+    with pytest.raises(ExportError, match=r"forward\(input, hidden\) takes one step.*example_inputs\(\)"):
+        export(CharRNNStep(), tmp_path / "c.onnx")
+
+    class Declared(CharRNNStep):
+        def example_inputs(self):
+            return torch.zeros(1, 7), torch.zeros(1, 16)
+
+    out = tmp_path / "d.onnx"
+    assert export(Declared().eval(), out).report.passed  # the step, with the state as an input and an output
