@@ -13,6 +13,7 @@ A model declares its own example input like this::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,8 +21,8 @@ from ..errors import ExportError, UnsupportedModelError
 from ..inputs import InputInfo, InputSpec
 
 DEFAULT_EXAMPLE_LENGTH = 8
-# names of a forward parameter that carries the recurrent state (``forward(x, hidden)``, char-RNN style)
-STATE_PARAMETERS = {"hidden", "hx", "h", "h0", "hc", "state", "states", "hidden_state", "carry"}
+# a forward parameter that carries the recurrent state (``forward(x, hidden)``, ``forward(x, prev_state)``)
+STATE_PARAMETER = re.compile(r"hidden|state|carry|^(h|hx|h0|h_0|hc|h_c)$", re.I)
 DEFAULT_EXAMPLE_BATCH = 2
 
 
@@ -260,7 +261,7 @@ def infer_signature(
 
     required = forward_parameter_names(model, required=True)
     if (len(required) == 2 and not callable(getattr(model, "example_inputs", None))
-            and (required[1].lower() in STATE_PARAMETERS or callable(getattr(model, "init_hidden", None)))):
+            and (STATE_PARAMETER.search(required[1]) or callable(getattr(model, "init_hidden", None)))):
         if not any(isinstance(m, (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)) for m in model.modules()):
             raise ExportError(
                 f"forward({', '.join(required)}) takes one step with a state the caller carries: give the model an "
