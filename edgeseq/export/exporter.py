@@ -31,6 +31,7 @@ from .packed import packs, unpacked, wire_lengths_probe
 from .projected import projected_lstm_names, with_projected_lstms
 from .scripted import cell_names, cells_phrase, script
 from .signature import (
+    card_axes,
     check_batch_not_fixed,
     check_not_frozen,
     check_supported,
@@ -465,7 +466,7 @@ def _complete_card(card: dict[str, Any], proto: Any, model: Any, spec: InputSpec
         say(f"warning: {merged_axes_message(outputs[i])}; Session.predict reads its first axis as samples")
     if axes:
         name_output_dims(proto, outputs, axes, spec.inputs[0])
-        card["output_axes"] = {n: axes[i] for i, n in enumerate(outputs) if i in axes}
+        card["output_axes"] = {n: card_axes(axes[i]) for i, n in enumerate(outputs) if i in axes}
     return axes
 
 

@@ -187,7 +187,17 @@ def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]
             return diff[0] if len(diff) == 1 and len(other) == len(shape) else None
 
         axes[i] = {"batch_axis": changed(shapes["batch"][i]), "seq_axis": changed(shapes["seq"][i])}
+        # the other axes, where all three runs agree: their sizes (a name the exporter made up becomes the number)
+        others = {a: d for a, d in enumerate(shape) if a not in axes[i].values()
+                  and all(len(shapes[k][i]) == len(shape) and shapes[k][i][a] == d for k in ("batch", "seq"))}
+        if others:
+            axes[i]["fixed"] = {str(a): int(d) for a, d in others.items()}
     return axes
+
+
+def card_axes(axes: dict[str, Any]) -> dict[str, int | None]:
+    """An output's entry in the card's ``output_axes``: which axis follows the batch, which the length."""
+    return {"batch_axis": axes.get("batch_axis"), "seq_axis": axes.get("seq_axis")}
 
 
 def merged_axes(axes: dict[Any, dict[str, int | None]]) -> list[Any]:
@@ -239,6 +249,11 @@ def name_output_dims(proto: Any, names: Sequence[str], axes: dict[int, dict[str,
             if axis is None or src is None or axis >= len(out_dims) or not in_dims[src].dim_param:
                 continue
             out_dims[axis].dim_param = in_dims[src].dim_param
+        input_names = {d.dim_param for v in proto.graph.input for d in v.type.tensor_type.shape.dim if d.dim_param}
+        for axis, size in (axes[i].get("fixed") or {}).items():
+            dim = out_dims[int(axis)] if int(axis) < len(out_dims) else None
+            if dim is not None and dim.dim_param and dim.dim_param not in input_names:
+                dim.dim_value = size  # replaces the exporter's made-up name (a oneof field)
 
 
 def _axes(time_first: bool) -> tuple[int, int]:

@@ -52,6 +52,7 @@ from .loading import model_and_source
 from .packed import unpacked, verify_packed
 from .projected import with_projected_lstms
 from .signature import (
+    card_axes,
     check_batch_not_fixed,
     check_not_frozen,
     check_supported,
@@ -636,7 +637,7 @@ def export_with_extras(
                 proto, slim = simplify(proto, say)
                 did = did or slim is not None
                 by += [slim] if slim and slim not in by else []
-            card["output_axes"] = axes
+            card["output_axes"] = {n: card_axes(a) for n, a in axes.items()}
             name_output_dims(proto, data_outputs, axes_by_pos, spec.inputs[0])
             card["graph_cleanup"] = cleanup_record(raw_nodes, proto, by)
             set_card(proto, card)
