@@ -388,7 +388,8 @@ def export(
             report = None
             if check:
                 lengths = [spec.fixed_length] if spec.fixed_length else quick_lengths(spec.example_length)
-                say(f"checking parity with PyTorch (batch 1,3 x length {','.join(map(str, lengths))}) ...")
+                batches = "batch 1,3 x " if spec.inputs[0].batch_axis is not None else ""  # one sequence per call
+                say(f"checking parity with PyTorch ({batches}length {','.join(map(str, lengths))}) ...")
                 report, cleaned, by = _measure_cleaned(proto, cleaned, by, candidate, model, spec, lengths, say,
                                                        atol, rtol)
                 try:
