@@ -123,6 +123,10 @@ def export(ref: str, output: str, weights: str | None, input_shape: str | None, 
     The factory returns an nn.Module. Note: loading a .py file runs its code (a TorchScript file,
     its TorchScript code); only use files you trust. Weights are never unpickled as arbitrary
     objects unless you pass --allow-pickle.
+
+    Nothing is written unless the file matches PyTorch at lengths 1 to twice the example's. A
+    Python loop over time is exported as an ONNX Loop (scripted); forward(x, lengths) that packs
+    its input gets a 'lengths' input doing what packing did.
     """
     from .inputs import parse_axes, parse_shape
 
