@@ -87,4 +87,8 @@ def script_error(exc: BaseException) -> str:
     first = lines[0].strip()
     # TorchScript prints the offending source line just above a line of '~~~~ <--- HERE'
     marked = next((lines[i - 1].strip() for i, ln in enumerate(lines) if "<--- HERE" in ln and i > 0), "")
-    return (f"{first} (at: {marked})" if marked else first)[:300]
+    text = (f"{first} (at: {marked})" if marked else first)[:300]
+    if "(inferred)" in first:  # TorchScript's default type for a parameter without an annotation
+        text += ("; TorchScript takes a parameter without a type annotation for a Tensor: annotate it in the "
+                 "signature, e.g. cur_state: Tuple[torch.Tensor, torch.Tensor] (from typing import Tuple)")
+    return text

@@ -258,3 +258,55 @@ def test_a_parameter_with_a_default_stays_a_constant_of_the_scripted_export(tmp_
     session = Session(out, device="cpu")
     assert [i.name for i in session.inputs] == ["x"]  # not 'future' as well
     assert parity.measure(out, model, batch_sizes=[2], lengths=[1, 60]).passed
+
+
+class ConvLSTMCell(nn.Module):
+    """The ConvLSTM cell most video models copy; its state argument without a type annotation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1 + 4, 4 * 4, 3, padding=1)
+
+    def forward(self, input_tensor, cur_state):  # noqa: ANN001 - as the original, unannotated
+        h_cur, c_cur = cur_state
+        i, f, o, g = torch.split(self.conv(torch.cat([input_tensor, h_cur], dim=1)), 4, dim=1)
+        c_next = torch.sigmoid(f) * c_cur + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c_next), c_next
+
+
+class AnnotatedConvLSTMCell(ConvLSTMCell):
+    def forward(self, input_tensor: torch.Tensor, cur_state: tuple[torch.Tensor, torch.Tensor]):
+        h_cur, c_cur = cur_state  # (TorchScript compiles no super() call: the body again)
+        i, f, o, g = torch.split(self.conv(torch.cat([input_tensor, h_cur], dim=1)), 4, dim=1)
+        c_next = torch.sigmoid(f) * c_cur + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c_next), c_next
+
+
+class ConvLSTM(nn.Module):
+    def __init__(self, cell: type[nn.Module]) -> None:
+        super().__init__()
+        self.cell, self.head = cell(), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, time, 1, H, W)
+        h = x.new_zeros(x.size(0), 4, x.size(3), x.size(4))
+        c = x.new_zeros(x.size(0), 4, x.size(3), x.size(4))
+        for t in range(x.size(1)):
+            h, c = self.cell(x[:, t], (h, c))
+        return self.head(h.mean(dim=(2, 3)))
+
+    def example_inputs(self) -> tuple[torch.Tensor]:
+        return (torch.randn(2, 6, 1, 5, 5),)
+
+
+def test_an_unannotated_tuple_state_gets_the_annotation_to_add(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(ExportError, match=r"cannot be used as a tuple.*annotate it in the signature"):
+        export(ConvLSTM(ConvLSTMCell).eval(), tmp_path / "c.onnx")
+
+
+def test_an_annotated_conv_lstm_exports_as_a_loop(tmp_path):
+    torch.manual_seed(0)
+    model, out = ConvLSTM(AnnotatedConvLSTMCell).eval(), tmp_path / "c.onnx"
+    export(model, out)
+    assert "Loop" in op_histogram(out)
+    assert parity.measure(out, model, batch_sizes=[1, 3], lengths=[1, 17]).passed
