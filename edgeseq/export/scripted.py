@@ -14,7 +14,8 @@ A scripted ``nn.LSTMCell`` exports as a one-step ``LSTM`` node in the loop's bod
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 CELL_KINDS = ("LSTMCell", "GRUCell", "RNNCell")
@@ -35,19 +36,21 @@ def cells_phrase(model: Any) -> str:
 
 def script(model: Any, examples: list[Any], attempts: list[str], say: Callable[[str], None]) -> Any | None:
     """``torch.jit.script`` of ``model``, or None with the reason added to ``attempts``."""
-    import contextlib
     import io
     import warnings
 
     import torch
 
     say("the traced graph is fixed to the example's length; scripting forward to keep its loop over time ...")
-    # TorchScript would compile edgeseq's own forward pre-hook (edgeseq.export.loading.restore_state_each_call)
+    seen = _seen_arguments(model, examples)
+    # TorchScript would compile edgeseq's own forward pre-hook (edgeseq.export.loading.restore_state_each_call);
+    # it runs once more first, to undo what that eager call stored on the module
     handle = getattr(model, "_edgeseq_restore_handle", None)
     if handle is not None:
+        model._edgeseq_restore_hook(model, ())
         handle.remove()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        with _annotated(seen, say), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")  # torch.jit is deprecated in torch 2.13, and says so
             return _traced_call(torch.jit.script(model), examples)
     except Exception as exc:  # noqa: BLE001 - any compile error means: no scripted fallback
@@ -58,6 +61,90 @@ def script(model: Any, examples: list[Any], attempts: list[str], say: Callable[[
     finally:
         if handle is not None:
             model._edgeseq_restore_handle = model.register_forward_pre_hook(model._edgeseq_restore_hook)
+
+
+def _seen_arguments(model: Any, examples: list[Any]) -> dict[Any, dict[str, Any]]:
+    """{a submodule class's forward: {parameter: the value it got}} from one eager call of ``model``."""
+    import inspect
+
+    import torch
+
+    seen: dict[Any, dict[str, Any]] = {}
+
+    def record(module: Any, args: tuple, kwargs: dict) -> None:
+        fn = type(module).forward
+        try:
+            names = list(inspect.signature(fn).parameters)[1:]
+        except (TypeError, ValueError):
+            return
+        seen.setdefault(fn, {}).update({**dict(zip(names, args)), **kwargs})
+
+    handles = [m.register_forward_pre_hook(record, with_kwargs=True) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(*examples)
+    except Exception:  # noqa: BLE001 - no types seen: scripting says what it needs
+        return {}
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def _annotation(value: Any) -> str | None:
+    """The TorchScript annotation of a value TorchScript would not infer (it takes unannotated for Tensor)."""
+    import torch
+
+    if isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
+        return ("tuple[" + ", ".join(["torch.Tensor"] * len(value)) + "]") if isinstance(value, tuple) \
+            else "list[torch.Tensor]"
+    if isinstance(value, bool):
+        return "bool"
+    return {int: "int", float: "float"}.get(type(value))
+
+
+@contextlib.contextmanager
+def _annotated(seen: dict[Any, dict[str, Any]], say: Callable[[str], None]) -> Iterator[None]:
+    """While scripting: each submodule ``forward`` reads with type annotations for its unannotated
+    parameters that got a tuple, list or number in one eager call (``seen``; a ConvLSTM cell's
+    ``cur_state``), by rewriting the source TorchScript reads (``torch._sources.get_source_lines_and_file``)."""
+    import ast
+    import inspect
+    import textwrap
+
+    import torch._sources as sources
+
+    wanted: dict[Any, dict[str, str]] = {}
+    for fn, values in seen.items():
+        params = inspect.signature(fn).parameters
+        notes = {n: a for n, v in values.items() if n in params
+                 and params[n].annotation is inspect.Parameter.empty and (a := _annotation(v))}
+        if notes:
+            wanted[fn] = notes
+    if not wanted:
+        yield
+        return
+    original = sources.get_source_lines_and_file
+
+    def annotated_source(obj: Any, error_msg: Any = None) -> Any:
+        lines, lineno, filename = original(obj, error_msg)
+        notes = wanted.get(getattr(obj, "__func__", obj))  # TorchScript asks with the bound method
+        if not notes:
+            return lines, lineno, filename
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+        for arg in tree.body[0].args.args:
+            if arg.arg in notes:
+                arg.annotation = ast.parse(notes[arg.arg], mode="eval").body
+        indent = " " * (len(lines[0]) - len(lines[0].lstrip()))
+        return textwrap.indent(ast.unparse(tree) + "\n", indent).splitlines(keepends=True), lineno, filename
+
+    say("  annotated for TorchScript, from the types of one call: " + "; ".join(
+        f"{fn.__qualname__}({', '.join(f'{n}: {a}' for n, a in notes.items())})" for fn, notes in wanted.items()))
+    sources.get_source_lines_and_file = annotated_source
+    try:
+        yield
+    finally:
+        sources.get_source_lines_and_file = original
 
 
 def _traced_call(scripted: Any, examples: list[Any]) -> Any:

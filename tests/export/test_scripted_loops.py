@@ -298,10 +298,22 @@ class ConvLSTM(nn.Module):
         return (torch.randn(2, 6, 1, 5, 5),)
 
 
-def test_an_unannotated_tuple_state_gets_the_annotation_to_add(tmp_path):
+def test_an_unannotated_tuple_state_is_annotated_from_one_call(tmp_path):
     torch.manual_seed(0)
-    with pytest.raises(ExportError, match=r"cannot be used as a tuple.*annotate it in the signature"):
-        export(ConvLSTM(ConvLSTMCell).eval(), tmp_path / "c.onnx")
+    model, out, log = ConvLSTM(ConvLSTMCell).eval(), tmp_path / "c.onnx", []
+    export(model, out, log=log.append)
+    assert any("annotated for TorchScript" in m and "cur_state: tuple[torch.Tensor, torch.Tensor]" in m for m in log)
+    assert parity.measure(out, model, batch_sizes=[2], lengths=[1, 17]).passed
+    import inspect
+
+    assert inspect.signature(ConvLSTMCell.forward).parameters["cur_state"].annotation is inspect.Parameter.empty
+
+
+def test_a_type_torchscript_could_not_infer_gets_the_annotation_to_add():
+    from edgeseq.export.scripted import script_error
+
+    text = script_error(RuntimeError("\nTensor (inferred) cannot be used as a tuple:\n  h, c = state\n  ~~~~ <--- HERE\n"))
+    assert "(at: h, c = state)" in text and "annotate it in the signature" in text
 
 
 def test_an_annotated_conv_lstm_exports_as_a_loop(tmp_path):
