@@ -82,6 +82,13 @@ def output_names_for(model: Any, examples: list[Any]) -> list[str]:
 
     with torch.inference_mode():
         out = parity.flatten_outputs(model(*examples))
+    loose = [(i, o) for i, o in enumerate(out) if not isinstance(o, torch.Tensor)]
+    if loose:
+        i, value = loose[0]
+        raise UnsupportedModelError(
+            f"refused: forward returns Python values, not only tensors (output {i} is {type(value).__name__} "
+            f"{value!r:.40}, e.g. a decoded sequence built with .item()); an ONNX file outputs tensors computed from "
+            "its inputs: return tensors, or export the network up to its scores and decode outside it")
     return ["y"] if len(out) == 1 else [f"y{i}" for i in range(len(out))]
 
 
@@ -306,6 +313,8 @@ def export(
     spec, examples = runnable_signature(model, input_shape, dynamic_axes, time_first, say)
     try:
         outputs = output_names_for(model, examples)
+    except EdgeseqError:
+        raise
     except Exception as exc:
         raise _example_failure(exc, model, spec, examples) from None
     check_layout(model, spec, time_first)

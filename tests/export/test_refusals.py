@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeseq.errors import ExportError
+from edgeseq.errors import ExportError, UnsupportedModelError
 from edgeseq.export import export
 
 
@@ -213,3 +213,23 @@ def test_a_step_model_with_a_carried_state_is_told_to_declare_its_inputs(tmp_pat
 
     out = tmp_path / "d.onnx"
     assert export(Declared().eval(), out).report.passed  # the step, with the state as an input and an output
+
+
+class DecodesInPython(nn.Module):
+    """A tagger that decodes with .item() into a Python list (the Bi-LSTM CRF tutorial's viterbi path)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        scores = self.fc(self.lstm(x)[0])
+        return scores, [int(scores[0, t].argmax().item()) for t in range(scores.size(1))]
+
+
+def test_python_values_among_the_outputs_are_refused_by_name(tmp_path):
+    out = tmp_path / "d.onnx"
+    with pytest.raises(UnsupportedModelError, match=r"forward returns Python values.*output 1 is int"):
+        export(DecodesInPython(), out)
+    assert not out.exists()
