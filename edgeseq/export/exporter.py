@@ -286,6 +286,9 @@ def export(
     ``atol``/``rtol`` replace the parity gate's float32 tolerances (``edgeseq.tolerances``).
     ``allow_pickle`` accepts a whole pickled model as ``model_or_ref`` and Python objects in
     ``weights`` (unpickling runs code from the file: trusted files only).
+    A model that keeps tensors as plain attributes gets a forward pre-hook that puts them back before
+    every call (state stored on the module, :func:`~edgeseq.export.loading.restore_state_each_call`);
+    an ``nn.Module`` you pass keeps that hook after the export.
 
     >>> export("models/fashion_lstm.py:build", "fashion.onnx").exporter   # doctest: +SKIP
     'torchscript'
