@@ -33,7 +33,7 @@ fraction (0.01 = 1 point) for classifiers, relative MAE increase (0.05 = 5 %) fo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import InputError
 
@@ -43,6 +43,14 @@ class Tolerance:
     atol: float
     rtol: float
     min_sqnr_db: float | None = None  # for quantized files: minimum signal-to-quantization-noise ratio
+
+    def overridden(self, atol: float | None = None, rtol: float | None = None) -> Tolerance:
+        """This tolerance with the user's ``--atol``/``--rtol`` where given.
+
+        >>> TOLERANCES["float32"].overridden(atol=1e-3)
+        Tolerance(atol=0.001, rtol=1e-05, min_sqnr_db=None)
+        """
+        return replace(self, atol=self.atol if atol is None else atol, rtol=self.rtol if rtol is None else rtol)
 
     @property
     def elementwise(self) -> bool:

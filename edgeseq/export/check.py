@@ -57,7 +57,7 @@ def check(
     lengths = [spec.fixed_length] if spec.fixed_length else sorted(set(lengths) | {1, 2 * spec.example_length + 1})
     precision = session.card.get("precision", "float32")
     base = tolerance_for(precision)
-    tol = Tolerance(atol if atol is not None else base.atol, rtol if rtol is not None else base.rtol, base.min_sqnr_db)
+    tol = base.overridden(atol, rtol)
     # drift-judged profiles: cases report their SQNR, the pooled SQNR decides (added below)
     case_tol = tol if tol.elementwise else Tolerance(tol.atol, tol.rtol, None)
     names = [o.name for o in session.data_outputs()]

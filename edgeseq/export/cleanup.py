@@ -28,6 +28,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from ..subgraphs import graphs
+
 RECURRENT = ("LSTM", "GRU", "RNN", "Loop", "Scan")
 
 
@@ -78,7 +80,9 @@ def simplify(proto: Any, say: Callable[[str], None] | None = None) -> tuple[Any,
 
     slim, by = _onnxslim(proto, say)
     if slim is proto:
-        slim = onnx.ModelProto()
+        if not full_slices(proto):
+            return proto, None
+        slim = onnx.ModelProto()  # drop_full_slices works in place; ``proto`` stays as exported
         slim.CopyFrom(proto)
     dropped = drop_full_slices(slim)
     if dropped:
@@ -86,68 +90,64 @@ def simplify(proto: Any, say: Callable[[str], None] | None = None) -> tuple[Any,
     return (slim, by) if by else (proto, None)
 
 
-def drop_full_slices(proto: Any) -> int:
-    """Skip every ``Slice`` that keeps its whole input (start 0, end past any size, step 1), in place;
-    returns how many.
-
-    TorchScript writes ``x[:, t]`` as such a Slice over axis 0, then a Gather: in a loop over time
-    (a scripted model's ``Loop``) ONNX Runtime copies the whole input at every step, which makes a
-    long sequence cost quadratic time.  Consumers read the input itself instead.
-    """
+def full_slices(proto: Any) -> dict[str, str]:
+    """{output: input} of every ``Slice`` that keeps its whole input (start 0, end past any size, step 1),
+    in the graph and its subgraphs; only the slices' bounds are read, not the weights."""
     from onnx import numpy_helper
 
-    graphs = list(_graphs(proto.graph))
+    every = list(graphs(proto.graph))
+    bounds = {name for g in every for n in g.node if n.op_type == "Slice" for name in n.input[1:5] if name}
     values: dict[str, Any] = {}
-    for g in graphs:
-        values.update({t.name: numpy_helper.to_array(t) for t in g.initializer})
+    for g in every:
+        values.update({t.name: numpy_helper.to_array(t) for t in g.initializer if t.name in bounds})
         for n in g.node:
-            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            if (n.op_type == "Constant" and n.output[0] in bounds and n.attribute
+                    and n.attribute[0].name == "value"):
                 values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
 
     def ints(name: str) -> list[int] | None:
         v = values.get(name)
         return [int(x) for x in v.reshape(-1)] if v is not None and v.dtype.kind in "iu" else None
 
-    rename: dict[str, str] = {}
-    for g in graphs:
+    found: dict[str, str] = {}
+    for g in every:
         kept = {v.name for v in g.output}
-        drop = []
-        for i, n in enumerate(g.node):
+        for n in g.node:
             if n.op_type != "Slice" or len(n.input) < 3 or n.output[0] in kept:
                 continue
             starts, ends = ints(n.input[1]), ints(n.input[2])
             steps = ints(n.input[4]) if len(n.input) > 4 and n.input[4] else None
             if (starts and ends and all(v == 0 for v in starts) and all(v >= 2**31 - 1 for v in ends)
                     and (steps is None or all(v == 1 for v in steps))):
-                rename[n.output[0]] = n.input[0]
-                drop.append(i)
-        _remove_nodes(g, drop)
+                found[n.output[0]] = n.input[0]
+    return found
+
+
+def drop_full_slices(proto: Any) -> int:
+    """Skip every Slice :func:`full_slices` finds, in place; returns how many.
+
+    TorchScript writes ``x[:, t]`` as such a Slice over axis 0, then a Gather: in a loop over time
+    (a scripted model's ``Loop``) ONNX Runtime copies the whole input at every step, which makes a
+    long sequence cost quadratic time.  Consumers read the input itself instead.
+    """
+    rename = full_slices(proto)
     if not rename:
         return 0
-    for g in graphs:
+    every = list(graphs(proto.graph))
+    for g in every:
+        _remove_nodes(g, [i for i, n in enumerate(g.node) if n.op_type == "Slice" and n.output[0] in rename])
         for n in g.node:
             for i, v in enumerate(n.input):
                 while v in rename:  # a slice of a slice
                     v = rename[v]
                 n.input[i] = v
-    used = {v for g in graphs for n in g.node for v in n.input} | {v.name for g in graphs for v in g.output}
-    for g in graphs:  # the slices' bounds, now read by nothing (ONNX Runtime warns about each)
+    used = {v for g in every for n in g.node for v in n.input} | {v.name for g in every for v in g.output}
+    for g in every:  # the slices' bounds, now read by nothing (ONNX Runtime warns about each)
         unused = [t for t in g.initializer if t.name not in used]
         for t in unused:
             g.initializer.remove(t)
         _remove_nodes(g, [i for i, n in enumerate(g.node) if n.op_type == "Constant" and n.output[0] not in used])
     return len(rename)
-
-
-def _graphs(graph: Any) -> Any:
-    """``graph`` and every subgraph in it (Loop/Scan/If bodies), depth first."""
-    yield graph
-    for n in graph.node:
-        for a in n.attribute:
-            if a.g.ByteSize():
-                yield from _graphs(a.g)
-            for sub in a.graphs:
-                yield from _graphs(sub)
 
 
 def _onnxslim(proto: Any, say: Callable[[str], None] | None = None) -> tuple[Any, str | None]:

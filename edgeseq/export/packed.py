@@ -71,51 +71,45 @@ def _pass_through(model: Any) -> Any:
         lengths = seen[-1]
         # what pad_packed_sequence returns past each sample's length: padding_value, not the held last step
         valid = torch.arange(sequence.shape[1 if batch_first else 0])[None, :] < lengths.to(torch.int64)[:, None]
-        valid = (valid if batch_first else valid.t()).reshape(*valid.shape[::1 if batch_first else -1],
-                                                              *[1] * (sequence.dim() - 2))
+        valid = valid if batch_first else valid.t()  # (batch, steps) or (steps, batch), as the sequence
+        valid = valid.reshape(*valid.shape, *[1] * (sequence.dim() - 2))
         return sequence.masked_fill(~valid, padding_value), lengths
 
     return _patched_packing(model, pack, pad)
 
 
-def packs(model: Any, examples: list[Any]) -> bool:
-    """Whether ``model(*examples)`` calls ``pack_padded_sequence`` at all."""
-    import torch
-    import torch.nn.utils.rnn as rnn
-
-    original, calls = rnn.pack_padded_sequence, []
-
-    def recording(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    try:
-        with _patched_packing(model, recording, rnn.pad_packed_sequence), torch.inference_mode():
-            model(*examples)
-    except Exception:  # noqa: BLE001 - the question is only whether it packed
-        pass
-    return bool(calls)
-
-
-def _packs_with(model: Any, x: Any, lengths: Any) -> bool:
-    """Whether ``model(x, lengths)`` hands ``lengths`` (or a copy) to ``pack_padded_sequence``."""
+def _pack_calls(model: Any, args: list[Any]) -> tuple[list[Any], bool]:
+    """(the lengths ``model(*args)`` handed to ``pack_padded_sequence``, whether the call completed)."""
     import torch
     import torch.nn.utils.rnn as rnn
 
     original = rnn.pack_padded_sequence
     calls: list[Any] = []
 
-    def recording(input: Any, lens: Any, *args: Any, **kwargs: Any) -> Any:
+    def recording(input: Any, lens: Any, *rest: Any, **kwargs: Any) -> Any:
         calls.append(lens)
-        return original(input, lens, *args, **kwargs)
+        return original(input, lens, *rest, **kwargs)
 
     try:
         with _patched_packing(model, recording, rnn.pad_packed_sequence), torch.inference_mode():
-            model(x, lengths)
-    except Exception:  # noqa: BLE001 - not a model that takes (x, lengths)
-        return False
-    return any(torch.is_tensor(c) and c.shape == lengths.shape and bool((c.to(lengths.dtype) == lengths).all())
-               for c in calls)
+            model(*args)
+    except Exception:  # noqa: BLE001 - the calls made before the failure still count
+        return calls, False
+    return calls, True
+
+
+def packs(model: Any, examples: list[Any]) -> bool:
+    """Whether ``model(*examples)`` calls ``pack_padded_sequence`` at all."""
+    return bool(_pack_calls(model, examples)[0])
+
+
+def _packs_with(model: Any, x: Any, lengths: Any) -> bool:
+    """Whether ``model(x, lengths)`` runs and hands ``lengths`` (or a copy) to ``pack_padded_sequence``."""
+    import torch
+
+    calls, ran = _pack_calls(model, [x, lengths])
+    return ran and any(torch.is_tensor(c) and c.shape == lengths.shape and bool((c.to(lengths.dtype) == lengths).all())
+                       for c in calls)
 
 
 def unpacked(model: Any, time_first: bool = False, input_shape: Any = None, dynamic_axes: Any = None) -> Any | None:
@@ -193,13 +187,14 @@ def wire_lengths_probe(proto: Any, data: Any) -> None:
     from onnx import TensorProto, helper
 
     from ..card import set_card
-    from .cleanup import _drop_dead_nodes, _graphs
+    from ..subgraphs import graphs
+    from .cleanup import _drop_dead_nodes
     from .lengths import LENGTHS_INPUT
 
     graph = proto.graph
     probe = graph.output[-1].name
     del graph.output[-1]
-    for g in _graphs(graph):
+    for g in graphs(graph):
         for node in g.node:
             for i, name in enumerate(node.input):
                 if name == probe:

@@ -208,7 +208,7 @@ def measure(
         spec = spec_of_session(session)
     precision = session.card.get("precision", "float32")
     base = tolerance_for(precision)
-    tol = Tolerance(atol if atol is not None else base.atol, rtol if rtol is not None else base.rtol, base.min_sqnr_db)
+    tol = base.overridden(atol, rtol)
     names = [o.name for o in session.data_outputs()]
     data_names = spec.names
 

@@ -121,10 +121,10 @@ def _annotated(seen: dict[Any, dict[str, Any]], say: Callable[[str], None]) -> I
                  and params[n].annotation is inspect.Parameter.empty and (a := _annotation(v))}
         if notes:
             wanted[fn] = notes
-    if not wanted:
+    original = getattr(sources, "get_source_lines_and_file", None)  # a private torch function
+    if not wanted or original is None:
         yield
         return
-    original = sources.get_source_lines_and_file
 
     def annotated_source(obj: Any, error_msg: Any = None) -> Any:
         lines, lineno, filename = original(obj, error_msg)

@@ -210,9 +210,10 @@ def merged_axes_message(name: str) -> str:
             "nn.Linear applies to the last axis, so fc(out) keeps (batch, steps, classes)")
 
 
-def name_input_dims(proto: Any, spec: InputSpec) -> None:
+def name_input_dims(proto: Any, spec: InputSpec) -> bool:
     """Give the dynamic input axes the spec's names (``batch``, ``seq``), in place, wherever the exporter's
-    own names for them appear (the dynamo exporter writes ``s77``, ``s27``, and outputs reuse them)."""
+    own names for them appear (the dynamo exporter writes ``s77``, ``s27``, and outputs reuse them);
+    returns whether anything was renamed."""
     rename: dict[str, str] = {}
     by_name = {i.name: i for i in proto.graph.input}
     for info in spec.inputs:
@@ -224,12 +225,13 @@ def name_input_dims(proto: Any, spec: InputSpec) -> None:
             if axis < len(dims) and dims[axis].dim_param and dims[axis].dim_param != wanted:
                 rename.setdefault(dims[axis].dim_param, wanted)
     if not rename:
-        return
+        return False
     graph = proto.graph
     for value in [*graph.input, *graph.output, *graph.value_info]:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param in rename:
                 dim.dim_param = rename[dim.dim_param]
+    return True
 
 
 def name_output_dims(proto: Any, names: Sequence[str], axes: dict[int, dict[str, int | None]], data: InputInfo) -> None:

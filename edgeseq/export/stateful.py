@@ -578,7 +578,7 @@ def export_with_extras(
     if streaming:
         check_not_frozen(model, spec)  # (without --streaming, export() below checks it)
     base_tol = tolerance_for("float32")
-    tol = Tolerance(base_tol.atol if atol is None else atol, base_tol.rtol if rtol is None else rtol)
+    tol = base_tol.overridden(atol, rtol)
     with tempfile.TemporaryDirectory(prefix="edgeseq-extras-") as tmp:
         folder = Path(tmp)
         report = None

@@ -216,10 +216,11 @@ def _other_input_names(path: Path) -> list[str]:
 def _apply(mode: str, src: Path, dst: Path, calib: Dataset | None, per_channel: bool, cpu: CpuSettings,
            method: str) -> dict[str, Any]:
     """Run one mode; return the settings that go into the model card."""
-    kept_float = sorted(set(op_histogram(src, nested=True)) & set(modes.UNQUANTIZABLE_RECURRENT))
+    ops = op_histogram(src, nested=True)  # loop bodies included
+    kept_float = sorted(set(ops) & set(modes.UNQUANTIZABLE_RECURRENT))
     note = (f"{', '.join(kept_float)} kept in float32: ONNX Runtime has no quantized {'/'.join(kept_float)} kernel"
             if kept_float and mode != "fp16" else None)
-    if mode == "dynamic" and "Conv" in op_histogram(src, nested=True):
+    if mode == "dynamic" and "Conv" in ops:
         note = "; ".join(filter(None, [note, f"Conv kept in float32: {modes.CONV_STAYS_FLOAT}"]))
     if mode == "fp16":
         modes.fp16(src, dst)

@@ -12,12 +12,11 @@ static QDQ only pays where convolutions hold a real share of the weights.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import require
+from ..subgraphs import nodes
 from .modes import CONV_STAYS_FLOAT, DYNAMIC_OPS
 
 INT8_OPS = DYNAMIC_OPS  # what dynamic INT8 quantizes (Conv stays float: see modes.DYNAMIC_OPS)
@@ -71,7 +70,7 @@ def weight_profile(path: str | Path) -> WeightProfile:
             sizes[init.name] = 4 * n
     profile: dict[str, int] = {}
     loops = False
-    for node in _nodes(model.graph):  # a loop body's nodes too: they read the outer graph's weights
+    for node in nodes(model.graph):  # a loop body's nodes too: they read the outer graph's weights
         loops = loops or node.op_type in ("Loop", "Scan")
         for name in node.input:
             if name in sizes:
@@ -79,15 +78,6 @@ def weight_profile(path: str | Path) -> WeightProfile:
     if sizes:
         profile["(unused)"] = sum(sizes.values())
     return WeightProfile(profile, loops)
-
-
-def _nodes(graph: Any) -> Iterator[Any]:
-    """The graph's nodes, then each subgraph's (Loop/Scan/If bodies), depth first."""
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.g.ByteSize():
-                yield from _nodes(attr.g)
 
 
 def choose(profile: WeightProfile, target: str = "cpu", has_calibration: bool = False) -> list[Choice]:

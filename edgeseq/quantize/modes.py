@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import QuantizationError, require
+from ..subgraphs import names_read
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 UNQUANTIZABLE_RECURRENT = ("GRU", "RNN")  # no integer kernels in ONNX Runtime
@@ -104,7 +105,7 @@ def _weights_into_loop_bodies(model: Any, op_types: tuple[str, ...]) -> int:
             readers.setdefault(name, set()).add(-1)
         for attr in node.attribute:
             if node.op_type in ("Loop", "Scan") and attr.name == "body":
-                for name in _names_read(attr.g):
+                for name in names_read(attr.g):
                     readers.setdefault(name, set()).add(k)
     moved = 0
     outputs = {v.name for v in model.graph.output}
@@ -118,17 +119,6 @@ def _weights_into_loop_bodies(model: Any, op_types: tuple[str, ...]) -> int:
             model.graph.initializer.remove(init)
             moved += 1
     return moved
-
-
-def _names_read(graph: Any) -> set[str]:
-    """Every value name a graph's nodes read, nested subgraphs included."""
-    names = set()
-    for node in graph.node:
-        names.update(node.input)
-        for attr in node.attribute:
-            if attr.g.ByteSize():
-                names |= _names_read(attr.g)
-    return names
 
 
 def _small_layers(model: Any, min_weights: int) -> list[str]:

@@ -249,9 +249,9 @@ class Session:
             seqs = [arr] if arr.ndim == spec.rank else list(arr)
         name = self._data_outputs[0].name
         outs = [self.run({spec.name: seq})[name] for seq in seqs]
-        longest = max((o.shape[0] for o in outs if o.ndim), default=0)
         if any(o.shape != outs[0].shape for o in outs):
-            outs = [np.concatenate([o, np.repeat(o[-1:], longest - len(o), axis=0)]) for o in outs]
+            longest = max(len(o) for o in outs)
+            outs = [_hold_last(o, 0, longest) for o in outs]
         return np.stack(outs)
 
     def iter_predict(self, x: Any, lengths: Any = None, batch_size: int | None = None,
@@ -444,9 +444,8 @@ class Session:
             result = np.empty(shape, dtype=first.dtype)
             for idx, _length, ys in groups:
                 y = ys[k]
-                if out_sa is not None and y.shape[out_sa] < padded:
-                    last = np.take(y, [y.shape[out_sa] - 1], axis=out_sa)
-                    y = np.concatenate([y, np.repeat(last, padded - y.shape[out_sa], axis=out_sa)], axis=out_sa)
+                if out_sa is not None:
+                    y = _hold_last(y, out_sa, padded)
                 where: list[Any] = [slice(None)] * result.ndim
                 where[out_ba] = idx
                 result[tuple(where)] = y
@@ -556,3 +555,12 @@ class Session:
         match = [e for e in entries if e.get("name") == name] or (entries if len(entries) == 1 else [])
         vocab = match[0].get("vocab_size") if match else None
         return int(vocab) if isinstance(vocab, int) and vocab > 0 else None
+
+
+def _hold_last(y: np.ndarray, axis: int, length: int) -> np.ndarray:
+    """``y`` extended along ``axis`` to ``length`` by repeating its last entry there (as padded steps hold
+    the last valid step)."""
+    short = length - y.shape[axis]
+    if short <= 0:
+        return y
+    return np.concatenate([y, np.repeat(np.take(y, [y.shape[axis] - 1], axis=axis), short, axis=axis)], axis=axis)
