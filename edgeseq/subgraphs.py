@@ -16,22 +16,24 @@ def graphs(graph: Any) -> Iterator[Any]:
     """``graph``, then every subgraph in it, depth first."""
     yield graph
     for node in graph.node:
-        for attr in node.attribute:
-            if attr.g.ByteSize():
-                yield from graphs(attr.g)
-            for sub in attr.graphs:
-                yield from graphs(sub)
+        for sub in _held_by(node):
+            yield from graphs(sub)
 
 
 def nodes(graph: Any) -> Iterator[Any]:
     """Every node: each of ``graph``'s, followed by the nodes of the subgraphs it holds, depth first."""
     for node in graph.node:
         yield node
-        for attr in node.attribute:
-            if attr.g.ByteSize():
-                yield from nodes(attr.g)
-            for sub in attr.graphs:
-                yield from nodes(sub)
+        for sub in _held_by(node):
+            yield from nodes(sub)
+
+
+def _held_by(node: Any) -> Iterator[Any]:
+    """The graphs in a node's attributes (a ``Loop``'s ``body``, an ``If``'s branches)."""
+    for attr in node.attribute:
+        if attr.g.ByteSize():
+            yield attr.g
+        yield from attr.graphs
 
 
 def names_read(graph: Any) -> set[str]:
