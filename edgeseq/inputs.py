@@ -51,6 +51,13 @@ class InputInfo:
         return int(self.shape[-1])
 
     @property
+    def own_length(self) -> bool:
+        """A sequence whose length varies apart from the first input's (an encoder-decoder's target):
+        its time axis has a name of its own (``tgt_seq``) instead of ``seq``."""
+        name = self.dynamic.get(self.seq_axis) if self.seq_axis is not None else None
+        return name is not None and name != "seq"
+
+    @property
     def length_is_fixed(self) -> bool:
         """A sequence input whose length axis is not dynamic (the model runs at one length only)."""
         return self.seq_axis is not None and self.seq_axis < len(self.shape) and self.seq_axis not in self.dynamic
@@ -96,13 +103,29 @@ class InputSpec:
             infos.append(fixed)
         return InputSpec(infos)
 
-    def random(self, batch: int, length: int, seed: int = 0) -> list[np.ndarray]:
+    def length_of(self, info: InputInfo, length: int) -> int:
+        """The length of input ``info`` when the first input has ``length`` steps: the same, or for an input
+        with a length of its own, ``length`` scaled by the two examples' ratio (at least 1), so sweeps vary both.
+
+        >>> spec = InputSpec([InputInfo("x", "float32", [2, 12, 8]),
+        ...                   InputInfo("tgt", "float32", [2, 6, 4], dynamic={0: "batch", 1: "tgt_seq"})])
+        >>> [a.shape[1] for a in spec.random(batch=1, length=30)]
+        [30, 15]
+        """
+        if not info.own_length or info is self.inputs[0]:
+            return length
+        return max(1, round(length * int(info.shape[info.seq_axis]) / max(self.example_length, 1)))
+
+    def random(self, batch: int, length: int, seed: int = 0,
+               own_lengths: dict[str, int] | None = None) -> list[np.ndarray]:
         """Random inputs at ``batch`` x ``length``: uniform ids in range; floats uniform over the declared
-        example's value range when known (a model taking log-prices needs positive inputs), else standard normal."""
+        example's value range when known (a model taking log-prices needs positive inputs), else standard normal.
+        An input with a length of its own gets ``own_lengths[name]``, else :meth:`length_of`."""
         rng = np.random.default_rng(seed)
         arrays = []
         for info in self.inputs:
-            shape = info.shape_for(batch, length)
+            steps = (own_lengths or {}).get(info.name) or self.length_of(info, length)
+            shape = info.shape_for(batch, steps)
             if info.dtype.startswith("int"):
                 high = info.vocab_size or 2
                 arrays.append(rng.integers(0, high, size=shape).astype(info.dtype))

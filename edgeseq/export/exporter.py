@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..card import set_card
 from ..errors import EdgeseqError, ExportError, ParityError, UnsupportedModelError, require
 from ..inputs import InputSpec
@@ -231,11 +233,14 @@ def _script_outcome(scripted: bool, attempts: list[str]) -> str | None:
     return "export" if scripted else None
 
 
-def check_layout(model: Any, spec: InputSpec, time_first: bool) -> None:
-    """Refuse when the model's outputs follow the sequence axis instead of the batch axis.
+def check_layout(model: Any, spec: InputSpec, time_first: bool, say: Callable[[str], None] | None = None) -> None:
+    """Refuse when the model's outputs follow the sequence axis instead of the batch axis, or when its
+    samples are not independent along the batch axis but are along the sequence axis.
 
     A time-first model exported as batch-first (or the reverse) still passes parity, because both
-    runtimes misread the axes the same way, but ``Session.predict`` would then batch over time.
+    runtimes misread the axes the same way, but ``Session.predict`` would then batch over time.  An
+    output of shape ``(steps, batch, classes)`` follows both axes, so the second test is the one that
+    catches a seq2seq model read the wrong way: changing one "sample" then changes all the others.
     """
     if spec.inputs[0].batch_axis is None or spec.inputs[0].seq_axis is None:
         return
@@ -250,13 +255,51 @@ def check_layout(model: Any, spec: InputSpec, time_first: bool) -> None:
         dims = {d for o in outs for d in o.shape}
         follows_batch &= batch in dims
         follows_seq &= length in dims
+    flag = "drop --time-first" if time_first else "pass --time-first"
+    looks_like = f"it looks like a {'batch-first' if time_first else 'time-first (seq, batch, features)'} model"
     if not follows_batch and follows_seq:
-        flag = "drop --time-first" if time_first else "pass --time-first"
         raise ExportError(
             f"the model's outputs follow the {'batch' if time_first else 'sequence'} axis, not the "
-            f"{'sequence' if time_first else 'batch'} axis: it looks like a "
-            f"{'batch-first' if time_first else 'time-first (seq, batch, features)'} model; {flag}"
+            f"{'sequence' if time_first else 'batch'} axis: {looks_like}; {flag}"
         )
+    info = spec.inputs[0]
+    mixed = _mixes(runner, spec, info.batch_axis, 3, 5)
+    if mixed and _mixes(runner, spec, info.seq_axis, 5, 3) is False:
+        raise ExportError(
+            f"changing sample 0 of the input changes other samples' outputs ({mixed}), while samples along the "
+            f"{'batch' if time_first else 'sequence'} axis stay independent: {looks_like}; {flag}")
+    if mixed and say:
+        say(f"warning: changing sample 0 of the input changes other samples' outputs ({mixed}): the model mixes "
+            "samples, so its answers depend on what else is in the batch (Session.predict runs chunks)")
+
+
+def _mixes(runner: Any, spec: InputSpec, axis: int, size: int, other: int) -> str | None | bool:
+    """Whether changing index 0 of the first input along ``axis`` (``size`` long; the other of batch and length
+    is ``other``) changes any output at the other indices of its axis of that size: a description of the
+    first output that changed, False when none did, None when the model cannot tell (it fails, or no output
+    has exactly one axis of that size)."""
+    batch, length = (size, other) if axis == spec.inputs[0].batch_axis else (other, size)
+    try:
+        arrays = spec.random(batch, length, seed=21)
+        changed = list(arrays)
+        index = [slice(None)] * arrays[0].ndim
+        index[axis] = 0
+        changed[0] = arrays[0].copy()
+        changed[0][tuple(index)] = spec.random(batch, length, seed=22)[0][tuple(index)]
+        before, after = runner(arrays), runner(changed)
+    except Exception:  # noqa: BLE001 - the model rejects these shapes: the parity gate will speak for it
+        return None
+    seen = False
+    for i, (a, b) in enumerate(zip(before, after)):
+        axes = [k for k, d in enumerate(a.shape) if d == size]
+        if len(axes) != 1 or a.shape != b.shape:
+            continue
+        seen = True
+        rest_a, rest_b = np.delete(a, 0, axis=axes[0]), np.delete(b, 0, axis=axes[0])
+        scale = float(np.abs(rest_a).max()) if rest_a.size else 0.0
+        if rest_a.size and not np.allclose(rest_a, rest_b, rtol=1e-5, atol=1e-6 * max(scale, 1.0)):
+            return f"output {i}"
+    return False if seen else None
 
 
 def quick_lengths(example_length: int) -> list[int]:
@@ -320,7 +363,7 @@ def export(
         raise
     except Exception as exc:
         raise _example_failure(exc, model, spec, examples) from None
-    check_layout(model, spec, time_first)
+    check_layout(model, spec, time_first, say)
     check_batch_not_fixed(model, spec)
     only = runs_at_one_length_only(model, spec)
     if only:

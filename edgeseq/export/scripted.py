@@ -178,4 +178,8 @@ def script_error(exc: BaseException) -> str:
     if "(inferred)" in first:  # TorchScript's default type for a parameter without an annotation
         text += ("; TorchScript takes a parameter without a type annotation for a Tensor: annotate it in the "
                  "signature, e.g. cur_state: Tuple[torch.Tensor, torch.Tensor] (from typing import Tuple)")
+    elif "of Random object" in first:  # random.random() for teacher forcing (the seq2seq tutorials)
+        text += ("; TorchScript cannot call Python's random: an exported decoder feeds back its own predictions, "
+                 "so drop the teacher-forcing draw from forward (or draw with torch.rand(()) and export with "
+                 "teacher_forcing_ratio: float = 0.0)")
     return text

@@ -171,25 +171,33 @@ def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]
     from . import parity
 
     base = spec.fixed_length or max(spec.example_length, 4)
-    probes = {"base": (2, base), "batch": (3, base), "seq": (2, base + 1)}
+    own = {i.name: spec.length_of(i, base) for i in spec.inputs[1:] if i.own_length}
+    probes = {"base": (2, base, own), "batch": (3, base, own), "seq": (2, base + 1, own)}
     if spec.fixed_length:
         probes["seq"] = probes["base"]  # one length only: no output axis follows it
+    for name, steps in own.items():  # each input with a length of its own, varied alone
+        probes[name] = (2, base, {**own, name: steps + 1})
     shapes = {}
-    for key, (b, t) in probes.items():
-        arrays = spec.random(b, t, seed=3)
+    for key, (b, t, lengths) in probes.items():
+        arrays = spec.random(b, t, seed=3, own_lengths=lengths)
         with torch.inference_mode():
             out = parity.flatten_outputs(model(*[torch.from_numpy(a) for a in arrays]))
         shapes[key] = [tuple(o.shape) for o in out]
-    axes = {}
+    axes: dict[int, dict[str, Any]] = {}
     for i, shape in enumerate(shapes["base"]):
         def changed(other: tuple[int, ...], shape: tuple[int, ...] = shape) -> int | None:
             diff = [a for a, (p, q) in enumerate(zip(shape, other)) if p != q]
             return diff[0] if len(diff) == 1 and len(other) == len(shape) else None
 
         axes[i] = {"batch_axis": changed(shapes["batch"][i]), "seq_axis": changed(shapes["seq"][i])}
-        # the other axes, where all three runs agree: their sizes (a name the exporter made up becomes the number)
-        others = {a: d for a, d in enumerate(shape) if a not in axes[i].values()
-                  and all(len(shapes[k][i]) == len(shape) and shapes[k][i][a] == d for k in ("batch", "seq"))}
+        follows = {name: changed(shapes[name][i]) for name in own}
+        if any(a is not None for a in follows.values()):
+            # an axis that follows another input's own length (a decoder's output follows its target)
+            axes[i]["seq_of"] = {str(a): name for name, a in follows.items() if a is not None}
+        # the other axes, where all runs agree: their sizes (a name the exporter made up becomes the number)
+        taken = {axes[i]["batch_axis"], axes[i]["seq_axis"], *follows.values()}
+        others = {a: d for a, d in enumerate(shape) if a not in taken
+                  and all(len(shapes[k][i]) == len(shape) and shapes[k][i][a] == d for k in shapes)}
         if others:
             axes[i]["fixed"] = {str(a): int(d) for a, d in others.items()}
     return axes
@@ -252,6 +260,9 @@ def name_output_dims(proto: Any, names: Sequence[str], axes: dict[int, dict[str,
                 continue
             out_dims[axis].dim_param = in_dims[src].dim_param
         input_names = {d.dim_param for v in proto.graph.input for d in v.type.tensor_type.shape.dim if d.dim_param}
+        for axis, source in (axes[i].get("seq_of") or {}).items():
+            if int(axis) < len(out_dims) and f"{source}_seq" in input_names:
+                out_dims[int(axis)].dim_param = f"{source}_seq"  # follows that input's own length
         for axis, size in (axes[i].get("fixed") or {}).items():
             dim = out_dims[int(axis)] if int(axis) < len(out_dims) else None
             if dim is not None and dim.dim_param and dim.dim_param not in input_names:
@@ -320,12 +331,18 @@ def infer_signature(
             name = "x" if i == 0 else _later_input_name(params, i)
             dtype = str(t.dtype).replace("torch.", "")
             sa = seq_axis if t.dim() >= 2 else None
+            own = False
             if i > 0 and sa is not None and t.shape[sa] != steps:
-                sa = None  # not a sequence of the first input's length: static per-sample data, e.g. (batch, 3)
+                # a sequence of another length (an encoder-decoder's target) when the model takes it at other
+                # lengths too; else static per-sample data, e.g. (batch, 3)
+                own = dynamic_axes is None and _own_length(model, examples, i, sa, dtype)
+                sa = sa if own else None
             axes = dynamic_axes if i == 0 or dynamic_axes is None else [a for a in dynamic_axes if a < t.dim()
                                                                         and (a == batch_axis or a == sa)]
-            info = _info(name, dtype, list(t.shape), batch_axis if t.dim() >= 1 else None, sa, axes,
-                         vocab if dtype.startswith("int") else None)
+            ids = _token_range(model, examples, i) if dtype.startswith("int") else None
+            info = _info(name, dtype, list(t.shape), batch_axis if t.dim() >= 1 else None, sa, axes, ids)
+            if own:
+                info.dynamic[sa] = f"{name}_seq"
             if t.is_floating_point() and t.numel() and bool(torch.isfinite(t).all()):
                 # random parity inputs follow the declared example's range (e.g. positive prices)
                 low, high = float(t.min()), float(t.max())
@@ -408,6 +425,43 @@ def _failure(model: Any, examples: list[Any]) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any failure: this example does not fit the model
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def _token_range(model: Any, examples: list[Any], i: int) -> int | None:
+    """The id range of int input ``i``: the largest ``num_embeddings`` of the model's embeddings whose last
+    id the model takes there (an encoder-decoder's target has its own vocabulary), else the example's max + 1."""
+    import torch
+
+    sizes = sorted({int(m.num_embeddings) for m in model.modules()
+                    if isinstance(m, torch.nn.Embedding) or getattr(m, "original_name", None) == "Embedding"},
+                   reverse=True)
+    t = examples[i]
+    for size in sizes:
+        probe = list(examples)
+        probe[i] = torch.full_like(t, size - 1)
+        if len(sizes) == 1 or _failure(model, probe) is None:
+            return size
+    return int(t.max()) + 1 if t.numel() and int(t.min()) >= 0 else None
+
+
+def _own_length(model: Any, examples: list[Any], i: int, axis: int, dtype: str) -> bool:
+    """Whether input ``i`` is a sequence with a length of its own: a float ``(batch, steps, features)``
+    or token ids ``(batch, steps)`` that the model also takes shorter and longer (the first input's
+    length unchanged)."""
+    import torch
+
+    t = examples[i]
+    if not (t.dim() >= 3 or (t.dim() == 2 and dtype.startswith("int"))):
+        return False
+    size = int(t.shape[axis])
+    for other in {max(1, size // 2), size + 3} - {size}:
+        index = [slice(None)] * t.dim()
+        index[axis] = torch.arange(other) % size  # the example's own steps, repeated: ids stay in range
+        changed = list(examples)
+        changed[i] = t[tuple(index)]
+        if _failure(model, changed) is not None:
+            return False
+    return True
 
 
 def _features_of(layer: Any) -> int:

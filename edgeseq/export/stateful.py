@@ -560,9 +560,12 @@ def export_with_extras(
     spec, examples = runnable_signature(model, input_shape, dynamic_axes, time_first, say)
     timed = [i.name for i in spec.inputs[1:] if i.seq_axis is not None]
     if len(spec.inputs) != 1 and (lengths or timed):
-        why = (f"{', '.join(timed)} also has a time axis" if timed else
+        own = [i.name for i in spec.inputs[1:] if i.own_length]
+        why = (f"{', '.join(own)} has a length of its own (an encoder-decoder's target?); export it without the flag"
+               if own else f"{', '.join(timed)} also has a time axis" if timed else
                f"--lengths takes one-input models; this one takes {', '.join(spec.names)}")
-        raise UnsupportedModelError(f"refused: --streaming/--lengths need one sequence input: {why}")
+        flag = "--streaming" if streaming else "--lengths"
+        raise UnsupportedModelError(f"refused {flag}: it needs one sequence input, and {why}")
     if spec.inputs[0].batch_axis is None or spec.inputs[0].seq_axis is None:
         raise UnsupportedModelError("refused: --streaming/--lengths need dynamic batch and sequence axes; "
                                     "drop --dynamic-axes or include both")

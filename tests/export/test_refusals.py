@@ -101,6 +101,53 @@ def test_time_first_model_without_flag_is_refused_then_exports_with_it(tmp_path)
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+class TimeFirstTagger(nn.Module):
+    """Time-first per-step outputs (seq, batch, classes): the shape alone fits either layout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(5, 8)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0])
+
+
+class BatchFirstTagger(TimeFirstTagger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(5, 8, batch_first=True)
+
+
+def test_per_step_outputs_read_in_the_wrong_layout_are_refused_both_ways(tmp_path):
+    out = tmp_path / "t.onnx"
+    with pytest.raises(ExportError, match="looks like a time-first .*pass --time-first"):
+        export(TimeFirstTagger().eval(), out)
+    with pytest.raises(ExportError, match="looks like a batch-first model; drop --time-first"):
+        export(BatchFirstTagger().eval(), out, time_first=True)
+    assert not out.exists()
+    assert export(TimeFirstTagger().eval(), out, time_first=True).card["layout"] == "time_first"
+    assert export(BatchFirstTagger().eval(), out).card["layout"] == "batch_first"
+
+
+class MixesSamples(BatchFirstTagger):
+    """Subtracts the batch mean: every sample's output depends on the others."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        return y - y.mean(0, keepdim=True)
+
+
+def test_a_model_that_mixes_samples_is_exported_with_a_warning(tmp_path):
+    log: list[str] = []
+    result = export(MixesSamples().eval(), tmp_path / "m.onnx", log=log.append)
+    assert result.report.passed
+    assert any("mixes samples" in line for line in log)
+    log.clear()
+    export(BatchFirstTagger().eval(), tmp_path / "b.onnx", log=log.append)
+    assert not any("mixes samples" in line for line in log)
+
+
 class UnivariateLSTM(nn.Module):
     """Takes a plain series (batch, length) and adds the feature axis itself."""
 

@@ -3,6 +3,8 @@ example's length, so edgeseq exports the model scripted, as an ONNX Loop, and ch
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import onnx
 import pytest
@@ -314,6 +316,36 @@ def test_a_type_torchscript_could_not_infer_gets_the_annotation_to_add():
 
     text = script_error(RuntimeError("\nTensor (inferred) cannot be used as a tuple:\n  h, c = state\n  ~~~~ <--- HERE\n"))
     assert "(at: h, c = state)" in text and "annotate it in the signature" in text
+
+
+class TeacherForcing(nn.Module):
+    """The seq2seq tutorials' decoder loop: feed back the prediction, or the target at random."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.LSTM(3, 8, batch_first=True)
+        self.cell = nn.LSTMCell(2, 8)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x, tgt, teacher_forcing_ratio: float = 0.0):
+        _, (h, c) = self.enc(x)
+        h, c = h[0], c[0]
+        step, outs = tgt[:, 0], []
+        for t in range(1, tgt.size(1)):
+            h, c = self.cell(step, (h, c))
+            y = self.out(h)
+            outs.append(y)
+            step = tgt[:, t] if random.random() < teacher_forcing_ratio else y
+        return torch.stack(outs, 1)
+
+    def example_inputs(self):
+        return torch.randn(2, 9, 3), torch.randn(2, 5, 2)
+
+
+def test_teacher_forcing_with_python_random_gets_the_way_out(tmp_path):
+    with pytest.raises(ExportError, match=r"random\.random\(\).*TorchScript cannot call Python's random"):
+        export(_seeded(TeacherForcing), tmp_path / "t.onnx")
+    assert not (tmp_path / "t.onnx").exists()
 
 
 def test_an_annotated_conv_lstm_exports_as_a_loop(tmp_path):
