@@ -2,8 +2,8 @@
 
 For every recipe: the metric of the PyTorch model (with ``lengths`` for variable-length models)
 on the committed eval set ``models/data/<name>-test.npz``; an ONNX export (opset 17, dynamic batch
-and sequence axes) run with ONNX Runtime on the same set (variable-length sets grouped by length,
-unpadded); the ONNX metric and the share of identical predictions. Rewrites the table in
+and sequence axes; variable-length recipes with a ``lengths`` input) run with an edgeseq Session on
+the same padded set; the ONNX metric and the share of identical predictions. Rewrites the table in
 models/README.md between the zoo-table markers (unless --no-readme or a subset is given).
 
 By default the ONNX files go to a temporary folder; ``--onnx`` keeps them in ``--out``
