@@ -4,8 +4,9 @@ A scripted ``nn.GRUCell``/``nn.RNNCell`` (in a model edgeseq scripts, or in a To
 ``torch.jit.script``) reaches the exporter as ``aten::gru_cell`` / ``aten::rnn_tanh_cell`` /
 ``aten::rnn_relu_cell``, which it cannot translate, behind an ``hx.dim() in (1, 2)`` test whose constant
 list its ``__contains__`` translation rejects ("expected node type prim::ListConstruct").  Traced models
-never reach these (tracing decomposes the cells).  :func:`cell_symbolics` registers the cells'
-equations, and ``in`` on a constant list, for the duration of one export.
+never reach these (tracing decomposes the cells).  A scripted ``for x_t in x.unbind(1)`` gets pieces of
+the wrong rank from the exporter's ``unbind``.  :func:`cell_symbolics` registers the cells' equations,
+``in`` on a constant list, and a correct ``unbind``, for the duration of one export.
 
 >>> with cell_symbolics(17):                                  # doctest: +SKIP
 ...     torch.onnx.export(scripted, args, "m.onnx", dynamo=False, opset_version=17)
@@ -59,9 +60,27 @@ def _rnn_cell(activation: str) -> Any:
     return cell
 
 
+def _unbind(g: Any, self: Any, dim: Any, _outputs: int | None = None) -> Any:
+    """``x.unbind(dim)``.  For a scripted ``for x_t in x.unbind(1)`` the number of pieces is unknown, and the
+    exporter's own translation writes ``SplitToSequence(x, split=1, keepdims=0)``; ONNX ignores ``keepdims``
+    when ``split`` is given, so each piece keeps its length-1 axis and the layer reading it gets the wrong
+    rank.  Without ``split`` the pieces are length 1 anyway and ``keepdims=0`` drops the axis."""
+    import torch
+    from torch.onnx import symbolic_helper as sh
+
+    axis = sh._get_const(dim, "i", "dim")
+    if _outputs is None:
+        return g.op("SplitToSequence", self, axis_i=axis, keepdims_i=0)
+    pieces = g.op("Split", self, g.op("Constant", value_t=torch.tensor([1] * _outputs)), axis_i=axis,
+                  outputs=_outputs)
+    pieces = [pieces] if _outputs == 1 else pieces
+    return [g.op("Squeeze", p, g.op("Constant", value_t=torch.tensor([axis]))) for p in pieces]
+
+
 # the exporter's own translation of ``__contains__`` is registered as "aten::__contains_"
 SYMBOLICS = {"aten::__contains_": _contains, "aten::gru_cell": _gru_cell,
-             "aten::rnn_tanh_cell": _rnn_cell("Tanh"), "aten::rnn_relu_cell": _rnn_cell("Relu")}
+             "aten::rnn_tanh_cell": _rnn_cell("Tanh"), "aten::rnn_relu_cell": _rnn_cell("Relu"),
+             "aten::unbind": _unbind}
 
 
 @contextlib.contextmanager

@@ -48,7 +48,7 @@ class HandWrittenCell(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.zeros(x.size(0), 8, dtype=x.dtype)
         steps: list[torch.Tensor] = []
-        for t in range(x.size(1)):  # (x.unbind(1) scripts, but the TorchScript exporter fails on its loop)
+        for t in range(x.size(1)):
             x_t = x[:, t]
             z, r = torch.sigmoid(self.gates(torch.cat([x_t, h], 1))).chunk(2, 1)
             n = torch.tanh(self.candidate(torch.cat([x_t, r * h], 1)))
@@ -316,6 +316,47 @@ def test_a_type_torchscript_could_not_infer_gets_the_annotation_to_add():
 
     text = script_error(RuntimeError("\nTensor (inferred) cannot be used as a tuple:\n  h, c = state\n  ~~~~ <--- HERE\n"))
     assert "(at: h, c = state)" in text and "annotate it in the signature" in text
+
+
+class UnbindLoop(nn.Module):
+    """``for x_t in x.unbind(1)`` (batch-first), every step's output stacked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.GRUCell(4, 16)
+        self.out = nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = x.new_zeros(x.size(0), 16)
+        outs = []
+        for x_t in x.unbind(1):
+            h = self.cell(x_t, h)
+            outs.append(self.out(h))
+        return torch.stack(outs, 1)
+
+
+class IterateTimeFirst(nn.Module):
+    """``for x_t in x`` over a time-first input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(4, 16)
+        self.out = nn.Linear(16, 2)
+
+    def forward(self, x):
+        h, c = x.new_zeros(x.size(1), 16), x.new_zeros(x.size(1), 16)
+        for x_t in x:
+            h, c = self.cell(x_t, (h, c))
+        return self.out(h)
+
+
+@pytest.mark.parametrize("cls", [UnbindLoop, IterateTimeFirst])
+def test_a_loop_over_unbound_steps_exports(cls, tmp_path):
+    # the exporter's own unbind keeps each step's length-1 axis ("First input tensor must have rank 3")
+    out, model = tmp_path / "u.onnx", _seeded(cls)
+    result = export(model, out, time_first=cls is IterateTimeFirst)
+    assert result.report.passed and result.card.get("loops")
+    assert parity.measure(out, model, batch_sizes=[2], lengths=[1, 40]).passed
 
 
 class TeacherForcing(nn.Module):
