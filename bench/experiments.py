@@ -642,6 +642,65 @@ def cell_loop(_models: list[str]) -> None:
                       f"{res['PyTorch'] / res['edgeseq int8']:.2f}x, slice kept {res['PyTorch'] / res['full-slice kept']:.2f}x)")
 
 
+def decoder_loop(_models: list[str]) -> None:
+    """A greedy seq2seq decoder (pytorch-seq2seq's shape: embedding, 2-layer LSTM stepped one token at a time,
+    argmax fed back), exported scripted as an ONNX Loop, written two ways: into a preallocated tensor
+    (``outputs[t] = y``, a ScatterND on the Loop's carried tensor) and appended to a list then stacked."""
+    import torch
+    from torch import nn
+
+    from edgeseq import Session
+    from edgeseq.export import export
+
+    class Decoder(nn.Module):
+        def __init__(self, stacked: bool) -> None:
+            super().__init__()
+            self.stacked = stacked
+            self.src_emb, self.tgt_emb = nn.Embedding(50, 16), nn.Embedding(40, 16)
+            self.enc, self.dec = nn.LSTM(16, 32, 2), nn.LSTM(16, 32, 2)
+            self.out = nn.Linear(32, 40)
+
+        def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+            _, (h, c) = self.enc(self.src_emb(src))
+            token = tgt[0]
+            outputs = torch.zeros(tgt.shape[0], tgt.shape[1], 40)
+            steps = [torch.zeros(tgt.shape[1], 40)]
+            for t in range(1, tgt.shape[0]):
+                y, (h, c) = self.dec(self.tgt_emb(token).unsqueeze(0), (h, c))
+                logits = self.out(y[0])
+                if self.stacked:
+                    steps.append(logits)
+                else:
+                    outputs[t] = logits
+                token = logits.argmax(1)
+            return torch.stack(steps) if self.stacked else outputs
+
+        def example_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.randint(0, 50, (12, 2)), torch.randint(0, 40, (7, 2))
+
+    torch.set_num_threads(1)
+    print("\n## seq2seq greedy decoder loop: outputs[t] = y vs list + torch.stack (1 thread, medians)")
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
+        models, files = {}, {}
+        for label, stacked in (("outputs[t] = y", False), ("list + stack", True)):
+            torch.manual_seed(0)
+            models[label] = Decoder(stacked).eval()
+            files[label] = Path(tmp) / f"{stacked}.onnx"
+            export(models[label], files[label], time_first=True)
+        for batch, src_len, tgt_len in ((1, 30, 30), (64, 30, 30), (64, 200, 200), (64, 1000, 600)):
+            rng = np.random.default_rng(0)
+            feed = {"x": rng.integers(0, 50, (src_len, batch)), "tgt": rng.integers(0, 40, (tgt_len, batch))}
+            runs: dict[str, Callable[[], Any]] = {
+                f"edgeseq {label}": functools.partial(Session(path, device="cpu", threads=1).run, feed)
+                for label, path in files.items()}
+            runs["PyTorch outputs[t] = y"] = functools.partial(
+                models["outputs[t] = y"], torch.from_numpy(feed["x"]), torch.from_numpy(feed["tgt"]))
+            with torch.inference_mode():
+                res = interleaved(runs, rounds=5, seconds=2.0)
+            print(f"batch {batch:2}, {src_len:4} -> {tgt_len:3} tokens: "
+                  + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in res.items()))
+
+
 def nchwc(models: list[str]) -> None:
     """ONNX Runtime's NchwcTransformer on and off (edgeseq switches it off for float16 files, where it can
     crash ONNX Runtime: edgeseq/runtime/workarounds.py), float and FP16 files, batch 64 x 100."""
@@ -743,7 +802,7 @@ EXPERIMENTS = {"threads": threads_and_spinning, "stream-threads": stream_threads
                "stream-state": stream_state, "conv-int8": conv_int8, "arena": memory_arena,
                "step-floor": step_floor, "run-size": run_size, "cell-ops": cell_ops,
                "batch-dependence": batch_dependence, "scan-lstm": scan_lstm,
-               "lstmp": lstmp, "nchwc": nchwc, "cell-loop": cell_loop}
+               "lstmp": lstmp, "nchwc": nchwc, "cell-loop": cell_loop, "decoder-loop": decoder_loop}
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from ..errors import EdgeseqError, ExportError, ParityError, UnsupportedModelErr
 from ..inputs import InputSpec
 from ..runtime.io import atomic_path
 from . import parity
-from .cleanup import cleanup_record, node_count, simplify
+from .cleanup import cleanup_record, loop_writes_carried_tensor, node_count, simplify
 from .lengths import LENGTHS_INPUT
 from .loading import model_and_source
 from .packed import packs, unpacked, wire_lengths_probe
@@ -516,6 +516,10 @@ def _complete_card(card: dict[str, Any], proto: Any, model: Any, spec: InputSpec
                          "why": "forward steps through time in a Python loop: exported scripted, as an ONNX Loop"}
         say(f"note: forward loops over time in Python{cells_phrase(model)}; exported it scripted "
             "(torch.jit.script) as an ONNX Loop over the input's length")
+        if loop_writes_carried_tensor(proto):
+            say("note: forward writes into a preallocated tensor inside its loop (outputs[t] = y): ONNX Runtime "
+                "copies that whole tensor at every step, so time grows with the square of the length; appending "
+                "each step to a list and torch.stack(...) after the loop avoids it")
     elif loops == "projected":
         card["loops"] = {"layers": projected_lstm_names(model),
                          "why": "nn.LSTM(proj_size>0): ONNX's LSTM operator has no projection"}

@@ -359,6 +359,32 @@ def test_a_loop_over_unbound_steps_exports(cls, tmp_path):
     assert parity.measure(out, model, batch_sizes=[2], lengths=[1, 40]).passed
 
 
+class WritesPreallocated(nn.Module):
+    """Every step written into a tensor made before the loop (``outputs[t] = y``, time-first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.GRUCell(4, 8)
+
+    def forward(self, x):
+        h = x.new_zeros(x.size(1), 8)
+        outputs = x.new_zeros(x.size(0), x.size(1), 8)
+        for t in range(x.size(0)):
+            h = self.cell(x[t], h)
+            outputs[t] = h
+        return outputs
+
+
+def test_writing_into_a_preallocated_tensor_gets_a_note_on_its_cost(tmp_path):
+    log: list[str] = []
+    result = export(_seeded(WritesPreallocated), tmp_path / "w.onnx", time_first=True, log=log.append)
+    assert result.report.passed
+    assert any("outputs[t] = y" in m and "torch.stack" in m for m in log)
+    log.clear()
+    export(_seeded(UnbindLoop), tmp_path / "u.onnx", log=log.append)  # appends to a list: no note
+    assert not any("outputs[t] = y" in m for m in log)
+
+
 class TeacherForcing(nn.Module):
     """The seq2seq tutorials' decoder loop: feed back the prediction, or the target at random."""
 
