@@ -211,9 +211,17 @@ def measure(
     tol = base.overridden(atol, rtol)
     names = [o.name for o in session.data_outputs()]
     data_names = spec.names
+    first = spec.inputs[0]
+    # full lengths from the spec's axes: a file checked before its card is written cannot tell its layout
+    fill_lengths = (session.lengths_input if session.lengths_input not in data_names
+                    and first.batch_axis is not None and first.seq_axis is not None else None)
 
     def run_onnx(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        out = session.run(dict(zip(data_names, arrays)))
+        feed = dict(zip(data_names, arrays))
+        if fill_lengths:
+            x = arrays[0]
+            feed[fill_lengths] = np.full(x.shape[first.batch_axis], x.shape[first.seq_axis], np.int64)
+        out = session.run(feed)
         return [out[n] for n in names]
 
     report = measure_runners(run_onnx, torch_runner(model), spec, names, batch_sizes, lengths, tol, precision, seed, progress)

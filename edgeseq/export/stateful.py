@@ -39,7 +39,7 @@ from ..tolerances import Tolerance, tolerance_for
 from . import parity
 from .cleanup import cleanup_record, node_count, simplify, split_layer_states
 from .conv_state import ConvLayer, conv_layers
-from .exporter import DEFAULT_OPSET, EXPORTERS, ExportResult, build_card, graph_problems
+from .exporter import DEFAULT_OPSET, EXPORTERS, ExportResult, build_card, check_layout, graph_problems
 from .lengths import (
     LENGTHS_CHECK_LENGTH,
     LENGTHS_INPUT,
@@ -569,6 +569,7 @@ def export_with_extras(
     if spec.inputs[0].batch_axis is None or spec.inputs[0].seq_axis is None:
         raise UnsupportedModelError("refused: --streaming/--lengths need dynamic batch and sequence axes; "
                                     "drop --dynamic-axes or include both")
+    check_layout(model, spec, time_first, say)
     check_batch_not_fixed(model, spec)
     only = runs_at_one_length_only(model, spec)
     if only:

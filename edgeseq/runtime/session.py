@@ -197,6 +197,7 @@ class Session:
         if missing:
             raise InputError(f"missing input(s) {', '.join(missing)}; the model takes {', '.join(s.describe() for s in self.inputs)}")
         prepared = {n: self.check_input(v, specs[n]) for n, v in feed.items()}
+        self._check_shared_dims(prepared)
         names = list(outputs) if outputs else self._output_names
         try:
             values = self._sess.run(names, prepared)
@@ -204,6 +205,22 @@ class Session:
             msg = str(exc).strip().splitlines()[0][:300]
             raise InputError(f"ONNX Runtime rejected the input: {msg}") from None
         return dict(zip(names, values))
+
+    def _check_shared_dims(self, prepared: Mapping[str, np.ndarray]) -> None:
+        """Inputs whose axes share a name (``batch`` in ``x`` and ``tgt``) must agree on its size; ONNX Runtime
+        would otherwise fail deep inside the graph ("initial_h must have shape {1,3,32}")."""
+        seen: dict[str, tuple[str, int, int]] = {}
+        for spec in self.inputs:
+            array = prepared.get(spec.name)
+            if array is None:
+                continue
+            for axis, dim in enumerate(spec.shape):
+                if not isinstance(dim, str) or axis >= array.ndim:
+                    continue
+                first = seen.setdefault(dim, (spec.name, axis, array.shape[axis]))
+                if first[2] != array.shape[axis]:
+                    raise InputError(f"inputs disagree on {dim!r}: {first[0]!r} has {first[2]} (axis {first[1]}), "
+                                     f"{spec.name!r} has {array.shape[axis]} (axis {axis}); give them the same {dim}")
 
     def predict(self, x: Any, lengths: Any = None, batch_size: int | None = None) -> np.ndarray:
         """First output for ``x`` (batch first), run in chunks of at most ``batch_size`` samples.

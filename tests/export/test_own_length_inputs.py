@@ -108,3 +108,12 @@ def test_streaming_says_why_it_needs_one_sequence(tmp_path):
     with pytest.raises(Exception, match=r"refused --streaming: .*tgt has a length of its own"):
         export_with_extras(_built(Translator), tmp_path / "s.onnx", streaming=True)
     assert not (tmp_path / "s.onnx").exists()
+
+
+def test_inputs_that_disagree_on_the_batch_get_a_clear_error(tmp_path):
+    from edgeseq.errors import InputError
+
+    path = tmp_path / "t.onnx"
+    export(_built(Translator), path)
+    with pytest.raises(InputError, match=r"inputs disagree on 'batch': 'x' has 2 \(axis 0\), 'tgt' has 3"):
+        Session(path, device="cpu").run({"x": np.zeros((2, 5), np.int64), "tgt": np.zeros((3, 4), np.int64)})

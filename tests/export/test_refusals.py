@@ -128,6 +128,11 @@ def test_per_step_outputs_read_in_the_wrong_layout_are_refused_both_ways(tmp_pat
     assert not out.exists()
     assert export(TimeFirstTagger().eval(), out, time_first=True).card["layout"] == "time_first"
     assert export(BatchFirstTagger().eval(), out).card["layout"] == "batch_first"
+    from edgeseq.export.stateful import export_with_extras
+
+    with pytest.raises(ExportError, match="pass --time-first"):  # chunks would cut the batch, and agree
+        export_with_extras(TimeFirstTagger().eval(), tmp_path / "s.onnx", streaming=True)
+    assert not (tmp_path / "s.onnx").exists()
 
 
 class MixesSamples(BatchFirstTagger):
