@@ -102,7 +102,8 @@ ALLOW_PICKLE_HELP = ("Trust the files: REF/--against may be a whole model saved 
 @click.option("--weights", type=click.Path(dir_okay=False), help="State dict (.pt via weights_only=True, or .safetensors).")
 @click.option("--input-shape", help="Example input shape, e.g. 1,100,6 (any rank). Default: model.example_inputs() or inferred.")
 @click.option("--dynamic-axes", help="Comma-separated axes that vary (default: batch and sequence).")
-@click.option("--time-first", is_flag=True, help="The model takes (seq, batch, features).")
+@click.option("--time-first/--batch-first", default=None,
+              help="The model takes (seq, batch, features) / (batch, seq, features). Default: detected.")
 @click.option("--exporter", type=click.Choice(["auto", "torchscript", "dynamo"]), default="auto", show_default=True)
 @click.option("--opset", type=int, help="ONNX opset (default 17 for torchscript, 18 for dynamo).")
 @click.option("--check/--no-check", default=True, show_default=True, help="Run the parity gate before writing.")
@@ -112,7 +113,7 @@ ALLOW_PICKLE_HELP = ("Trust the files: REF/--against may be a whole model saved 
 @click.option("--rtol", type=click.FloatRange(min=0), help="Parity gate's relative tolerance (default 1e-5).")
 @click.option("--allow-pickle", is_flag=True, help=ALLOW_PICKLE_HELP)
 def export(ref: str, output: str, weights: str | None, input_shape: str | None, dynamic_axes: str | None,
-           time_first: bool, exporter: str, opset: int | None, check: bool, streaming: bool, with_lengths: bool,
+           time_first: bool | None, exporter: str, opset: int | None, check: bool, streaming: bool, with_lengths: bool,
            atol: float | None, rtol: float | None, allow_pickle: bool) -> None:
     """Export REF to ONNX with dynamic batch and sequence axes.
 

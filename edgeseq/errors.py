@@ -28,6 +28,14 @@ class ExportError(EdgeseqError):
     """The model could not be exported to a correct ONNX file."""
 
 
+class LayoutError(ExportError):
+    """The model reads its input in the other layout; ``time_first`` is the layout that fits it."""
+
+    def __init__(self, message: str, time_first: bool) -> None:
+        super().__init__(message)
+        self.time_first = time_first
+
+
 class UnsupportedModelError(ExportError):
     """The model uses a layer or pattern that cannot be exported correctly."""
 

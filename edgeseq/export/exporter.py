@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..card import set_card
-from ..errors import EdgeseqError, ExportError, ParityError, UnsupportedModelError, require
+from ..errors import EdgeseqError, ExportError, LayoutError, ParityError, UnsupportedModelError, require
 from ..inputs import InputSpec
 from ..runtime.io import atomic_path
 from . import parity
@@ -258,19 +258,44 @@ def check_layout(model: Any, spec: InputSpec, time_first: bool, say: Callable[[s
     flag = "drop --time-first" if time_first else "pass --time-first"
     looks_like = f"it looks like a {'batch-first' if time_first else 'time-first (seq, batch, features)'} model"
     if not follows_batch and follows_seq:
-        raise ExportError(
+        raise LayoutError(
             f"the model's outputs follow the {'batch' if time_first else 'sequence'} axis, not the "
-            f"{'sequence' if time_first else 'batch'} axis: {looks_like}; {flag}"
-        )
+            f"{'sequence' if time_first else 'batch'} axis: {looks_like}; {flag}", not time_first)
     info = spec.inputs[0]
     mixed = _mixes(runner, spec, info.batch_axis, 3, 5)
     if mixed and _mixes(runner, spec, info.seq_axis, 5, 3) is False:
-        raise ExportError(
+        raise LayoutError(
             f"changing sample 0 of the input changes other samples' outputs ({mixed}), while samples along the "
-            f"{'batch' if time_first else 'sequence'} axis stay independent: {looks_like}; {flag}")
+            f"{'batch' if time_first else 'sequence'} axis stay independent: {looks_like}; {flag}", not time_first)
     if mixed and say:
         say(f"warning: changing sample 0 of the input changes other samples' outputs ({mixed}): the model mixes "
             "samples, so its answers depend on what else is in the batch (Session.predict runs chunks)")
+
+
+def detect_time_first(model: Any, input_shape: Sequence[int] | None, dynamic_axes: Sequence[int] | None,
+                      say: Callable[[str], None]) -> bool:
+    """Whether ``model`` reads ``(seq, batch, ...)``: :func:`check_layout` refuses the batch-first reading and
+    accepts the time-first one (``nn.LSTM()`` without ``batch_first=True``, as the seq2seq tutorials write it).
+    Anything short of that keeps batch-first, whose own checks then speak."""
+
+    def fits(time_first: bool) -> bool | str | None:
+        """True: this reading fits; the refusal's reason: the other one does; None: cannot tell."""
+        subject = unpacked(model, time_first, input_shape, dynamic_axes) or model
+        try:
+            spec, _ = runnable_signature(subject, input_shape, dynamic_axes, time_first)
+            check_layout(subject, spec, time_first)
+        except LayoutError as exc:
+            return str(exc).split(": it looks like")[0]
+        except Exception:  # noqa: BLE001 - e.g. no example input: the export itself will say so
+            return None
+        return True
+
+    why = fits(False)
+    if not isinstance(why, str) or fits(True) is not True:
+        return False
+    say(f"note: read batch-first, {why}; read time-first, (seq, batch, ...), it passes: exported time-first "
+        "(--time-first says so yourself, --batch-first refuses this)")
+    return True
 
 
 def _mixes(runner: Any, spec: InputSpec, axis: int, size: int, other: int) -> str | None | bool:
@@ -314,7 +339,7 @@ def export(
     weights: str | Path | None = None,
     input_shape: Sequence[int] | None = None,
     dynamic_axes: Sequence[int] | None = None,
-    time_first: bool = False,
+    time_first: bool | None = None,
     exporter: str = "auto",
     opset: int | None = None,
     check: bool = True,
@@ -326,6 +351,7 @@ def export(
     """Export a model to ONNX with dynamic batch and sequence axes; never leaves a file that fails parity.
 
     ``model_or_ref`` is an ``nn.Module`` or a reference ``"file.py:factory"`` / ``"pkg.mod:factory"``.
+    ``time_first``: the input is ``(seq, batch, ...)``; None (default) detects it (:func:`detect_time_first`).
     ``atol``/``rtol`` replace the parity gate's float32 tolerances (``edgeseq.tolerances``).
     ``allow_pickle`` accepts a whole pickled model as ``model_or_ref`` and Python objects in
     ``weights`` (unpickling runs code from the file: trusted files only).
@@ -343,6 +369,8 @@ def export(
         raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     start = time.perf_counter()
     model, source = model_and_source(model_or_ref, weights, say, allow_pickle)
+    if time_first is None:
+        time_first = detect_time_first(model, input_shape, dynamic_axes, say)
     wrapper = unpacked(model, time_first, input_shape, dynamic_axes)
     if wrapper is not None and wrapper.packs:  # forward(x, lengths) packs x: as --lengths
         from .stateful import export_with_extras

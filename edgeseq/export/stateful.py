@@ -39,7 +39,15 @@ from ..tolerances import Tolerance, tolerance_for
 from . import parity
 from .cleanup import cleanup_record, node_count, simplify, split_layer_states
 from .conv_state import ConvLayer, conv_layers
-from .exporter import DEFAULT_OPSET, EXPORTERS, ExportResult, build_card, check_layout, graph_problems
+from .exporter import (
+    DEFAULT_OPSET,
+    EXPORTERS,
+    ExportResult,
+    build_card,
+    check_layout,
+    detect_time_first,
+    graph_problems,
+)
 from .lengths import (
     LENGTHS_CHECK_LENGTH,
     LENGTHS_INPUT,
@@ -511,7 +519,7 @@ def export_with_extras(
     weights: str | Path | None = None,
     input_shape: Sequence[int] | None = None,
     dynamic_axes: Sequence[int] | None = None,
-    time_first: bool = False,
+    time_first: bool | None = None,
     exporter: str = "auto",
     opset: int | None = None,
     check: bool = True,
@@ -544,6 +552,8 @@ def export_with_extras(
     start = time.perf_counter()
     model, loaded_from = model_and_source(ref_or_model, weights, say, allow_pickle)
     source = source or loaded_from
+    if time_first is None:
+        time_first = detect_time_first(model, input_shape, dynamic_axes, say)
     packed_model = unpacked(model, time_first, input_shape, dynamic_axes)
     if packed_model is not None and not packed_model.packs:
         raise UnsupportedModelError(f"refused --{'streaming' if streaming else 'lengths'}: forward takes per-sample "

@@ -74,7 +74,7 @@ def test_input_shape_and_dynamic_axes_for_rank4(tmp_path):
     assert report.passed
 
 
-def test_time_first_model_without_flag_is_refused_then_exports_with_it(tmp_path):
+def test_a_time_first_model_is_detected_and_refused_only_when_said_to_be_batch_first(tmp_path):
     class TimeFirst(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -86,11 +86,12 @@ def test_time_first_model_without_flag_is_refused_then_exports_with_it(tmp_path)
 
     out = tmp_path / "tf.onnx"
     with pytest.raises(ExportError, match="pass --time-first"):
-        export(TimeFirst(), out)
+        export(TimeFirst(), out, time_first=False)
     assert not out.exists()
-    model = TimeFirst().eval()
-    result = export(model, out, time_first=True)
+    model, log = TimeFirst().eval(), []
+    result = export(model, out, log=log.append)  # no flag: detected
     assert result.card["layout"] == "time_first"
+    assert any(m.startswith("note: read batch-first, the model's outputs follow the sequence axis") for m in log)
     import numpy as np
 
     from edgeseq import Session
@@ -119,20 +120,22 @@ class BatchFirstTagger(TimeFirstTagger):
         self.rnn = nn.LSTM(5, 8, batch_first=True)
 
 
-def test_per_step_outputs_read_in_the_wrong_layout_are_refused_both_ways(tmp_path):
-    out = tmp_path / "t.onnx"
-    with pytest.raises(ExportError, match="looks like a time-first .*pass --time-first"):
-        export(TimeFirstTagger().eval(), out)
-    with pytest.raises(ExportError, match="looks like a batch-first model; drop --time-first"):
-        export(BatchFirstTagger().eval(), out, time_first=True)
-    assert not out.exists()
-    assert export(TimeFirstTagger().eval(), out, time_first=True).card["layout"] == "time_first"
-    assert export(BatchFirstTagger().eval(), out).card["layout"] == "batch_first"
+def test_per_step_outputs_read_in_the_wrong_layout_are_refused_both_ways_and_detected(tmp_path):
     from edgeseq.export.stateful import export_with_extras
 
+    out = tmp_path / "t.onnx"
+    with pytest.raises(ExportError, match="looks like a time-first .*pass --time-first"):
+        export(TimeFirstTagger().eval(), out, time_first=False)
+    with pytest.raises(ExportError, match="looks like a batch-first model; drop --time-first"):
+        export(BatchFirstTagger().eval(), out, time_first=True)
     with pytest.raises(ExportError, match="pass --time-first"):  # chunks would cut the batch, and agree
-        export_with_extras(TimeFirstTagger().eval(), tmp_path / "s.onnx", streaming=True)
-    assert not (tmp_path / "s.onnx").exists()
+        export_with_extras(TimeFirstTagger().eval(), out, streaming=True, time_first=False)
+    assert not out.exists()
+    # (seq, batch, classes) has both sizes in it: only the samples' independence tells the layouts apart
+    assert export(TimeFirstTagger().eval(), out).card["layout"] == "time_first"
+    assert export(BatchFirstTagger().eval(), out).card["layout"] == "batch_first"
+    streamed = export_with_extras(TimeFirstTagger().eval(), tmp_path / "s.onnx", streaming=True)
+    assert streamed.card["layout"] == "time_first"
 
 
 class MixesSamples(BatchFirstTagger):
@@ -285,3 +288,16 @@ def test_python_values_among_the_outputs_are_refused_by_name(tmp_path):
     with pytest.raises(UnsupportedModelError, match=r"forward returns Python values.*output 1 is int"):
         export(DecodesInPython(), out)
     assert not out.exists()
+
+
+def test_cli_detects_the_layout_and_batch_first_insists(tmp_path):
+    from click.testing import CliRunner
+
+    from edgeseq.cli import main
+
+    ref, out = "tests/export/test_refusals.py:TimeFirstTagger", tmp_path / "t.onnx"
+    refused = CliRunner().invoke(main, ["export", ref, "-o", str(out), "--batch-first"])
+    assert refused.exit_code == 1 and "pass --time-first" in refused.output and not out.exists()
+    done = CliRunner().invoke(main, ["export", ref, "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    assert "exported time-first" in done.output and out.exists()
