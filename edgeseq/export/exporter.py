@@ -37,6 +37,7 @@ from .signature import (
     check_batch_not_fixed,
     check_not_frozen,
     check_supported,
+    forward_parameter_names,
     merged_axes,
     merged_axes_message,
     name_input_dims,
@@ -278,20 +279,23 @@ def detect_time_first(model: Any, input_shape: Sequence[int] | None, dynamic_axe
     accepts the time-first one (``nn.LSTM()`` without ``batch_first=True``, as the seq2seq tutorials write it).
     Anything short of that keeps batch-first, whose own checks then speak."""
 
-    def fits(time_first: bool) -> bool | str | None:
-        """True: this reading fits; the refusal's reason: the other one does; None: cannot tell."""
-        subject = unpacked(model, time_first, input_shape, dynamic_axes) or model
+    def fits(time_first: bool) -> bool | str:
+        """True when this reading runs and passes :func:`check_layout`, else why not."""
+        subject = unpacked(model, time_first, input_shape, dynamic_axes)
+        if subject is None and len(forward_parameter_names(model, required=True)) == 2:
+            return f"forward's lengths, one per sample along axis {1 if time_first else 0}, do not fit its input"
+        subject = subject or model
         try:
             spec, _ = runnable_signature(subject, input_shape, dynamic_axes, time_first)
             check_layout(subject, spec, time_first)
         except LayoutError as exc:
             return str(exc).split(": it looks like")[0]
-        except Exception:  # noqa: BLE001 - e.g. no example input: the export itself will say so
-            return None
+        except Exception as exc:  # noqa: BLE001 - e.g. forward(x, lengths) whose packing fails read this way
+            return f"the model fails ({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]})"
         return True
 
     why = fits(False)
-    if not isinstance(why, str) or fits(True) is not True:
+    if why is True or fits(True) is not True:
         return False
     say(f"note: read batch-first, {why}; read time-first, (seq, batch, ...), it passes: exported time-first "
         "(--time-first says so yourself, --batch-first refuses this)")

@@ -55,9 +55,11 @@ def _seeded(cls: type[nn.Module]) -> nn.Module:
 
 def test_a_time_first_packed_sentiment_model_exports_with_a_lengths_input(tmp_path):
     model, out, log = _seeded(Sentiment), tmp_path / "s.onnx", []
-    export(model, out, time_first=True, log=log.append)
+    export(model, out, log=log.append)  # time-first detected: read batch-first, its packing fails
     assert any("forward packs its input with 'text_lengths'" in m for m in log)
+    assert any(m.startswith("note: read batch-first, forward's lengths") for m in log)
     card = read_card(out)
+    assert card["layout"] == "time_first"
     assert card["packed_by"] == "text_lengths" and card["lengths_input"] == "lengths"
     assert card["parity"]["check"].endswith("packed")
     rng = np.random.default_rng(4)
