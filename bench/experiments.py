@@ -645,12 +645,15 @@ def cell_loop(_models: list[str]) -> None:
 def decoder_loop(_models: list[str]) -> None:
     """A greedy seq2seq decoder (pytorch-seq2seq's shape: embedding, 2-layer LSTM stepped one token at a time,
     argmax fed back), exported scripted as an ONNX Loop, written two ways: into a preallocated tensor
-    (``outputs[t] = y``, a ScatterND on the Loop's carried tensor) and appended to a list then stacked."""
+    (``outputs[t] = y``, a ScatterND on the Loop's carried tensor) and appended to a list then stacked; the
+    first also with edgeseq's ``scatter_to_scan`` pass turned off, as before it."""
+    from unittest import mock
+
     import torch
     from torch import nn
 
     from edgeseq import Session
-    from edgeseq.export import export
+    from edgeseq.export import cleanup, export
 
     class Decoder(nn.Module):
         def __init__(self, stacked: bool) -> None:
@@ -679,7 +682,8 @@ def decoder_loop(_models: list[str]) -> None:
             return torch.randint(0, 50, (12, 2)), torch.randint(0, 40, (7, 2))
 
     torch.set_num_threads(1)
-    print("\n## seq2seq greedy decoder loop: outputs[t] = y vs list + torch.stack (1 thread, medians)")
+    print("\n## seq2seq greedy decoder loop: outputs[t] = y (scatter_to_scan on/off) vs list + torch.stack "
+          "(1 thread, medians)")
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
         models, files = {}, {}
         for label, stacked in (("outputs[t] = y", False), ("list + stack", True)):
@@ -687,6 +691,9 @@ def decoder_loop(_models: list[str]) -> None:
             models[label] = Decoder(stacked).eval()
             files[label] = Path(tmp) / f"{stacked}.onnx"
             export(models[label], files[label], time_first=True)
+        files["outputs[t] = y, pass off"] = Path(tmp) / "off.onnx"
+        with mock.patch.object(cleanup, "scatter_to_scan", lambda proto: 0):
+            export(models["outputs[t] = y"], files["outputs[t] = y, pass off"], time_first=True)
         for batch, src_len, tgt_len in ((1, 30, 30), (64, 30, 30), (64, 200, 200), (64, 1000, 600)):
             rng = np.random.default_rng(0)
             feed = {"x": rng.integers(0, 50, (src_len, batch)), "tgt": rng.integers(0, 40, (tgt_len, batch))}

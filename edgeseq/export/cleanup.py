@@ -1,12 +1,14 @@
 """Graph cleanup at export time, before the parity gate: fewer nodes for ONNX Runtime to run per call.
 
-Two passes, each kept because it measured faster (``python -m bench.experiments cleanup``,
-bench/README.md "What was tried"):
+Passes kept because they measured faster (``python -m bench.experiments cleanup``, ``cell-loop`` and
+``decoder-loop``; bench/README.md "What was tried"):
 
 * :func:`simplify` -- onnxslim (in the ``export`` extra; skipped when absent) folds the exporters'
   shape arithmetic (Shape/Gather/Unsqueeze/Concat chains) that ONNX Runtime cannot fold at load
   because the axes are dynamic.  It pays off for CNN front-ends (msft_cnnlstm: 63 -> 32 nodes, -12% at
   batch 1); for plain LSTM/GRU graphs it changes nothing at run time (ONNX Runtime folds the same).
+* :func:`drop_full_slices` -- ``x[:, t]`` in a scripted loop: no copy of the whole input per step.
+* :func:`scatter_to_scan` -- ``outputs[t] = y`` in a scripted loop: no copy of the whole output per step.
 * :func:`split_layer_states` -- streaming exports only: a stacked ``nn.LSTM``'s state
   ``[num_layers, batch, hidden]`` enters the graph as one tensor that Slice nodes cut per layer and
   leaves through a Concat, four extra nodes per step that cost more than a tenth of motion_lstm's
@@ -80,13 +82,15 @@ def simplify(proto: Any, say: Callable[[str], None] | None = None) -> tuple[Any,
 
     slim, by = _onnxslim(proto, say)
     if slim is proto:
-        if not full_slices(proto):
+        if not full_slices(proto) and not loop_writes_carried_tensor(proto):
             return proto, None
         slim = onnx.ModelProto()  # drop_full_slices works in place; ``proto`` stays as exported
         slim.CopyFrom(proto)
     dropped = drop_full_slices(slim)
     if dropped:
         by = f"{by} + full-range slices" if by else "full-range slices"
+    if loop_writes_carried_tensor(slim) and scatter_to_scan(slim):
+        by = f"{by} + per-step writes" if by else "per-step writes"
     return (slim, by) if by else (proto, None)
 
 
@@ -152,9 +156,8 @@ def drop_full_slices(proto: Any) -> int:
 
 def loop_writes_carried_tensor(proto: Any) -> bool:
     """Whether a ``Loop`` body scatters into one of its loop-carried tensors (``outputs[t] = y`` in a scripted
-    loop exports as ``ScatterND`` on the carried tensor), which ONNX Runtime copies whole at every step
-    (``python -m bench.experiments decoder-loop``: a greedy decoder at batch 64, 600 tokens, took 2.1x as
-    long as with its steps appended to a list and stacked)."""
+    loop exports as ``ScatterND`` on the carried tensor), which ONNX Runtime copies whole at every step;
+    :func:`scatter_to_scan` removes the cases it can prove safe."""
     for g in graphs(proto.graph):
         for n in g.node:
             if n.op_type != "Loop":
@@ -165,6 +168,110 @@ def loop_writes_carried_tensor(proto: Any) -> bool:
                    for b in body.node):
                 return True
     return False
+
+
+# ops an index can go through and stay an affine function of the Loop's step number
+_AFFINE = {"Add", "Sub", "Mul", "Unsqueeze", "Squeeze", "Reshape", "Cast", "Identity", "Constant"}
+# ops through which the carried tensor may be read for its shape only
+_SHAPE_READERS = {"Gather", "Slice"}
+
+
+def scatter_to_scan(proto: Any) -> int:
+    """Turn each Loop-carried tensor written one step at a time (``outputs[t] = y``: ``ScatterND`` on the carried
+    tensor, see :func:`loop_writes_carried_tensor`) into two per-step outputs of the Loop, indices and values,
+    written by one ``ScatterND`` after it, in place; returns how many.
+
+    Taken only when the step's index is an affine function of the step number (so every step writes its own
+    rows, and one scatter equals the sequential ones) and the body reads the carried tensor for its shape only.
+    A Loop that ran no step leaves the tensor as it was (an ``If``: its per-step outputs are then empty, with
+    dims ONNX Runtime cannot know).  ``python -m bench.experiments decoder-loop``: a greedy decoder at batch 64,
+    600 tokens, 126.7 -> 59.6 ms.
+    """
+    from onnx import TensorProto, helper
+
+    done = 0
+    for graph in list(graphs(proto.graph)):
+        for loop in [n for n in graph.node if n.op_type == "Loop"]:
+            body = next((a.g for a in loop.attribute if a.name == "body"), None)
+            while body is not None and _scatter_to_scan_once(graph, loop, body, helper, TensorProto):
+                done += 1
+    return done
+
+
+def _scatter_to_scan_once(graph: Any, loop: Any, body: Any, helper: Any, tensor_proto: Any) -> bool:
+    readers: dict[str, list[Any]] = {}
+    for n in body.node:
+        for v in n.input:
+            readers.setdefault(v, []).append(n)
+    made = {o: n for n in body.node for o in n.output}
+    outputs = [o.name for o in body.output]
+    for j in range(len(body.input) - 2):
+        carried, written = body.input[2 + j].name, body.output[1 + j].name
+        scatter = made.get(written)
+        if (scatter is None or scatter.op_type != "ScatterND" or scatter.input[0] != carried
+                or outputs.count(written) != 1 or readers.get(written)
+                or any(a.name == "reduction" and a.s not in (b"", b"none") for a in scatter.attribute)):
+            continue
+        others = [n for n in readers.get(carried, []) if n is not scatter]
+        shape_only = all(n.op_type == "Shape" or (n.op_type in _SHAPE_READERS and n.input[0] == carried and all(
+            r.op_type == "Shape" for o in n.output for r in readers.get(o, []))) for n in others)
+        varying = {v.name for v in body.input[1:]}  # the loop condition and carried values change per step
+        if not shape_only or not _affine_in_step(scatter.input[1], made, body.input[0].name, varying):
+            continue
+        start, final = loop.input[2 + j], loop.output[j]
+        for n in others:  # the carried tensor keeps its shape: read the one it starts from
+            for k, v in enumerate(n.input):
+                if v == carried:
+                    n.input[k] = start
+        elem = body.input[2 + j].type.tensor_type.elem_type
+        body.node.remove(scatter)
+        del body.input[2 + j]
+        del body.output[1 + j]
+        del loop.input[2 + j]
+        del loop.output[j]
+        body.output.extend([helper.make_tensor_value_info(scatter.input[1], tensor_proto.INT64, None),
+                            helper.make_tensor_value_info(scatter.input[2], elem, None)])
+        indices, values = f"{final}.step_indices", f"{final}.step_values"
+        loop.output.extend([indices, values])
+        scattered, unchanged = f"{final}.scattered", f"{final}.unchanged"
+        ran = helper.make_graph([helper.make_node("ScatterND", [start, indices, values], [scattered])], "ran", [],
+                                [helper.make_tensor_value_info(scattered, elem, None)])
+        idle = helper.make_graph([helper.make_node("Identity", [start], [unchanged])], "idle", [],
+                                 [helper.make_tensor_value_info(unchanged, elem, None)])
+        zero = helper.make_tensor(f"{final}.zero", tensor_proto.INT64, [], [0])
+        after = [helper.make_node("Size", [indices], [f"{final}.steps"]),
+                 helper.make_node("Constant", [], [zero.name], value=zero),
+                 helper.make_node("Greater", [f"{final}.steps", zero.name], [f"{final}.ran"]),
+                 helper.make_node("If", [f"{final}.ran"], [final], then_branch=ran, else_branch=idle)]
+        at = list(graph.node).index(loop) + 1
+        for k, node in enumerate(after):
+            graph.node.insert(at + k, node)
+        return True
+    return False
+
+
+def _affine_in_step(name: str, made: dict[str, Any], step: str, varying: set[str]) -> bool:
+    """Whether body value ``name`` is computed from the step number through affine ops and constants only, and
+    does depend on it (so each step gets its own index); a path to another ``varying`` value rules it out."""
+    seen_step = False
+    todo, seen = [name], set()
+    while todo:
+        value = todo.pop()
+        if value in seen or not value:
+            continue
+        seen.add(value)
+        if value == step:
+            seen_step = True
+            continue
+        if value in varying:
+            return False
+        node = made.get(value)
+        if node is None:
+            continue  # a constant from outside the body (an initializer): only step-dependent values matter
+        if node.op_type not in _AFFINE:
+            return False
+        todo.extend(node.input)
+    return seen_step
 
 
 def _onnxslim(proto: Any, say: Callable[[str], None] | None = None) -> tuple[Any, str | None]:

@@ -37,7 +37,6 @@ from .signature import (
     check_batch_not_fixed,
     check_not_frozen,
     check_supported,
-    forward_parameter_names,
     merged_axes,
     merged_axes_message,
     name_input_dims,
@@ -279,10 +278,12 @@ def detect_time_first(model: Any, input_shape: Sequence[int] | None, dynamic_axe
     accepts the time-first one (``nn.LSTM()`` without ``batch_first=True``, as the seq2seq tutorials write it).
     Anything short of that keeps batch-first, whose own checks then speak."""
 
+    packers = {tf: unpacked(model, tf, input_shape, dynamic_axes) for tf in (False, True)}
+
     def fits(time_first: bool) -> bool | str:
         """True when this reading runs and passes :func:`check_layout`, else why not."""
-        subject = unpacked(model, time_first, input_shape, dynamic_axes)
-        if subject is None and len(forward_parameter_names(model, required=True)) == 2:
+        subject = packers[time_first]
+        if subject is None and packers[not time_first] is not None:  # forward(x, lengths), packed one way only
             return f"forward's lengths, one per sample along axis {1 if time_first else 0}, do not fit its input"
         subject = subject or model
         try:
@@ -600,7 +601,11 @@ def _measure_cleaned(proto: Any, cleaned: Any, by: str | None, candidate: Path, 
         return measure(candidate), proto, None
     clean_path = candidate.with_name(candidate.stem + ".clean.onnx")
     onnx.save(cleaned, str(clean_path))
-    report = measure(clean_path)
+    try:
+        report = measure(clean_path)
+    except EdgeseqError as exc:  # e.g. ONNX Runtime cannot load the cleaned graph: keep the graph as exported
+        say(f"  the graph cleaned by {by} failed to run ({str(exc)[:160]}); keeping it as exported")
+        return measure(candidate), proto, None
     if report.passed:
         return report, cleaned, by
     raw = measure(candidate)

@@ -47,6 +47,22 @@ def test_a_cleanup_that_changes_results_is_dropped(tmp_path, monkeypatch):
     assert report.passed
 
 
+def test_a_cleanup_that_onnx_runtime_cannot_run_is_dropped(tmp_path, monkeypatch):
+    from edgeseq.export import exporter
+
+    def unloadable(proto, say=None):  # a "cleanup" whose graph ONNX Runtime refuses to load
+        bad = onnx.ModelProto()
+        bad.CopyFrom(proto)
+        bad.graph.node[0].op_type = "NoSuchOperator"
+        return bad, "unloadable-cleanup"
+
+    monkeypatch.setattr(exporter, "simplify", unloadable)
+    log: list[str] = []
+    result = export(FAMILIES["stacked_lstm"](), tmp_path / "m.onnx", exporter="torchscript", log=log.append)
+    assert result.report.passed and result.card["graph_cleanup"]["by"] == []
+    assert any("failed to run" in m and "keeping it as exported" in m for m in log)
+
+
 def test_a_slimmed_graph_with_another_interface_is_refused(exported, monkeypatch):
     import sys
     import types

@@ -360,29 +360,69 @@ def test_a_loop_over_unbound_steps_exports(cls, tmp_path):
 
 
 class WritesPreallocated(nn.Module):
-    """Every step written into a tensor made before the loop (``outputs[t] = y``, time-first)."""
+    """pytorch-seq2seq's decoder loop, made deterministic: every step but the first written into a tensor made
+    before the loop (``outputs[t] = y``, time-first), so a 1-step target runs the loop zero times."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.cell = nn.GRUCell(4, 8)
+        self.enc = nn.GRU(3, 8)
+        self.cell = nn.GRUCell(2, 8)
+        self.out = nn.Linear(8, 2)
 
-    def forward(self, x):
-        h = x.new_zeros(x.size(1), 8)
-        outputs = x.new_zeros(x.size(0), x.size(1), 8)
-        for t in range(x.size(0)):
-            h = self.cell(x[t], h)
-            outputs[t] = h
+    def forward(self, x, tgt):
+        _, h = self.enc(x)
+        h = h[0]
+        outputs = torch.zeros(tgt.size(0), tgt.size(1), 2)
+        step = tgt[0]
+        for t in range(1, tgt.size(0)):
+            h = self.cell(step, h)
+            y = self.out(h)
+            outputs[t] = y
+            step = y
+        return outputs
+
+    def example_inputs(self):
+        return torch.randn(9, 2, 3), torch.randn(5, 2, 2)
+
+
+class WritesAtACounter(WritesPreallocated):
+    """The same writes at a counter the loop carries (``outputs[i] = y; i += 1``): not provably one row each."""
+
+    def forward(self, x, tgt):
+        _, h = self.enc(x)
+        h = h[0]
+        outputs = torch.zeros(tgt.size(0), tgt.size(1), 2)
+        step, i = tgt[0], 1
+        for _step in range(1, tgt.size(0)):
+            h = self.cell(step, h)
+            y = self.out(h)
+            outputs[i] = y
+            step, i = y, i + 1
         return outputs
 
 
-def test_writing_into_a_preallocated_tensor_gets_a_note_on_its_cost(tmp_path):
+def test_per_step_writes_into_a_preallocated_tensor_become_one_write_after_the_loop(tmp_path):
+    from edgeseq.export.cleanup import loop_writes_carried_tensor
+
+    model, out, log = _seeded(WritesPreallocated), tmp_path / "w.onnx", []
+    result = export(model, out, log=log.append)  # time-first: detected
+    assert result.report.passed and "per-step writes" in " ".join(result.card["graph_cleanup"]["by"])
+    assert not loop_writes_carried_tensor(onnx.load(str(out)))
+    assert not any("outputs[t] = y" in m for m in log)
+    rng = np.random.default_rng(3)
+    session = Session(out, device="cpu")
+    for steps in (1, 2, 40):  # 1: the loop runs no step, and the tensor stays zeros
+        x, tgt = rng.standard_normal((6, 3, 3), np.float32), rng.standard_normal((steps, 3, 2), np.float32)
+        with torch.inference_mode():
+            want = model(torch.from_numpy(x), torch.from_numpy(tgt)).numpy()
+        np.testing.assert_allclose(session.run({"x": x, "tgt": tgt})["y"], want, atol=1e-5)
+
+
+def test_writes_at_a_carried_counter_stay_and_get_a_note_on_their_cost(tmp_path):
     log: list[str] = []
-    result = export(_seeded(WritesPreallocated), tmp_path / "w.onnx", time_first=True, log=log.append)
+    result = export(_seeded(WritesAtACounter), tmp_path / "c.onnx", log=log.append)
     assert result.report.passed
     assert any("outputs[t] = y" in m and "torch.stack" in m for m in log)
-    log.clear()
-    export(_seeded(UnbindLoop), tmp_path / "u.onnx", log=log.append)  # appends to a list: no note
-    assert not any("outputs[t] = y" in m for m in log)
 
 
 class TeacherForcing(nn.Module):
