@@ -707,6 +707,36 @@ def decoder_loop(_models: list[str]) -> None:
             print(f"batch {batch:2}, {src_len:4} -> {tgt_len:3} tokens: "
                   + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in res.items()))
 
+    class Tagger(nn.Module):  # batch-first: outputs[:, t] = y, scattered as [b, t] for every sample b
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell, self.head = nn.LSTMCell(16, 64), nn.Linear(64, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h, c = x.new_zeros(x.size(0), 64), x.new_zeros(x.size(0), 64)
+            outputs = x.new_zeros(x.size(0), x.size(1), 8)
+            for t in range(x.size(1)):
+                h, c = self.cell(x[:, t], (h, c))
+                outputs[:, t] = self.head(h)
+            return outputs
+
+    print("batch-first per-step outputs, outputs[:, t] = y (nn.LSTMCell 16 -> 64, head 8):")
+    torch.manual_seed(0)
+    tagger = Tagger().eval()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
+        on, off = Path(tmp) / "on.onnx", Path(tmp) / "off.onnx"
+        export(tagger, on, input_shape=(2, 20, 16))
+        with mock.patch.object(cleanup, "scatter_to_scan", lambda proto: 0):
+            export(tagger, off, input_shape=(2, 20, 16))
+        for batch, length in ((1, 100), (64, 100), (64, 1000)):
+            x = np.random.default_rng(0).standard_normal((batch, length, 16)).astype(np.float32)
+            runs = {label: functools.partial(Session(path, device="cpu", threads=1).predict, x)
+                    for label, path in (("edgeseq", on), ("pass off", off))}
+            runs["PyTorch"] = functools.partial(tagger, torch.from_numpy(x))
+            with torch.inference_mode():
+                res = interleaved(runs, rounds=5, seconds=2.0)
+            print(f"batch {batch:2} x {length:4}: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in res.items()))
+
 
 def nchwc(models: list[str]) -> None:
     """ONNX Runtime's NchwcTransformer on and off (edgeseq switches it off for float16 files, where it can

@@ -418,6 +418,33 @@ def test_per_step_writes_into_a_preallocated_tensor_become_one_write_after_the_l
         np.testing.assert_allclose(session.run({"x": x, "tgt": tgt})["y"], want, atol=1e-5)
 
 
+class WritesBatchFirst(nn.Module):
+    """A batch-first tagger writing ``outputs[:, t] = y``: scattered as ``[b, t]`` for every sample b."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(4, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h, c = x.new_zeros(x.size(0), 8), x.new_zeros(x.size(0), 8)
+        outputs = x.new_zeros(x.size(0), x.size(1), 3)
+        for t in range(x.size(1)):
+            h, c = self.cell(x[:, t], (h, c))
+            outputs[:, t] = self.head(h)
+        return outputs
+
+
+def test_batch_first_per_step_writes_are_written_once_too(tmp_path):
+    from edgeseq.export.cleanup import loop_writes_carried_tensor
+
+    model, out = _seeded(WritesBatchFirst), tmp_path / "b.onnx"
+    result = export(model, out, input_shape=(2, 8, 4))
+    assert "per-step writes" in " ".join(result.card["graph_cleanup"]["by"])
+    assert not loop_writes_carried_tensor(onnx.load(str(out)))
+    assert parity.measure(out, model, batch_sizes=[1, 5], lengths=[1, 37]).passed
+
+
 def test_writes_at_a_carried_counter_stay_and_get_a_note_on_their_cost(tmp_path):
     log: list[str] = []
     result = export(_seeded(WritesAtACounter), tmp_path / "c.onnx", log=log.append)
