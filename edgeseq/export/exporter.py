@@ -37,6 +37,7 @@ from .signature import (
     check_batch_not_fixed,
     check_not_frozen,
     check_supported,
+    forward_parameter_names,
     merged_axes,
     merged_axes_message,
     name_input_dims,
@@ -396,6 +397,12 @@ def export(
         raise
     except Exception as exc:
         raise _example_failure(exc, model, spec, examples) from None
+    if len(spec.inputs) > 1 and packs(model, examples):
+        raise UnsupportedModelError(
+            f"refused: forward packs a sequence (pack_padded_sequence) and takes {len(spec.inputs)} inputs "
+            f"({', '.join(forward_parameter_names(model)[:len(spec.inputs)])}); edgeseq turns packing into a 'lengths' "
+            "input for forward(x, lengths) only: export the part that packs as a model of its own (an encoder, "
+            "forward(x, lengths) returning its final state) and the rest (the decoder) as another")
     check_layout(model, spec, time_first, say)
     check_batch_not_fixed(model, spec)
     only = runs_at_one_length_only(model, spec)

@@ -214,3 +214,29 @@ def test_lengths_flag_on_a_model_that_reads_its_own_lengths_says_to_drop_it(tmp_
 
     with pytest.raises(UnsupportedModelError, match=r"reads them itself; export it without the flag"):
         export_with_extras(_seeded(LastValidStep), tmp_path / "l.onnx", lengths=True)
+
+
+class PacksBesideATarget(nn.Module):
+    """bentrevett's packed seq2seq shape: forward(src, src_len, trg), the source packed, a teacher-forced decoder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.src_emb, self.tgt_emb = nn.Embedding(30, 8, padding_idx=0), nn.Embedding(20, 8)
+        self.enc, self.dec = nn.GRU(8, 16), nn.GRU(8, 16)
+        self.out = nn.Linear(16, 20)
+
+    def forward(self, src, src_len, trg):
+        _, h = self.enc(pack_padded_sequence(self.src_emb(src), src_len, enforce_sorted=False))
+        return self.out(self.dec(self.tgt_emb(trg), h)[0])
+
+    def example_inputs(self):
+        return torch.randint(1, 30, (11, 2)), torch.tensor([11, 7]), torch.randint(0, 20, (6, 2))
+
+
+def test_packing_beside_other_inputs_is_refused_with_the_split_that_exports(tmp_path):
+    from edgeseq.errors import UnsupportedModelError
+
+    out = tmp_path / "p.onnx"
+    with pytest.raises(UnsupportedModelError, match=r"takes 3 inputs \(src, src_len, trg\).*forward\(x, lengths\)"):
+        export(_seeded(PacksBesideATarget), out)
+    assert not out.exists()
