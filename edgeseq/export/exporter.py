@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..card import set_card
-from ..errors import EdgeseqError, ExportError, LayoutError, ParityError, UnsupportedModelError, require
+from ..errors import EdgeseqError, ExportError, ParityError, UnsupportedModelError, require
 from ..inputs import InputSpec
 from ..runtime.io import atomic_path
 from . import parity
 from .cleanup import cleanup_record, loop_writes_carried_tensor, node_count, simplify
+from .layout import check_layout, detect_time_first
 from .lengths import LENGTHS_INPUT
 from .loading import model_and_source
 from .packed import packs, unpacked, wire_lengths_probe
@@ -232,105 +231,6 @@ def _script_outcome(scripted: bool, attempts: list[str]) -> str | None:
     if any(a.startswith("torch.jit.script:") for a in attempts):
         return "compile"
     return "export" if scripted else None
-
-
-def check_layout(model: Any, spec: InputSpec, time_first: bool, say: Callable[[str], None] | None = None) -> None:
-    """Refuse when the model's outputs follow the sequence axis instead of the batch axis, or when its
-    samples are not independent along the batch axis but are along the sequence axis.
-
-    A time-first model exported as batch-first (or the reverse) still passes parity, because both
-    runtimes misread the axes the same way, but ``Session.predict`` would then batch over time.  An
-    output of shape ``(steps, batch, classes)`` follows both axes, so the second test is the one that
-    catches a seq2seq model read the wrong way: changing one "sample" then changes all the others.
-    """
-    if spec.inputs[0].batch_axis is None or spec.inputs[0].seq_axis is None:
-        return
-    runner = parity.torch_runner(model)
-    probes = [(3, 5), (2, 7)]
-    follows_batch = follows_seq = True
-    for batch, length in probes:
-        try:
-            outs = runner(spec.random(batch, length))
-        except Exception:
-            return  # the model rejects these shapes; the parity gate will speak for it
-        dims = {d for o in outs for d in o.shape}
-        follows_batch &= batch in dims
-        follows_seq &= length in dims
-    flag = "drop --time-first" if time_first else "pass --time-first"
-    looks_like = f"it looks like a {'batch-first' if time_first else 'time-first (seq, batch, features)'} model"
-    if not follows_batch and follows_seq:
-        raise LayoutError(
-            f"the model's outputs follow the {'batch' if time_first else 'sequence'} axis, not the "
-            f"{'sequence' if time_first else 'batch'} axis: {looks_like}; {flag}", not time_first)
-    info = spec.inputs[0]
-    mixed = _mixes(runner, spec, info.batch_axis, 3, 5)
-    if mixed and _mixes(runner, spec, info.seq_axis, 5, 3) is False:
-        raise LayoutError(
-            f"changing sample 0 of the input changes other samples' outputs ({mixed}), while samples along the "
-            f"{'batch' if time_first else 'sequence'} axis stay independent: {looks_like}; {flag}", not time_first)
-    if mixed and say:
-        say(f"warning: changing sample 0 of the input changes other samples' outputs ({mixed}): the model mixes "
-            "samples, so its answers depend on what else is in the batch (Session.predict runs chunks)")
-
-
-def detect_time_first(model: Any, input_shape: Sequence[int] | None, dynamic_axes: Sequence[int] | None,
-                      say: Callable[[str], None]) -> bool:
-    """Whether ``model`` reads ``(seq, batch, ...)``: :func:`check_layout` refuses the batch-first reading and
-    accepts the time-first one (``nn.LSTM()`` without ``batch_first=True``, as the seq2seq tutorials write it).
-    Anything short of that keeps batch-first, whose own checks then speak."""
-
-    packers = {tf: unpacked(model, tf, input_shape, dynamic_axes) for tf in (False, True)}
-
-    def fits(time_first: bool) -> bool | str:
-        """True when this reading runs and passes :func:`check_layout`, else why not."""
-        subject = packers[time_first]
-        if subject is None and packers[not time_first] is not None:  # forward(x, lengths), packed one way only
-            return f"forward's lengths, one per sample along axis {1 if time_first else 0}, do not fit its input"
-        subject = subject or model
-        try:
-            spec, _ = runnable_signature(subject, input_shape, dynamic_axes, time_first)
-            check_layout(subject, spec, time_first)
-        except LayoutError as exc:
-            return str(exc).split(": it looks like")[0]
-        except Exception as exc:  # noqa: BLE001 - e.g. forward(x, lengths) whose packing fails read this way
-            return f"the model fails ({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]})"
-        return True
-
-    why = fits(False)
-    if why is True or fits(True) is not True:
-        return False
-    say(f"note: read batch-first, {why}; read time-first, (seq, batch, ...), it passes: exported time-first "
-        "(--time-first says so yourself, --batch-first refuses this)")
-    return True
-
-
-def _mixes(runner: Any, spec: InputSpec, axis: int, size: int, other: int) -> str | None | bool:
-    """Whether changing index 0 of the first input along ``axis`` (``size`` long; the other of batch and length
-    is ``other``) changes any output at the other indices of its axis of that size: a description of the
-    first output that changed, False when none did, None when the model cannot tell (it fails, or no output
-    has exactly one axis of that size)."""
-    batch, length = (size, other) if axis == spec.inputs[0].batch_axis else (other, size)
-    try:
-        arrays = spec.random(batch, length, seed=21)
-        changed = list(arrays)
-        index = [slice(None)] * arrays[0].ndim
-        index[axis] = 0
-        changed[0] = arrays[0].copy()
-        changed[0][tuple(index)] = spec.random(batch, length, seed=22)[0][tuple(index)]
-        before, after = runner(arrays), runner(changed)
-    except Exception:  # noqa: BLE001 - the model rejects these shapes: the parity gate will speak for it
-        return None
-    seen = False
-    for i, (a, b) in enumerate(zip(before, after)):
-        axes = [k for k, d in enumerate(a.shape) if d == size]
-        if len(axes) != 1 or a.shape != b.shape:
-            continue
-        seen = True
-        rest_a, rest_b = np.delete(a, 0, axis=axes[0]), np.delete(b, 0, axis=axes[0])
-        scale = float(np.abs(rest_a).max()) if rest_a.size else 0.0
-        if rest_a.size and not np.allclose(rest_a, rest_b, rtol=1e-5, atol=1e-6 * max(scale, 1.0)):
-            return f"output {i}"
-    return False if seen else None
 
 
 def quick_lengths(example_length: int) -> list[int]:

@@ -39,15 +39,8 @@ from ..tolerances import Tolerance, tolerance_for
 from . import parity
 from .cleanup import cleanup_record, node_count, simplify, split_layer_states
 from .conv_state import ConvLayer, conv_layers
-from .exporter import (
-    DEFAULT_OPSET,
-    EXPORTERS,
-    ExportResult,
-    build_card,
-    check_layout,
-    detect_time_first,
-    graph_problems,
-)
+from .exporter import DEFAULT_OPSET, EXPORTERS, ExportResult, build_card, graph_problems
+from .layout import check_layout, detect_time_first
 from .lengths import (
     LENGTHS_CHECK_LENGTH,
     LENGTHS_INPUT,
