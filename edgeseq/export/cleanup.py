@@ -89,7 +89,7 @@ def simplify(proto: Any, say: Callable[[str], None] | None = None) -> tuple[Any,
     dropped = drop_full_slices(slim)
     if dropped:
         by = f"{by} + full-range slices" if by else "full-range slices"
-    if loop_writes_carried_tensor(slim) and scatter_to_scan(slim):
+    if scatter_to_scan(slim):
         by = f"{by} + per-step writes" if by else "per-step writes"
     return (slim, by) if by else (proto, None)
 
@@ -253,7 +253,7 @@ def _one_row_per_step(name: str, made: dict[str, Any], step: str, outer: Any) ->
     """Whether the scatter indices ``name`` give each step rows of its own: every element is the step number
     through ``+ c``/``* c`` (a one-element constant ``c``) and reshapes (``outputs[t]``, time-first), or index
     tuples concatenated on the last axis with such a coordinate (``outputs[:, t]``: ``[b, t]`` for every b)."""
-    single = {t.name for g in (outer,) for t in g.initializer if _elements(t.dims) == 1}
+    single = {t.name for t in outer.initializer if _elements(t.dims) == 1}
     single |= {o for o, n in made.items() if n.op_type == "Constant" and n.attribute and _elements(n.attribute[0].t.dims) == 1}
     single |= {n.output[0] for n in outer.node if n.op_type == "Constant" and n.attribute
                and _elements(n.attribute[0].t.dims) == 1}

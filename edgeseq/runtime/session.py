@@ -112,6 +112,13 @@ class Session:
         self._initial = initial_states(card)
         self._data_outputs = [o for o in self.outputs if o.name not in state_out]
         self._specs = {i.name: i for i in self.inputs}
+        places: dict[str, list[tuple[str, int]]] = {}
+        for i in self.inputs:
+            for axis, dim in enumerate(i.shape):
+                if isinstance(dim, str):
+                    places.setdefault(dim, []).append((i.name, axis))
+        # axis names that several inputs share (``batch`` in ``x`` and ``tgt``): run() checks they agree
+        self._shared_dims = [(dim, at) for dim, at in places.items() if len({name for name, _ in at}) > 1]
         self._output_names = [o.name for o in self.outputs]
         ins = card.get("inputs") or [{}]
         layout = ins[0].get("layout", "batch_first") if isinstance(ins[0], dict) else "batch_first"
@@ -209,18 +216,13 @@ class Session:
     def _check_shared_dims(self, prepared: Mapping[str, np.ndarray]) -> None:
         """Inputs whose axes share a name (``batch`` in ``x`` and ``tgt``) must agree on its size; ONNX Runtime
         would otherwise fail deep inside the graph ("initial_h must have shape {1,3,32}")."""
-        seen: dict[str, tuple[str, int, int]] = {}
-        for spec in self.inputs:
-            array = prepared.get(spec.name)
-            if array is None:
-                continue
-            for axis, dim in enumerate(spec.shape):
-                if not isinstance(dim, str) or axis >= array.ndim:
-                    continue
-                first = seen.setdefault(dim, (spec.name, axis, array.shape[axis]))
-                if first[2] != array.shape[axis]:
-                    raise InputError(f"inputs disagree on {dim!r}: {first[0]!r} has {first[2]} (axis {first[1]}), "
-                                     f"{spec.name!r} has {array.shape[axis]} (axis {axis}); give them the same {dim}")
+        for dim, at in self._shared_dims:
+            sizes = [(name, axis, prepared[name].shape[axis]) for name, axis in at
+                     if name in prepared and axis < prepared[name].ndim]
+            for name, axis, size in sizes[1:]:
+                if size != sizes[0][2]:
+                    raise InputError(f"inputs disagree on {dim!r}: {sizes[0][0]!r} has {sizes[0][2]} (axis "
+                                     f"{sizes[0][1]}), {name!r} has {size} (axis {axis}); give them the same {dim}")
 
     def predict(self, x: Any, lengths: Any = None, batch_size: int | None = None) -> np.ndarray:
         """First output for ``x`` (batch first), run in chunks of at most ``batch_size`` samples.

@@ -377,9 +377,12 @@ class WritesPreallocated(nn.Module):
         for t in range(1, tgt.size(0)):
             h = self.cell(step, h)
             y = self.out(h)
-            outputs[t] = y
+            outputs[t] = self.row(outputs, t, y)
             step = y
         return outputs
+
+    def row(self, outputs: torch.Tensor, t: int, y: torch.Tensor) -> torch.Tensor:
+        return y
 
     def example_inputs(self):
         return torch.randn(9, 2, 3), torch.randn(5, 2, 2)
@@ -449,17 +452,8 @@ class ReadsWhatItWrote(WritesPreallocated):
     """Each step adds the row written the step before (``outputs[t] = y + outputs[t - 1]``): the body reads the
     tensor's values, so its writes cannot wait until after the loop."""
 
-    def forward(self, x, tgt):
-        _, h = self.enc(x)
-        h = h[0]
-        outputs = torch.zeros(tgt.size(0), tgt.size(1), 2)
-        step = tgt[0]
-        for t in range(1, tgt.size(0)):
-            h = self.cell(step, h)
-            y = self.out(h)
-            outputs[t] = y + outputs[t - 1]
-            step = y
-        return outputs
+    def row(self, outputs: torch.Tensor, t: int, y: torch.Tensor) -> torch.Tensor:
+        return y + outputs[t - 1]
 
 
 @pytest.mark.parametrize("cls", [WritesAtACounter, ReadsWhatItWrote])
