@@ -13,6 +13,7 @@ import io
 import logging
 import tempfile
 import time
+import unittest.mock
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from ..inputs import InputSpec
 from ..runtime.io import atomic_path
 from . import parity
 from .cleanup import cleanup_record, loop_writes_carried_tensor, node_count, simplify
+from .conv_inputs import conv2d_hint, frame_channels
 from .layout import check_layout, detect_time_first
 from .lengths import LENGTHS_INPUT
 from .loading import model_and_source
@@ -76,6 +78,12 @@ def _quiet() -> contextlib.ExitStack:
         logger.setLevel(logging.ERROR)
         stack.callback(logger.setLevel, previous)
     stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    # the TorchScript exporter dumps its whole IR graph to C++ stderr when a pass fails ("Torch IR graph at
+    # exception"): its logging switch is always on (torch checks the function object, not its value)
+    import torch
+
+    if hasattr(torch._C, "_jit_onnx_log"):
+        stack.enter_context(unittest.mock.patch.object(torch._C, "_jit_onnx_log", lambda *args: None))
     return stack
 
 
@@ -164,6 +172,9 @@ def _error_text(exc: BaseException) -> str:
         tail = [ln for ln in tail if not ln.startswith("(Refer to")]
         text = " ".join(tail)
     text = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    # torch's boilerplate and its dump of the IR value say nothing a user can act on
+    for noise in (" Please feel free to request support", "  [Caused by the value"):
+        text = text.split(noise, 1)[0]
     return text[:300]
 
 
@@ -443,8 +454,12 @@ def _example_failure(exc: BaseException, model: Any, spec: InputSpec, examples: 
                            "create them with the input's dtype (torch.zeros(..., dtype=x.dtype) or x.new_zeros(...))")
     traced = (" (a TorchScript file traced at one length may run at that length only: save it with "
               "torch.jit.script, or export the Python model)") if _is_torchscript(model) else ""
+    hint = _shape_hint(spec)
+    channels = frame_channels(model) if len(spec.inputs) == 1 else None
+    if channels is not None:  # frames or spectrograms for a Conv2d, of a size edgeseq did not guess
+        hint = conv2d_hint(channels)
     return ExportError(f"the model fails on its example input {[tuple(e.shape) for e in examples]}: "
-                       f"{type(exc).__name__}: {first}; pass --input-shape {_shape_hint(spec)}{traced}")
+                       f"{type(exc).__name__}: {first}; pass --input-shape {hint}{traced}")
 
 
 def _complete_card(card: dict[str, Any], proto: Any, model: Any, spec: InputSpec, outputs: list[str],
