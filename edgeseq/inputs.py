@@ -46,8 +46,8 @@ class InputInfo:
 
     @property
     def features(self) -> int | None:
-        if self.dtype.startswith("int") or len(self.shape) < 3:
-            return None
+        if self.dtype.startswith("int") or len(self.shape) != 3 or self.seq_axis == 2:
+            return None  # (batch, channels, bins, length) and the like have no one feature count
         return int(self.shape[-1])
 
     @property

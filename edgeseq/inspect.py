@@ -44,7 +44,7 @@ def card_lines(card: dict[str, Any]) -> list[str]:
         return ["model card: none (not exported by edgeseq)"]
     lines = ["model card:"]
     for key in ("source", "exporter", "opset", "precision", "layout", "features", "example_length"):
-        if key in card:
+        if card.get(key) is not None:
             lines.append(f"  {key}: {card[key]}")
     quant = card.get("quantization")
     parity = card.get("parity") or {}

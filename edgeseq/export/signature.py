@@ -381,6 +381,12 @@ def runnable_signature(
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
     info = spec.inputs[0]
     guessed = input_shape is None and not callable(getattr(model, "example_inputs", None))
+    if guessed and len(spec.inputs) == 1 and not info.dtype.startswith("int") and _failure(model, examples) is not None:
+        from .conv_inputs import conv2d_example
+
+        found = conv2d_example(model, time_first, dynamic_axes, log)
+        if found is not None:
+            return found
     if (guessed and len(spec.inputs) == 1 and len(info.shape) == 2 and info.dtype.startswith("int")
             and _failure(model, examples) is not None):
         return _one_sentence(model, spec, examples, log)

@@ -354,13 +354,18 @@ def _jsonl_sequence(path: Path, lineno: int, line: str, first: np.ndarray | None
     return arr
 
 
-def pad_sequences(seqs: list[np.ndarray]) -> InputBatch:
-    """Zero-pad sequences of different lengths to one batch; ``lengths`` is None when all are equal."""
-    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+def pad_sequences(seqs: list[np.ndarray], axis: int = 0) -> InputBatch:
+    """Zero-pad sequences of different lengths (along each one's ``axis``, its time axis) to one batch,
+    stacked on a new first axis; ``lengths`` is None when all are equal."""
+    lengths = np.array([s.shape[axis] for s in seqs], dtype=np.int64)
     dtype = np.result_type(*[s.dtype for s in seqs])
-    x = np.zeros((len(seqs), int(lengths.max()), *seqs[0].shape[1:]), dtype=dtype)
+    shape = list(seqs[0].shape)
+    shape[axis] = int(lengths.max())
+    x = np.zeros((len(seqs), *shape), dtype=dtype)
     for i, s in enumerate(seqs):
-        x[i, : len(s)] = s
+        where: list[Any] = [i] + [slice(None)] * s.ndim
+        where[1 + axis] = slice(0, s.shape[axis])
+        x[tuple(where)] = s
     return InputBatch(x, None if (lengths == lengths[0]).all() else lengths)
 
 

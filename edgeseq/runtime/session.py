@@ -125,6 +125,9 @@ class Session:
         self._layout_name = layout
         self._ba, self._sa = (1, 0) if layout == "time_first" else (0, 1)
         first = ins[0] if isinstance(ins[0], dict) else {}
+        ba, sa = first.get("batch_axis"), first.get("seq_axis")
+        if isinstance(ba, int) and isinstance(sa, int) and ba != sa:  # e.g. a spectrogram's (batch, 1, bins, seq)
+            self._ba, self._sa = ba, sa
         # exported from a model that takes one sequence per call: (seq,) or (seq, features), no batch axis
         self._unbatched = (len(self._data) == 1 and "batch_axis" in first and first.get("batch_axis") is None
                            and first.get("seq_axis") is not None)
@@ -482,19 +485,23 @@ class Session:
             if seqs and spec is not None and self._ba == 1 and self._sa == 0 and seqs[0].ndim == spec.rank - 1:
                 return np.stack(seqs, axis=1), None  # sequences side by side along a time-first model's batch axis
             return x, None
-        if spec is None or (self._ba, self._sa) not in ((0, 1), (1, 0)):
+        if spec is None or not (self._ba == 0 or (self._ba, self._sa) == (1, 0)):
             return x, None
-        step = "(steps, " + ", ".join(map(str, spec.shape[2:])) + ")" if spec.rank > 2 else "(steps,)"
+        axis = self._sa - 1 if self._ba == 0 else 0  # the time axis of one sequence (no batch axis)
+        per_sample = [d for a, d in enumerate(spec.shape) if a != self._ba]
+        step = "(" + ", ".join("steps" if a == axis else str(d) for a, d in enumerate(per_sample)) + ",)"
+        step = step.replace(",)", ")") if len(per_sample) > 1 else step
         for i, seq in enumerate(seqs):
-            fixed_ok = all(not isinstance(want, int) or want == got for want, got in zip(spec.shape[2:], seq.shape[1:]))
+            fixed_ok = all(a == axis or not isinstance(want, int) or want == got
+                           for a, (want, got) in enumerate(zip(per_sample, seq.shape)))
             if seq.ndim != spec.rank - 1 or not fixed_ok:
                 raise InputError(f"input {spec.name!r}: sequence {i} has shape {tuple(seq.shape)}; each sequence in a "
                                  f"list must be {step}")
-            if len(seq) == 0:
+            if seq.shape[axis] == 0:
                 raise InputError(f"input {spec.name!r}: sequence {i} is empty; every sequence needs at least one step")
         from .io import pad_sequences
 
-        batch = pad_sequences(seqs)
+        batch = pad_sequences(seqs, axis)
         x = batch.x if self._ba == 0 else np.ascontiguousarray(np.swapaxes(batch.x, 0, 1))  # time-first models
         return x, batch.lengths
 

@@ -1,0 +1,76 @@
+"""Example inputs for models whose first layer is an ``nn.Conv2d``, which the input's shape cannot be read
+from: clips of frames ``(batch, length, C, H, W)`` (a CNN run on every frame, ``x.view(b * t, c, h, w)``)
+and spectrograms ``(batch, C, F, length)`` (an audio CRNN: conv over frequency and time, then the time axis
+fed to an LSTM).  Each candidate is one run of the model at a small size; the first that runs is taken
+and the note says how to choose another.
+
+>>> spec, examples = conv2d_example(model, time_first=False, dynamic_axes=None, log=print)  # doctest: +SKIP
+note: the model takes spectrograms (batch, 1, 40, length) ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..inputs import InputSpec
+
+FRAME_SIDES = (32, 28, 64, 16, 48, 96, 112, 128, 224)  # common square frame sizes, small first
+SPECTROGRAM_BINS = (40, 64, 80, 128, 13, 20, 32, 26, 96)  # mel bands / MFCCs, the common ones first
+SPECTROGRAM_FRAMES = 48  # example length: none of the bin counts, so time and frequency cannot be confused
+
+
+def frame_channels(model: Any) -> int | None:
+    """``in_channels`` of an ``nn.Conv2d`` that comes before any recurrent, Conv1d or linear layer; None otherwise."""
+    import torch.nn as nn
+
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return int(module.in_channels)
+        if isinstance(module, (nn.Embedding, nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell,
+                               nn.Conv1d, nn.Linear)):
+            return None
+    return None
+
+
+def conv2d_hint(channels: int) -> str:
+    """What ``--input-shape`` to pass for a Conv2d-first model edgeseq could not guess an input for."""
+    return (f"BATCH,LENGTH,{channels},H,W for clips of frames, or BATCH,{channels},BINS,LENGTH with --dynamic-axes "
+            f"0,3 for spectrograms (its first layer is a Conv2d)")
+
+
+def conv2d_example(model: Any, time_first: bool, dynamic_axes: Sequence[int] | None,
+                   log: Callable[[str], None] | None) -> tuple[InputSpec, list[Any]] | None:
+    """The first frame clip or spectrogram the model runs on (and at a second length, for spectrograms), or None."""
+    from .signature import DEFAULT_EXAMPLE_BATCH, DEFAULT_EXAMPLE_LENGTH, _axes, _example, _failure, _info
+
+    channels = frame_channels(model)
+    if channels is None:
+        return None
+    b, t = DEFAULT_EXAMPLE_BATCH, DEFAULT_EXAMPLE_LENGTH
+    for side in FRAME_SIDES:
+        shape = [t, b, channels, side, side] if time_first else [b, t, channels, side, side]
+        examples = [_example(shape, "float32", None)]
+        if _failure(model, examples) is None:
+            if log:
+                log(f"note: the model takes clips of frames (batch, length, {channels}, H, W) for its Conv2d; the first "
+                    f"frame size it runs on is {side}x{side}: exported input x as [batch, seq, {channels}, {side}, "
+                    f"{side}] (other frame sizes: pass --input-shape BATCH,LENGTH,{channels},H,W)")
+            return InputSpec([_info("x", "float32", shape, *_axes(time_first), dynamic_axes, None)]), examples
+    if time_first:
+        return None
+    for bins in SPECTROGRAM_BINS:
+        for seq_axis in (3, 2):  # (batch, C, bins, time) as torchaudio writes it, then (batch, C, time, bins)
+            shape = [b, channels, bins, SPECTROGRAM_FRAMES] if seq_axis == 3 else [b, channels, SPECTROGRAM_FRAMES, bins]
+            shorter = list(shape)
+            shorter[seq_axis] = SPECTROGRAM_FRAMES // 2
+            examples = [_example(shape, "float32", None)]
+            if _failure(model, examples) is None and _failure(model, [_example(shorter, "float32", None)]) is None:
+                dims = f"{channels}, {bins}, length" if seq_axis == 3 else f"{channels}, length, {bins}"
+                flag = f"{channels},{bins},LENGTH --dynamic-axes 0,3" if seq_axis == 3 else f"{channels},LENGTH,{bins} --dynamic-axes 0,2"
+                if log:
+                    log(f"note: the model takes spectrograms (batch, {dims}) for its Conv2d: the first bin count it "
+                        f"runs on is {bins}; exported input x with a dynamic length on axis {seq_axis} (other shapes: "
+                        f"pass --input-shape BATCH,{flag})")
+                return InputSpec([_info("x", "float32", shape, 0, seq_axis, dynamic_axes, None)]), examples
+    return None

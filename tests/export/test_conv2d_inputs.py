@@ -1,0 +1,130 @@
+"""Models whose first layer is an nn.Conv2d: clips of frames and audio spectrograms, exported with no flags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from edgeseq import Session
+from edgeseq.cli import main
+from edgeseq.errors import InputError
+from edgeseq.export import export
+
+
+class ClipClassifier(nn.Module):
+    """A CNN run on every frame of a clip (batch, time, 3, H, W), then an LSTM over the frames."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cnn = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+                                 nn.Linear(4 * 16 * 16, 24))  # 32x32 frames only
+        self.lstm = nn.LSTM(24, 16, batch_first=True)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        b, t, c, h, w = x.shape
+        f = self.cnn(x.view(b * t, c, h, w)).view(b, t, -1)
+        out, _ = self.lstm(f)
+        return self.fc(out[:, -1])
+
+
+class KeywordCRNN(nn.Module):
+    """An audio CRNN: conv over a (batch, 1, 40 mel bands, frames) spectrogram, then a GRU over the frames."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d((2, 1)))
+        self.gru = nn.GRU(8 * 20, 32, batch_first=True)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        f = self.conv(x)
+        b, c, h, t = f.shape
+        out, _ = self.gru(f.permute(0, 3, 1, 2).reshape(b, t, c * h))
+        return self.fc(out[:, -1])
+
+
+class OddFrames(ClipClassifier):
+    """50x50 frames: a size edgeseq does not guess."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cnn[3] = nn.Linear(4 * 25 * 25, 24)
+
+
+def _export(model: nn.Module, path, log: list[str]) -> None:
+    torch.manual_seed(0)  # the random parity inputs
+    export(model.eval(), path, log=log.append)
+
+
+def test_clips_of_frames_export_with_the_first_frame_size_that_runs(tmp_path):
+    torch.manual_seed(0)
+    model, log = ClipClassifier().eval(), []
+    _export(model, tmp_path / "clip.onnx", log)
+    assert any("clips of frames (batch, length, 3, H, W)" in m and "32x32" in m for m in log)
+    s = Session(tmp_path / "clip.onnx", device="cpu")
+    assert list(s.inputs[0].shape) == ["batch", "seq", 3, 32, 32]
+    x = np.random.default_rng(0).standard_normal((2, 13, 3, 32, 32)).astype(np.float32)
+    with torch.inference_mode():
+        want = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(s.predict(x), want, atol=1e-5, rtol=1e-4)
+
+
+def test_spectrograms_get_a_dynamic_time_axis_last(tmp_path):
+    torch.manual_seed(0)
+    model, log = KeywordCRNN().eval(), []
+    _export(model, tmp_path / "kws.onnx", log)
+    assert any("spectrograms (batch, 1, 40, length)" in m for m in log)
+    s = Session(tmp_path / "kws.onnx", device="cpu")
+    assert list(s.inputs[0].shape) == ["batch", 1, 40, "seq"]
+    assert s.card["inputs"][0]["features"] is None  # not the example's length, as the card said before
+    clips = [np.random.default_rng(n).standard_normal((1, 40, n)).astype(np.float32) for n in (30, 101, 7)]
+    with torch.inference_mode():
+        want = np.concatenate([model(torch.from_numpy(c[None])).numpy() for c in clips])
+    # a list of spectrograms of different lengths: padded along their time axis, each run at its own length
+    np.testing.assert_allclose(s.predict(clips), want, atol=1e-5, rtol=1e-4)
+    with pytest.raises(InputError, match=r"each sequence in a list must be \(1, 40, steps\)"):
+        s.predict([np.zeros((1, 41, 5), np.float32), np.zeros((1, 40, 6), np.float32)])
+
+
+def test_a_frame_size_it_cannot_guess_names_both_layouts(tmp_path):
+    with pytest.raises(Exception, match=r"--input-shape BATCH,LENGTH,3,H,W for clips of frames, or BATCH,3,BINS,"
+                                        r"LENGTH with --dynamic-axes 0,3 for spectrograms"):
+        export(OddFrames().eval(), tmp_path / "odd.onnx")
+    assert not (tmp_path / "odd.onnx").exists()
+
+
+def test_a_failed_torchscript_pass_does_not_dump_its_graph(tmp_path, capfd):
+    """AdaptiveAvgPool2d over frames fails TorchScript's ONNX pass, which prints its whole IR to C++ stderr."""
+
+    class Pooled(ClipClassifier):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cnn = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                                     nn.Linear(16, 24))
+
+    torch.manual_seed(0)
+    log: list[str] = []
+    export(Pooled().eval(), tmp_path / "pooled.onnx", log=log.append)
+    err = capfd.readouterr().err
+    assert "Torch IR graph" not in err and "%" not in err
+    failed = [m for m in log if "torchscript exporter failed" in m]
+    assert failed and "adaptive_avg_pool2d" in failed[0]
+    assert "Caused by" not in failed[0] and "feel free to request" not in failed[0]
+
+
+def test_cli_infer_runs_a_spectrogram_file(tmp_path):
+    torch.manual_seed(0)
+    model = KeywordCRNN().eval()
+    _export(model, tmp_path / "kws.onnx", [])
+    clip = np.random.default_rng(1).standard_normal((3, 1, 40, 64)).astype(np.float32)
+    np.save(tmp_path / "clip.npy", clip)
+    result = CliRunner().invoke(main, ["infer", str(tmp_path / "kws.onnx"), "-i", str(tmp_path / "clip.npy"),
+                                       "-o", str(tmp_path / "out.npy")])
+    assert result.exit_code == 0, result.output
+    with torch.inference_mode():
+        np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model(torch.from_numpy(clip)).numpy(),
+                                   atol=1e-5, rtol=1e-4)
