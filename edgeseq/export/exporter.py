@@ -87,11 +87,13 @@ def _quiet() -> contextlib.ExitStack:
     return stack
 
 
-def output_names_for(model: Any, examples: list[Any]) -> list[str]:
+def output_names_for(model: Any, examples: list[Any], inputs: Sequence[str] = ()) -> list[str]:
+    """The file's output names (a returned dict's keys, else ``y``/``y0, y1, ...``); refuses non-tensor outputs."""
     import torch
 
     with torch.inference_mode():
-        out = parity.flatten_outputs(model(*examples))
+        result = model(*examples)
+    out = parity.flatten_outputs(result)
     loose = [(i, o) for i, o in enumerate(out) if not isinstance(o, torch.Tensor)]
     if loose:
         i, value = loose[0]
@@ -99,7 +101,7 @@ def output_names_for(model: Any, examples: list[Any]) -> list[str]:
             f"refused: forward returns Python values, not only tensors (output {i} is {type(value).__name__} "
             f"{value!r:.40}, e.g. a decoded sequence built with .item()); an ONNX file outputs tensors computed from "
             "its inputs: return tensors, or export the network up to its scores and decode outside it")
-    return ["y"] if len(out) == 1 else [f"y{i}" for i in range(len(out))]
+    return parity.output_names(result, [*inputs, LENGTHS_INPUT])
 
 
 def _export_torchscript(model: Any, examples: list[Any], path: Path, spec: InputSpec, outputs: list[str], opset: int) -> None:
@@ -303,7 +305,7 @@ def export(
     check_supported(model)
     spec, examples = runnable_signature(model, input_shape, dynamic_axes, time_first, say)
     try:
-        outputs = output_names_for(model, examples)
+        outputs = output_names_for(model, examples, spec.names)
     except EdgeseqError:
         raise
     except Exception as exc:

@@ -56,6 +56,7 @@ def load_model(ref: str, weights: str | Path | None = None, log: Callable[[str],
                                  f"as literals: '{name}{_signature_hint(factory)}'") from None
         if not isinstance(model, torch.nn.Module):
             raise ModelLoadError(f"{ref}: the factory returned {type(model).__name__}, expected a torch.nn.Module")
+        model = unwrapped(model, log)
     if weights is not None:
         load_weights(model, weights, log, allow_pickle)
     if getattr(model, "_edgeseq_exported_program", False):
@@ -70,10 +71,27 @@ def model_and_source(model_or_ref: Any, weights: str | Path | None = None,
         label = str(model_or_ref) + (f" --weights {Path(weights).name}" if weights is not None else "")
         model = as_float32(load_model(str(model_or_ref), weights, log, allow_pickle), log)
         return restore_state_each_call(model, log), label
-    model = model_or_ref.eval()
+    model = unwrapped(model_or_ref, log).eval()
     if weights is not None:
         load_weights(model, weights, log, allow_pickle)
     return restore_state_each_call(as_float32(model, log), log), type(model).__name__
+
+
+def unwrapped(model: Any, log: Callable[[str], None] | None = None) -> Any:
+    """The module inside ``nn.DataParallel``/``DistributedDataParallel`` or ``torch.compile``'s wrapper,
+    which neither torch.onnx exporter takes (the wrappers add nothing to what the model computes)."""
+    import torch
+
+    while True:
+        if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+            wrapper, model = type(model).__name__, model.module
+        elif type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None),
+                                                                        torch.nn.Module):
+            wrapper, model = "torch.compile", model._orig_mod
+        else:
+            return model
+        if log:
+            log(f"model: exporting the module inside {wrapper} (the wrapper itself cannot be exported)")
 
 
 def _tensor_state(value: Any) -> bool:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,6 +102,29 @@ def flatten_outputs(out: Any) -> list[Any]:
     if isinstance(out, dict):
         return [t for o in out.values() for t in flatten_outputs(o)]
     return [out]
+
+
+_OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def output_names(out: Any, taken: Iterable[str] = ()) -> list[str]:
+    """Names for a model's outputs: the keys of a returned dict (or ``ModelOutput``) or the fields of a
+    namedtuple of tensors (``logits``, ``hidden``), when they are usable names; else ``y`` or ``y0, y1, ...``.
+
+    >>> output_names({"logits": torch.zeros(1), "features": torch.zeros(1)})  # doctest: +SKIP
+    ['logits', 'features']
+    """
+    flat = flatten_outputs(out)
+    default = ["y"] if len(flat) == 1 else [f"y{i}" for i in range(len(flat))]
+    if isinstance(out, dict):
+        names = [str(k) for k in out]
+    elif isinstance(out, tuple) and hasattr(out, "_fields"):
+        names = list(out._fields)
+    else:
+        return default
+    usable = (len(names) == len(flat) and len(set(names)) == len(names) and not set(names) & set(taken)
+              and all(_OUTPUT_NAME.fullmatch(n) for n in names))
+    return names if usable else default
 
 
 def torch_runner(model: Any) -> Callable[[list[np.ndarray]], list[np.ndarray]]:

@@ -58,6 +58,13 @@ def check_supported(model: Any, projections: bool = True) -> None:
     import torch.nn as nn
 
     for name, module in model.named_modules():
+        kind = type(module).__module__
+        if kind.startswith(("torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic.quantized")):
+            raise UnsupportedModelError(
+                f"refused: layer '{name or 'model'}' is {kind}.{type(module).__name__}, already quantized in PyTorch "
+                "(torch.ao.quantization, e.g. quantize_dynamic), which torch.onnx cannot export: export the float "
+                "model (before quantizing it), then quantize the file with edgeseq quantize (INT8 like quantize_dynamic, "
+                "checked against the float model)")
         if isinstance(module, nn.LSTM) and getattr(module, "proj_size", 0) and not projections:
             raise UnsupportedModelError(
                 f"layer '{name}' is nn.LSTM(proj_size={module.proj_size}): ONNX's LSTM operator has no projection, "

@@ -317,8 +317,7 @@ def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any]
     if unused:
         say(f"  layers never called in forward (no state carried): {', '.join(unused)}")
     router.layers = layers
-    n_data = len(parity.flatten_outputs(model(*examples)))
-    data_outputs = ["y"] if n_data == 1 else [f"y{i}" for i in range(n_data)]
+    data_outputs = parity.output_names(model(*examples), [i.name for i in spec.inputs] + [LENGTHS_INPUT])
     state_infos = [InputInfo(layer.io_name(w, "in"), "float32", [layer.num_layers, batch, layer.state_size(w)],
                              batch_axis=1, seq_axis=None, dynamic={1: "batch"})
                    for layer in layers for w in layer.state_names]

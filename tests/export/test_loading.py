@@ -319,3 +319,28 @@ def test_a_class_that_needs_its_sizes_is_named_with_them(tmp_path):
     from edgeseq.card import read_card
 
     assert read_card(out)["features"] == 4
+
+
+# ---------------------------------------------------------------------- wrappers and PyTorch-quantized models
+WRAPPED = ("import torch\nfrom models.families import FAMILIES\n\n"
+           "def data_parallel():\n    return torch.nn.DataParallel(FAMILIES['gru']())\n\n"
+           "def compiled():\n    return torch.compile(FAMILIES['gru']())\n\n"
+           "def quantized():\n    return torch.ao.quantization.quantize_dynamic(FAMILIES['gru']().eval(), {torch.nn.GRU})\n")
+
+
+@pytest.mark.parametrize("factory, wrapper", [("data_parallel", "DataParallel"), ("compiled", "torch.compile")])
+def test_data_parallel_and_compiled_models_export_the_module_inside(tmp_path, factory, wrapper):
+    (tmp_path / "wrapped.py").write_text(WRAPPED)
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(main, ["export", f"{tmp_path / 'wrapped.py'}:{factory}", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"exporting the module inside {wrapper}" in result.stderr
+
+
+def test_a_model_quantized_in_pytorch_is_refused_with_the_float_route(tmp_path):
+    (tmp_path / "wrapped.py").write_text(WRAPPED)
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(main, ["export", f"{tmp_path / 'wrapped.py'}:quantized", "-o", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "already quantized in PyTorch" in result.stderr and "edgeseq quantize" in result.stderr
+    assert not out.exists()

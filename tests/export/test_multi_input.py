@@ -13,6 +13,7 @@ from torch import nn
 from edgeseq import Session
 from edgeseq.cli import main
 from edgeseq.export import export
+from edgeseq.export.stateful import export_with_extras
 
 REF = "tests/export/test_multi_input.py:build"
 
@@ -185,3 +186,45 @@ def test_infer_stream_takes_the_static_data_from_a_flag_or_a_json_line(tmp_path)
     assert missing.exit_code == 1 and "pass --static meta=v1,v2,..." in missing.stderr and not missing.stdout
     wrong = CliRunner().invoke(main, ["infer", str(path), "--stream", "--static", "meta=1,2"], input=steps + "\n")
     assert wrong.exit_code == 1 and "meta takes 3 value(s) per sequence" in wrong.stderr
+
+
+# ---------------------------------------------------------------------- output names
+class NamedOutputs(nn.Module):
+    """Returns a dict, as multi-task heads and Hugging Face-style models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(6, 16, batch_first=True)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        out, (h, _) = self.lstm(x)
+        return {"logits": self.fc(out[:, -1]), "features": out}
+
+
+def test_outputs_take_the_names_of_a_returned_dict(tmp_path):
+    torch.manual_seed(0)
+    model = NamedOutputs().eval()
+    export(model, tmp_path / "m.onnx")
+    s = Session(tmp_path / "m.onnx", device="cpu")
+    assert [o.name for o in s.outputs] == ["logits", "features"]
+    x = np.random.default_rng(0).standard_normal((2, 9, 6)).astype(np.float32)
+    with torch.inference_mode():
+        want = model(torch.from_numpy(x))
+    got = s.run({"x": x})
+    np.testing.assert_allclose(got["features"], want["features"].numpy(), atol=1e-5, rtol=1e-4)
+    export_with_extras(model, tmp_path / "s.onnx", streaming=True)
+    assert [o.name for o in Session(tmp_path / "s.onnx", device="cpu").data_outputs()] == ["logits", "features"]
+
+
+def test_unusable_names_fall_back_to_numbered_outputs():
+    from collections import namedtuple
+
+    from edgeseq.export.parity import output_names
+
+    t = torch.zeros(1)
+    assert output_names(namedtuple("Out", "logits hidden")(t, t)) == ["logits", "hidden"]
+    assert output_names({"x": t, "y": t}, taken=["x"]) == ["y0", "y1"]  # would clash with the input
+    assert output_names({"a b": t, "c": t}) == ["y0", "y1"]
+    assert output_names({"a": t, "b": (t, t)}) == ["y0", "y1", "y2"]  # nested: no name per tensor
+    assert output_names((t, t)) == ["y0", "y1"] and output_names(t) == ["y"]
