@@ -1,6 +1,7 @@
-"""Example inputs for models whose first layer is an ``nn.Conv2d``, which the input's shape cannot be read
-from: clips of frames ``(batch, length, C, H, W)`` (a CNN run on every frame, ``x.view(b * t, c, h, w)``)
-and spectrograms ``(batch, C, F, length)`` (an audio CRNN: conv over frequency and time, then the time axis
+"""Example inputs for convolutional front ends.  A first ``nn.Conv1d`` may take its channels first,
+``(batch, C, length)``, as Conv1d reads them.  A first ``nn.Conv2d`` says nothing of the input's shape:
+clips of frames ``(batch, length, C, H, W)`` (a CNN run on every frame, ``x.view(b * t, c, h, w)``) and
+spectrograms ``(batch, C, F, length)`` (an audio CRNN: conv over frequency and time, then the time axis
 fed to an LSTM).  Each candidate is one run of the model at a small size; the first that runs is taken
 and the note says how to choose another.
 
@@ -31,6 +32,34 @@ def frame_channels(model: Any) -> int | None:
                                nn.Conv1d, nn.Linear)):
             return None
     return None
+
+
+def conv1d_channels(model: Any) -> int | None:
+    """``in_channels`` of an ``nn.Conv1d`` that is the model's first layer; None otherwise."""
+    from .signature import first_layer
+
+    layer = first_layer(model)
+    return int(layer.in_channels) if type(layer).__name__ == "Conv1d" and hasattr(layer, "in_channels") else None
+
+
+def channels_first_example(model: Any, dynamic_axes: Sequence[int] | None,
+                           log: Callable[[str], None] | None) -> tuple[InputSpec, list[Any]] | None:
+    """``(batch, C, length)`` for a model that hands its input straight to a first ``nn.Conv1d`` (channels
+    first, as Conv1d reads it) and rejects ``(batch, length, C)``; None when it does not run on that either."""
+    from .signature import DEFAULT_EXAMPLE_BATCH, DEFAULT_EXAMPLE_LENGTH, _example, _failure, _info
+
+    channels = conv1d_channels(model)
+    if channels is None:
+        return None
+    steps = DEFAULT_EXAMPLE_LENGTH if DEFAULT_EXAMPLE_LENGTH != channels else DEFAULT_EXAMPLE_LENGTH + 4
+    shape = [DEFAULT_EXAMPLE_BATCH, channels, steps]
+    examples = [_example(shape, "float32", None)]
+    if _failure(model, examples) is not None:
+        return None
+    if log:
+        log(f"note: the model takes (batch, {channels} channels, length), channels first as its Conv1d reads them; "
+            f"exported input x as [batch, {channels}, seq] (pass --input-shape to choose otherwise)")
+    return InputSpec([_info("x", "float32", shape, 0, 2, dynamic_axes, None)]), examples
 
 
 def conv2d_hint(channels: int) -> str:

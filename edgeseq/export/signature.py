@@ -369,6 +369,7 @@ def infer_signature(
         dtype = "int64"
     else:
         features = _features_of(layer)
+        t = t if features != t else t + 4  # a length unlike the feature count, so the two axes cannot be confused
         shape = [t, b, features] if time_first else [b, t, features]
         dtype = "float32"
     examples = [_example(shape, dtype, vocab)]
@@ -389,9 +390,11 @@ def runnable_signature(
     info = spec.inputs[0]
     guessed = input_shape is None and not callable(getattr(model, "example_inputs", None))
     if guessed and len(spec.inputs) == 1 and not info.dtype.startswith("int") and _failure(model, examples) is not None:
-        from .conv_inputs import conv2d_example
+        from .conv_inputs import channels_first_example, conv2d_example
 
         found = conv2d_example(model, time_first, dynamic_axes, log)
+        if found is None and not time_first:
+            found = channels_first_example(model, dynamic_axes, log)
         if found is not None:
             return found
     if (guessed and len(spec.inputs) == 1 and len(info.shape) == 2 and info.dtype.startswith("int")

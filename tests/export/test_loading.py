@@ -328,6 +328,7 @@ WRAPPED = ("import torch\nfrom models.families import FAMILIES\n\n"
            "def quantized():\n    return torch.ao.quantization.quantize_dynamic(FAMILIES['gru']().eval(), {torch.nn.GRU})\n")
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's wrapper warns about torch.jit
 @pytest.mark.parametrize("factory, wrapper", [("data_parallel", "DataParallel"), ("compiled", "torch.compile")])
 def test_data_parallel_and_compiled_models_export_the_module_inside(tmp_path, factory, wrapper):
     (tmp_path / "wrapped.py").write_text(WRAPPED)
@@ -337,6 +338,7 @@ def test_data_parallel_and_compiled_models_export_the_module_inside(tmp_path, fa
     assert f"exporting the module inside {wrapper}" in result.stderr
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")  # torch.ao deprecating itself
 def test_a_model_quantized_in_pytorch_is_refused_with_the_float_route(tmp_path):
     (tmp_path / "wrapped.py").write_text(WRAPPED)
     out = tmp_path / "m.onnx"

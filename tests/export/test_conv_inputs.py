@@ -1,17 +1,19 @@
-"""Models whose first layer is an nn.Conv2d: clips of frames and audio spectrograms, exported with no flags."""
+"""Convolutional front ends exported with no flags: channels-first Conv1d, clips of frames and audio spectrograms."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
-from edgeseq import Session
+from edgeseq import Session, StreamingSession
 from edgeseq.cli import main
 from edgeseq.errors import InputError
 from edgeseq.export import export
+from edgeseq.export.stateful import export_with_extras
 
 
 class ClipClassifier(nn.Module):
@@ -128,3 +130,47 @@ def test_cli_infer_runs_a_spectrogram_file(tmp_path):
     with torch.inference_mode():
         np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model(torch.from_numpy(clip)).numpy(),
                                    atol=1e-5, rtol=1e-4)
+
+
+class ChannelsFirst(nn.Module):
+    """x: (batch, channels, time) straight into a causal Conv1d, as Conv1d reads it; then an LSTM per step."""
+
+    def __init__(self, channels: int = 6) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(channels, 16, 3)
+        self.lstm = nn.LSTM(16, 32, batch_first=True)
+        self.fc = nn.Linear(32, 4)
+
+    def forward(self, x):
+        f = torch.relu(self.conv(F.pad(x, (2, 0)))).permute(0, 2, 1)
+        return self.fc(self.lstm(f)[0])
+
+
+def _torch(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return model(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize("channels", [6, 8])  # 8: the default example length, which must not be mistaken for it
+def test_channels_first_conv1d_gets_its_time_axis_last(tmp_path, channels):
+    torch.manual_seed(0)
+    model, log = ChannelsFirst(channels).eval(), []
+    _export(model, tmp_path / "cf.onnx", log)
+    assert any(f"(batch, {channels} channels, length), channels first" in m for m in log)
+    s = Session(tmp_path / "cf.onnx", device="cpu")
+    assert list(s.inputs[0].shape) == ["batch", channels, "seq"]
+    seqs = [np.random.default_rng(n).standard_normal((channels, n)).astype(np.float32) for n in (5, 17, 3)]
+    got = s.predict(seqs)  # padded along their time axis (the last), each as if alone
+    assert got.shape == (3, 17, 4)
+    for i, seq in enumerate(seqs):
+        np.testing.assert_allclose(got[i, : seq.shape[1]], _torch(model, seq[None])[0], atol=1e-5, rtol=1e-4)
+
+
+def test_channels_first_conv1d_streams_one_step_at_a_time(tmp_path):
+    torch.manual_seed(0)
+    model = ChannelsFirst().eval()
+    export_with_extras(model, tmp_path / "s.onnx", streaming=True)
+    x = np.random.default_rng(0).standard_normal((1, 6, 12)).astype(np.float32)
+    stream = StreamingSession(tmp_path / "s.onnx", device="cpu")
+    steps = np.concatenate([stream.step(x[:, :, t : t + 1]) for t in range(12)], axis=1)
+    np.testing.assert_allclose(steps, _torch(model, x), atol=1e-5, rtol=1e-4)
