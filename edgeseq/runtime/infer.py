@@ -137,6 +137,11 @@ def _plan(source: InputSource, spec: TensorSpec, session: Session,
     """How many samples the input has, and a function yielding ``(first sample, x, lengths)`` chunks."""
     batch_axis = session._batch_axis()
     single = len(source.shape) == spec.rank - 1 and source.path.suffix.lower() != ".csv"
+    # .csv/.jsonl hold a step per row; a (batch, channels, seq) file takes them transposed
+    steps_last = (source.path.suffix.lower() in (".csv", ".jsonl") and (batch_axis, session._seq_axis()) == (0, 2)
+                  and spec.rank == 3 and len(source.shape) == 3)
+    if steps_last:
+        source.shape = (source.shape[0], source.shape[2], source.shape[1])
     if not single:
         # the whole input's shape, checked before reading any data (a zero-stride view costs no memory)
         check_shape(np.lib.stride_tricks.as_strided(np.zeros(1, source.dtype), source.shape, (0,) * len(source.shape)),
@@ -146,11 +151,13 @@ def _plan(source: InputSource, spec: TensorSpec, session: Session,
         seq_axis -= 1  # the file has no batch axis
     if 0 <= seq_axis < len(source.shape):
         session.check_length(spec, source.shape[seq_axis])
-    if not single and batch_axis == 0:
+    if not single and batch_axis == 0 and not steps_last:
         rows = source.default_rows(batch_size)
         return len(source), lambda: source.chunks(rows)
     x = source.read_all()
     lengths = source.lengths
+    if steps_last:
+        x = np.ascontiguousarray(np.swapaxes(x, 1, 2))
     if source.path.suffix.lower() == ".jsonl" and batch_axis == 1 and not single:
         x = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # a line per sample: side by side for a time-first model
     if single:

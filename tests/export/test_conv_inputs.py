@@ -174,3 +174,17 @@ def test_channels_first_conv1d_streams_one_step_at_a_time(tmp_path):
     stream = StreamingSession(tmp_path / "s.onnx", device="cpu")
     steps = np.concatenate([stream.step(x[:, :, t : t + 1]) for t in range(12)], axis=1)
     np.testing.assert_allclose(steps, _torch(model, x), atol=1e-5, rtol=1e-4)
+
+
+def test_cli_infer_reads_csv_steps_as_rows_for_a_channels_first_file(tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    model = ChannelsFirst().eval()
+    _export(model, tmp_path / "cf.onnx", [])
+    steps = np.random.default_rng(2).standard_normal((11, 6)).astype(np.float32)  # a row per step, as CSVs are
+    np.savetxt(tmp_path / "s.csv", steps, delimiter=",")
+    result = CliRunner().invoke(main, ["infer", str(tmp_path / "cf.onnx"), "-i", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0, result.output
+    got = np.array(json.loads(result.stdout))
+    np.testing.assert_allclose(got, _torch(model, np.ascontiguousarray(steps.T[None]))[0], atol=1e-5, rtol=1e-4)
