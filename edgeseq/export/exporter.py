@@ -25,6 +25,7 @@ from ..errors import EdgeseqError, ExportError, ParityError, UnsupportedModelErr
 from ..inputs import InputSpec
 from ..runtime.io import atomic_path
 from . import parity
+from .attention import exportable_attention
 from .cleanup import cleanup_record, loop_writes_carried_tensor, node_count, simplify
 from .conv_inputs import conv2d_hint, frame_channels
 from .layout import check_layout, detect_time_first
@@ -108,7 +109,7 @@ def _export_torchscript(model: Any, examples: list[Any], path: Path, spec: Input
     import torch
 
     dynamic = {i.name: dict(i.dynamic) for i in spec.inputs if i.dynamic}
-    with _quiet(), cell_symbolics(opset):
+    with _quiet(), cell_symbolics(opset), exportable_attention():
         torch.onnx.export(
             model, tuple(examples), str(path), dynamo=False, input_names=spec.names, output_names=outputs,
             dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True,
@@ -121,7 +122,7 @@ def _export_dynamo(model: Any, examples: list[Any], path: Path, spec: InputSpec,
 
     _reset_rnn_dispatch_cache(torch)
     shapes = tuple({a: Dim.DYNAMIC for a in i.dynamic} or None for i in spec.inputs)
-    with _quiet():
+    with _quiet(), exportable_attention():
         program = torch.onnx.export(
             model, tuple(examples), dynamo=True, dynamic_shapes=shapes, input_names=spec.names,
             output_names=outputs, opset_version=opset, optimize=True,

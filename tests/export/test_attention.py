@@ -1,0 +1,144 @@
+"""nn.MultiheadAttention after (or before) a recurrent layer exports with its lengths dynamic.
+
+Both torch.onnx exporters write PyTorch's own attention at the example's length (pytorch#120075): the
+file failed at every other length, and edgeseq refused it as "frozen".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgeseq import Session
+from edgeseq.export import export
+from edgeseq.export.attention import exportable_attention
+
+
+class LSTMAttention(nn.Module):
+    """LSTM, self-attention over its outputs, mean over time: the 'LSTM + attention' classifier."""
+
+    def __init__(self, batch_first: bool = True, weights: bool = False, per_head: bool = False) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(8, 32, batch_first=True)
+        self.mha = nn.MultiheadAttention(32, 4, batch_first=batch_first)
+        self.fc = nn.Linear(32, 3)
+        self.batch_first, self.weights, self.per_head = batch_first, weights, per_head
+
+    def forward(self, x):
+        h, _ = self.lstm(x)
+        h = h if self.batch_first else h.transpose(0, 1)
+        a, w = self.mha(h, h, h, need_weights=self.weights, average_attn_weights=not self.per_head)
+        a = a if self.batch_first else a.transpose(0, 1)
+        y = self.fc(a.mean(1))
+        return (y, w) if self.weights else y
+
+
+class CausalAttention(nn.Module):
+    """Attention that looks back only (a causal mask built from the length), then a GRU."""
+
+    def __init__(self, float_mask: bool = False) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.gru = nn.GRU(8, 16, batch_first=True)
+        self.float_mask = float_mask
+
+    def forward(self, x):
+        t = x.size(1)
+        mask = torch.ones(t, t, dtype=torch.bool).triu(1)
+        if self.float_mask:
+            mask = torch.zeros(t, t).masked_fill(mask, float("-inf"))
+        a, _ = self.mha(x, x, x, attn_mask=mask, need_weights=False)
+        return self.gru(a)[0]
+
+
+class CrossAttention(nn.Module):
+    """Key/value of another size (kdim/vdim: separate projections) from a static memory input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.mha = nn.MultiheadAttention(16, 2, kdim=5, vdim=6, batch_first=True)
+
+    def forward(self, x, memory):
+        h, _ = self.lstm(x)
+        return self.mha(h, memory[..., :5], memory, need_weights=False)[0]
+
+    def example_inputs(self):
+        return torch.randn(2, 9, 8), torch.randn(2, 4, 6)
+
+
+class Encoder(nn.Module):
+    """A transformer encoder layer before a GRU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 16)
+        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, 32, batch_first=True), 2)
+        self.gru = nn.GRU(16, 16, batch_first=True)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc(self.gru(self.enc(self.inp(x)))[0][:, -1])
+
+
+def _check(model: nn.Module, path, lengths=(1, 5, 23), exporter: str = "torchscript") -> None:
+    export(model, path, exporter=exporter)
+    s = Session(path, device="cpu")
+    rng = np.random.default_rng(0)
+    for n in lengths:
+        feed = {"x": rng.standard_normal((3, n, 8)).astype(np.float32)}
+        if len(s.data_inputs()) > 1:
+            feed["memory"] = rng.standard_normal((3, 4, 6)).astype(np.float32)
+        got = s.run(feed)
+        with torch.inference_mode():
+            want = model(*[torch.from_numpy(a) for a in feed.values()])
+        want = want if isinstance(want, tuple) else (want,)
+        for g, w in zip(got.values(), want):
+            np.testing.assert_allclose(g, w.numpy(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"batch_first": False}, {"weights": True}, {"weights": True, "per_head": True}],
+                         ids=["batch-first", "time-first", "with-weights", "per-head-weights"])
+def test_lstm_attention_runs_at_every_length(tmp_path, kwargs):
+    torch.manual_seed(0)
+    _check(LSTMAttention(**kwargs).eval(), tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("float_mask", [False, True], ids=["bool-mask", "float-mask"])
+def test_causal_masks_built_from_the_length_stay_dynamic(tmp_path, float_mask):
+    torch.manual_seed(0)
+    _check(CausalAttention(float_mask).eval(), tmp_path / "m.onnx")
+
+
+def test_cross_attention_with_its_own_key_and_value_sizes(tmp_path):
+    torch.manual_seed(0)
+    _check(CrossAttention().eval(), tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_transformer_encoder_layers_before_a_gru(tmp_path, exporter):
+    torch.manual_seed(0)
+    _check(Encoder().eval(), tmp_path / "m.onnx", exporter=exporter)
+
+
+def test_the_swap_computes_what_pytorch_does_and_is_undone():
+    """Padding masks too (not reachable from a one-input export), and PyTorch's function comes back after."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    x = torch.randn(3, 7, 16)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[1, 5:] = True
+    original = F.multi_head_attention_forward
+    with torch.inference_mode():
+        want = mha(x, x, x, key_padding_mask=pad)
+        with exportable_attention():
+            assert F.multi_head_attention_forward is not original
+            assert not torch.backends.mha.get_fastpath_enabled()
+            got = mha(x, x, x, key_padding_mask=pad)
+    assert F.multi_head_attention_forward is original and torch.backends.mha.get_fastpath_enabled()
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-5)
