@@ -21,25 +21,25 @@ SPECTROGRAM_BINS = (40, 64, 80, 128, 13, 20, 32, 26, 96)  # mel bands / MFCCs, t
 SPECTROGRAM_FRAMES = 48  # example length: none of the bin counts, so time and frequency cannot be confused
 
 
-def frame_channels(model: Any) -> int | None:
-    """``in_channels`` of an ``nn.Conv2d`` that comes before any recurrent, Conv1d or linear layer; None otherwise."""
+def frame_channels(model: Any, first_only: bool = True) -> int | None:
+    """``in_channels`` of an ``nn.Conv2d`` registered before any recurrent, Conv1d or linear layer (with
+    ``first_only=False``: of the first Conv2d anywhere, as layers may be registered out of call order)."""
     import torch.nn as nn
 
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             return int(module.in_channels)
-        if isinstance(module, (nn.Embedding, nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell,
-                               nn.Conv1d, nn.Linear)):
+        if first_only and isinstance(module, (nn.Embedding, nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell,
+                                              nn.RNNCell, nn.Conv1d, nn.Linear)):
             return None
     return None
 
 
 def conv1d_channels(model: Any) -> int | None:
-    """``in_channels`` of an ``nn.Conv1d`` that is the model's first layer; None otherwise."""
-    from .signature import first_layer
+    """``in_channels`` of the first ``nn.Conv1d`` the model registers; None without one."""
+    import torch.nn as nn
 
-    layer = first_layer(model)
-    return int(layer.in_channels) if type(layer).__name__ == "Conv1d" and hasattr(layer, "in_channels") else None
+    return next((int(m.in_channels) for m in model.modules() if isinstance(m, nn.Conv1d)), None)
 
 
 def channels_first_example(model: Any, dynamic_axes: Sequence[int] | None,
@@ -73,7 +73,7 @@ def conv2d_example(model: Any, time_first: bool, dynamic_axes: Sequence[int] | N
     """The first frame clip or spectrogram the model runs on (and at a second length, for spectrograms), or None."""
     from .signature import DEFAULT_EXAMPLE_BATCH, DEFAULT_EXAMPLE_LENGTH, _axes, _example, _failure, _info
 
-    channels = frame_channels(model)
+    channels = frame_channels(model, first_only=False)  # the guess is checked by running the model
     if channels is None:
         return None
     b, t = DEFAULT_EXAMPLE_BATCH, DEFAULT_EXAMPLE_LENGTH

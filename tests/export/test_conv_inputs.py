@@ -188,3 +188,19 @@ def test_cli_infer_reads_csv_steps_as_rows_for_a_channels_first_file(tmp_path):
     assert result.exit_code == 0, result.output
     got = np.array(json.loads(result.stdout))
     np.testing.assert_allclose(got, _torch(model, np.ascontiguousarray(steps.T[None]))[0], atol=1e-5, rtol=1e-4)
+
+
+def test_layers_registered_out_of_call_order_are_still_found(tmp_path):
+    """The LSTM registered before the CNN it follows, as __init__ often lists them."""
+
+    class LateCNN(ClipClassifier):
+        def __init__(self) -> None:
+            super().__init__()
+            cnn = self.cnn
+            del self.cnn
+            self.cnn = cnn  # now after lstm and fc in model.modules()
+
+    torch.manual_seed(0)
+    log: list[str] = []
+    _export(LateCNN().eval(), tmp_path / "late.onnx", log)
+    assert list(Session(tmp_path / "late.onnx", device="cpu").inputs[0].shape) == ["batch", "seq", 3, 32, 32]
