@@ -142,3 +142,33 @@ def test_the_swap_computes_what_pytorch_does_and_is_undone():
     assert F.multi_head_attention_forward is original and torch.backends.mha.get_fastpath_enabled()
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-5)
+
+
+class PaddedAttention(nn.Module):
+    """forward(x, lengths): padded keys masked out of the attention (key_padding_mask) and of the mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(8, 32, batch_first=True)
+        self.mha = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.fc = nn.Linear(32, 3)
+
+    def forward(self, x, lengths):
+        h, _ = self.lstm(x)
+        pad = torch.arange(x.size(1))[None, :] >= lengths[:, None]
+        a, _ = self.mha(h, h, h, key_padding_mask=pad)
+        return self.fc(a.masked_fill(pad[..., None], 0.0).sum(1) / lengths[:, None].float())
+
+
+def test_a_padding_mask_from_lengths_gives_each_sample_its_own_answer(tmp_path):
+    torch.manual_seed(0)
+    model = PaddedAttention().eval()
+    export(model, tmp_path / "m.onnx")
+    s = Session(tmp_path / "m.onnx", device="cpu")
+    assert [i.name for i in s.inputs] == ["x", "lengths"]
+    seqs = [np.random.default_rng(n).standard_normal((n, 8)).astype(np.float32) for n in (3, 11, 6)]
+    got = s.predict(seqs)  # padded to 11, with their lengths
+    for i, seq in enumerate(seqs):
+        with torch.inference_mode():
+            alone = model(torch.from_numpy(seq[None]), torch.tensor([len(seq)])).numpy()
+        np.testing.assert_allclose(got[i], alone[0], atol=1e-5, rtol=1e-4)
