@@ -44,21 +44,40 @@ def conv1d_channels(model: Any) -> int | None:
 
 def channels_first_example(model: Any, dynamic_axes: Sequence[int] | None,
                            log: Callable[[str], None] | None) -> tuple[InputSpec, list[Any]] | None:
-    """``(batch, C, length)`` for a model that hands its input straight to a first ``nn.Conv1d`` (channels
-    first, as Conv1d reads it) and rejects ``(batch, length, C)``; None when it does not run on that either."""
-    from .signature import DEFAULT_EXAMPLE_BATCH, DEFAULT_EXAMPLE_LENGTH, _example, _failure, _info
+    """``(batch, C, length)`` for a model that rejects ``(batch, length, C)``: one that hands its input straight
+    to a first ``nn.Conv1d`` (channels first, as Conv1d reads them), or transposes ``(batch, features, length)``
+    for its first layer itself; None when it does not run on that either."""
+    from .signature import (
+        DEFAULT_EXAMPLE_BATCH,
+        DEFAULT_EXAMPLE_LENGTH,
+        _example,
+        _failure,
+        _features_of,
+        _info,
+        first_layer,
+    )
 
     channels = conv1d_channels(model)
+    noun, what = "channels", "channels first as its Conv1d reads them"
     if channels is None:
-        return None
+        layer = first_layer(model)
+        if layer is None or type(layer).__name__ == "Embedding" or getattr(layer, "original_name", "") == "Embedding":
+            return None
+        try:
+            channels = _features_of(layer)
+        except Exception:  # noqa: BLE001 - no feature count to try
+            return None
+        if channels == 1:  # a plain series: runnable_signature's univariate reading
+            return None
+        noun, what = "features", "features first (forward transposes them)"
     steps = DEFAULT_EXAMPLE_LENGTH if DEFAULT_EXAMPLE_LENGTH != channels else DEFAULT_EXAMPLE_LENGTH + 4
     shape = [DEFAULT_EXAMPLE_BATCH, channels, steps]
     examples = [_example(shape, "float32", None)]
     if _failure(model, examples) is not None:
         return None
     if log:
-        log(f"note: the model takes (batch, {channels} channels, length), channels first as its Conv1d reads them; "
-            f"exported input x as [batch, {channels}, seq] (pass --input-shape to choose otherwise)")
+        log(f"note: the model takes (batch, {channels} {noun}, length), {what}; exported input x as "
+            f"[batch, {channels}, seq] (pass --input-shape to choose otherwise)")
     return InputSpec([_info("x", "float32", shape, 0, 2, dynamic_axes, None)]), examples
 
 

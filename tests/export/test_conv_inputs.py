@@ -204,3 +204,21 @@ def test_layers_registered_out_of_call_order_are_still_found(tmp_path):
     log: list[str] = []
     _export(LateCNN().eval(), tmp_path / "late.onnx", log)
     assert list(Session(tmp_path / "late.onnx", device="cpu").inputs[0].shape) == ["batch", "seq", 3, 32, 32]
+
+
+def test_a_model_that_transposes_features_first_itself_gets_them_first(tmp_path):
+    class Transposes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = nn.GRU(12, 16, batch_first=True)
+
+        def forward(self, x):  # x: (batch, features, time)
+            return self.gru(x.permute(0, 2, 1))[0][:, -1]
+
+    torch.manual_seed(0)
+    model, log = Transposes().eval(), []
+    _export(model, tmp_path / "t.onnx", log)
+    assert any("(batch, 12 features, length), features first" in m for m in log)
+    s = Session(tmp_path / "t.onnx", device="cpu")
+    x = np.random.default_rng(0).standard_normal((2, 12, 30)).astype(np.float32)
+    np.testing.assert_allclose(s.predict(x), _torch(model, x), atol=1e-5, rtol=1e-4)
