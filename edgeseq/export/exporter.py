@@ -445,6 +445,11 @@ def export(
         hint = ("; forward packs its input (pack_padded_sequence) with lengths it computes itself, which torch.onnx "
                 "cannot trace: take them as forward's second argument, forward(x, lengths), and edgeseq exports the "
                 "model with a lengths input")
+    if not hint and _is_torchscript(model) and any(getattr(m, "original_name", "") == "MultiheadAttention"
+                                                   for m in model.modules()):
+        hint = ("; a TorchScript file's nn.MultiheadAttention is compiled code that torch.onnx cannot export: export "
+                "the Python model instead (path/to/file.py:factory --weights weights.pt), where edgeseq traces an "
+                "exportable attention")
     raise ExportError("no exporter produced a correct file: " + " | ".join(attempts) + hint)
 
 

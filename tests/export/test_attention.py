@@ -172,3 +172,27 @@ def test_a_padding_mask_from_lengths_gives_each_sample_its_own_answer(tmp_path):
         with torch.inference_mode():
             alone = model(torch.from_numpy(seq[None]), torch.tensor([len(seq)])).numpy()
         np.testing.assert_allclose(got[i], alone[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit deprecating itself
+def test_a_scripted_file_with_attention_points_to_the_python_model(tmp_path):
+    from click.testing import CliRunner
+
+    from edgeseq.cli import main
+
+    class Scriptable(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(8, 32, batch_first=True)
+            self.mha = nn.MultiheadAttention(32, 4, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h, _ = self.lstm(x)
+            return self.mha(h, h, h)[0]
+
+    torch.manual_seed(0)
+    torch.jit.script(Scriptable().eval()).save(str(tmp_path / "m.pt"))
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "nn.MultiheadAttention is compiled code" in result.stderr and "--weights" in result.stderr
+    assert not (tmp_path / "m.onnx").exists()
