@@ -14,7 +14,7 @@ A model declares its own example input like this::
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import ExportError, UnsupportedModelError
@@ -280,6 +280,16 @@ def _axes(time_first: bool) -> tuple[int, int]:
     return (1, 0) if time_first else (0, 1)
 
 
+def declared_examples(model: Any) -> Callable[[], Any] | None:
+    """The model's own example inputs: its ``example_inputs()`` method, or the ``example_input_array``
+    attribute PyTorch Lightning modules set (``self.example_input_array = torch.zeros(2, 100, 6)``)."""
+    method = getattr(model, "example_inputs", None)
+    if callable(method):
+        return method
+    array = getattr(model, "example_input_array", None)
+    return (lambda: array) if array is not None else None
+
+
 def infer_signature(
     model: Any,
     input_shape: Sequence[int] | None = None,
@@ -295,7 +305,7 @@ def infer_signature(
     is_tokens = isinstance(layer, torch.nn.Embedding) or getattr(layer, "original_name", None) == "Embedding"
 
     required = forward_parameter_names(model, required=True)
-    if (len(required) == 2 and not callable(getattr(model, "example_inputs", None))
+    if (len(required) == 2 and declared_examples(model) is None
             and (STATE_PARAMETER.search(required[1]) or callable(getattr(model, "init_hidden", None)))):
         if not any(isinstance(m, (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)) for m in model.modules()):
             raise ExportError(
@@ -307,7 +317,7 @@ def infer_signature(
             f"edgeseq carries state itself: give it a default, def forward(self, x, {required[1]}=None) (nn.LSTM/"
             "nn.GRU take None as zeros), then export (with --streaming to step through a sequence with "
             "StreamingSession)")
-    if len(required) > 1 and not callable(getattr(model, "example_inputs", None)):
+    if len(required) > 1 and declared_examples(model) is None:
         raise ExportError(
             f"forward takes {len(required)} inputs ({', '.join(required)}) and edgeseq can only guess one: give the "
             "model an example_inputs() method returning one example tensor per input, in that order (for example "
@@ -320,8 +330,8 @@ def infer_signature(
         infos = [_info("x", dtype, shape, batch_axis, seq_axis, dynamic_axes, vocab)]
         return InputSpec(infos), examples
 
-    declared = getattr(model, "example_inputs", None)
-    if callable(declared):
+    declared = declared_examples(model)
+    if declared is not None:
         try:
             examples = declared()
         except Exception as exc:
@@ -330,7 +340,9 @@ def infer_signature(
             examples = [examples]
         examples = list(examples)
         if not examples or not all(isinstance(t, torch.Tensor) for t in examples):
-            raise ExportError("model.example_inputs() must return a tensor or a tuple of tensors")
+            where = "model.example_inputs()" if callable(getattr(model, "example_inputs", None)) else \
+                "model.example_input_array"
+            raise ExportError(f"{where} must be a tensor or a tuple of tensors")
         infos = []
         steps = examples[0].shape[seq_axis] if examples[0].dim() > seq_axis else None
         params = forward_parameter_names(model)
@@ -388,7 +400,7 @@ def runnable_signature(
     ``nn.LSTMCell(1, H)``, or unsqueezed in ``forward``), when the model runs on that."""
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
     info = spec.inputs[0]
-    guessed = input_shape is None and not callable(getattr(model, "example_inputs", None))
+    guessed = input_shape is None and declared_examples(model) is None
     if guessed and len(spec.inputs) == 1 and not info.dtype.startswith("int") and _failure(model, examples) is not None:
         from .conv_inputs import channels_first_example, conv2d_example
 

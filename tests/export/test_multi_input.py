@@ -228,3 +228,21 @@ def test_unusable_names_fall_back_to_numbered_outputs():
     assert output_names({"a b": t, "c": t}) == ["y0", "y1"]
     assert output_names({"a": t, "b": (t, t)}) == ["y0", "y1", "y2"]  # nested: no name per tensor
     assert output_names((t, t)) == ["y0", "y1"] and output_names(t) == ["y"]
+
+
+def test_a_lightning_style_example_input_array_is_the_example(tmp_path):
+    """PyTorch Lightning modules declare ``self.example_input_array``; edgeseq takes it like example_inputs()."""
+
+    class Tagged(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(6, 16, batch_first=True)
+            self.example_input_array = (torch.zeros(2, 30, 6), torch.zeros(2, 3))
+
+        def forward(self, x, meta):
+            return self.lstm(x)[0][:, -1] + meta.sum(-1, keepdim=True)
+
+    torch.manual_seed(0)
+    export(Tagged().eval(), tmp_path / "m.onnx")
+    s = Session(tmp_path / "m.onnx", device="cpu")
+    assert [list(i.shape) for i in s.inputs] == [["batch", "seq", 6], ["batch", 3]]
