@@ -834,12 +834,91 @@ def run_size(models: list[str]) -> None:
                 print(f"{name:15} {kind:16} {tuple(x.shape)}: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in res.items()))
 
 
+def _attention_core(heads: int, dim: int, fused: bool) -> Any:
+    """Self-attention on (batch, seq, dim) projections q, k, v: the Reshape/Transpose/MatMul/Softmax graph edgeseq
+    writes for nn.MultiheadAttention, or ONNX Runtime's fused com.microsoft MultiHeadAttention."""
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", "seq", dim]) for n in "qkv"]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    if fused:
+        nodes = [helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["y"], domain="com.microsoft", num_heads=heads)]
+        inits = []
+    else:
+        inits = [helper.make_tensor("split", TensorProto.INT64, [4], [0, 0, heads, dim // heads]),
+                 helper.make_tensor("scale", TensorProto.FLOAT, [], [(dim // heads) ** -0.5]),
+                 helper.make_tensor("merged", TensorProto.INT64, [3], [0, 0, dim])]
+        nodes = [helper.make_node("Reshape", ["q", "split"], ["q4"]), helper.make_node("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]),
+                 helper.make_node("Reshape", ["k", "split"], ["k4"]), helper.make_node("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
+                 helper.make_node("Reshape", ["v", "split"], ["v4"]), helper.make_node("Transpose", ["v4"], ["vt"], perm=[0, 2, 1, 3]),
+                 helper.make_node("Mul", ["qt", "scale"], ["qs"]), helper.make_node("MatMul", ["qs", "kt"], ["s"]),
+                 helper.make_node("Softmax", ["s"], ["p"], axis=-1), helper.make_node("MatMul", ["p", "vt"], ["o"]),
+                 helper.make_node("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3]),
+                 helper.make_node("Reshape", ["ot", "merged"], ["y"])]
+    graph = helper.make_graph(nodes, "attention", io, [out], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+
+
+def attention(_models: list[str]) -> None:
+    """nn.MultiheadAttention after an LSTM (64 -> 128, 8 heads), exported by edgeseq (attention traced with
+    head-only reshapes), vs PyTorch eager; and the attention core alone as edgeseq writes it vs ONNX Runtime's
+    fused com.microsoft MultiHeadAttention kernel."""
+    import torch
+    from torch import nn
+
+    from edgeseq import Session
+    from edgeseq.export import export
+
+    class LSTMAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(64, 128, batch_first=True)
+            self.mha = nn.MultiheadAttention(128, 8, batch_first=True)
+            self.fc = nn.Linear(128, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h, _ = self.lstm(x)
+            return self.fc(self.mha(h, h, h, need_weights=False)[0].mean(1))
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = LSTMAttention().eval()
+    shapes = ((1, 100), (64, 100), (64, 400))
+    print("\n## LSTM + nn.MultiheadAttention (64 -> 128, 8 heads): edgeseq vs PyTorch eager (1 thread, medians)")
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
+        path = Path(tmp) / "attention.onnx"
+        export(model, path)
+        session = Session(path, device="cpu", threads=1)
+        for batch, length in shapes:
+            x = np.random.default_rng(0).standard_normal((batch, length, 64)).astype(np.float32)
+            with torch.inference_mode():
+                res = interleaved({"edgeseq": functools.partial(session.predict, x),
+                                   "PyTorch": functools.partial(model, torch.from_numpy(x))}, rounds=5, seconds=1.0)
+            print(f"batch {batch:2} x {length}: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in res.items())
+                  + f" ({res['PyTorch'] / res['edgeseq']:.2f}x)")
+    print("attention core alone, q/k/v (batch, seq, 128), 8 heads: edgeseq's graph vs com.microsoft MultiHeadAttention")
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    cores = {label: ort.InferenceSession(_attention_core(8, 128, fused).SerializeToString(), options,
+                                         providers=["CPUExecutionProvider"])
+             for label, fused in (("edgeseq graph", False), ("fused kernel", True))}
+    for batch, length in shapes:
+        rng = np.random.default_rng(0)
+        feed = {n: rng.standard_normal((batch, length, 128)).astype(np.float32) for n in "qkv"}
+        res = interleaved({label: functools.partial(s.run, None, feed) for label, s in cores.items()},
+                          rounds=5, seconds=1.0)
+        print(f"batch {batch:2} x {length}: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in res.items()))
+
+
 EXPERIMENTS = {"threads": threads_and_spinning, "stream-threads": stream_threads, "levels": optimization_levels,
                "startup": startup, "cleanup": graph_cleanup, "overhead": overhead, "quant": quantization,
                "stream-state": stream_state, "conv-int8": conv_int8, "arena": memory_arena,
                "step-floor": step_floor, "run-size": run_size, "cell-ops": cell_ops,
                "batch-dependence": batch_dependence, "scan-lstm": scan_lstm,
-               "lstmp": lstmp, "nchwc": nchwc, "cell-loop": cell_loop, "decoder-loop": decoder_loop}
+               "lstmp": lstmp, "nchwc": nchwc, "cell-loop": cell_loop, "decoder-loop": decoder_loop,
+               "attention": attention}
 
 
 def main() -> None:
