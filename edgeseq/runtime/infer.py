@@ -140,17 +140,15 @@ def _plan(source: InputSource, spec: TensorSpec, session: Session,
     # .csv/.jsonl hold a step per row; a (batch, channels, seq) file takes them transposed
     steps_last = (source.path.suffix.lower() in (".csv", ".jsonl") and (batch_axis, session._seq_axis()) == (0, 2)
                   and spec.rank == 3 and len(source.shape) == 3)
-    if steps_last:
-        source.shape = (source.shape[0], source.shape[2], source.shape[1])
+    shape = (source.shape[0], source.shape[2], source.shape[1]) if steps_last else source.shape
     if not single:
         # the whole input's shape, checked before reading any data (a zero-stride view costs no memory)
-        check_shape(np.lib.stride_tricks.as_strided(np.zeros(1, source.dtype), source.shape, (0,) * len(source.shape)),
-                    spec)
+        check_shape(np.lib.stride_tricks.as_strided(np.zeros(1, source.dtype), shape, (0,) * len(shape)), spec)
     seq_axis = session._seq_axis()
     if single and seq_axis > batch_axis:
         seq_axis -= 1  # the file has no batch axis
-    if 0 <= seq_axis < len(source.shape):
-        session.check_length(spec, source.shape[seq_axis])
+    if 0 <= seq_axis < len(shape):
+        session.check_length(spec, shape[seq_axis])
     if not single and batch_axis == 0 and not steps_last:
         rows = source.default_rows(batch_size)
         return len(source), lambda: source.chunks(rows)

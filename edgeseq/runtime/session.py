@@ -489,8 +489,8 @@ class Session:
             return x, None
         axis = self._sa - 1 if self._ba == 0 else 0  # the time axis of one sequence (no batch axis)
         per_sample = [d for a, d in enumerate(spec.shape) if a != self._ba]
-        step = "(" + ", ".join("steps" if a == axis else str(d) for a, d in enumerate(per_sample)) + ",)"
-        step = step.replace(",)", ")") if len(per_sample) > 1 else step
+        dims = ["steps" if a == axis else str(d) for a, d in enumerate(per_sample)]
+        step = f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
         for i, seq in enumerate(seqs):
             fixed_ok = all(a == axis or not isinstance(want, int) or want == got
                            for a, (want, got) in enumerate(zip(per_sample, seq.shape)))
