@@ -31,6 +31,7 @@ class InputInfo:
     vocab_size: int | None = None  # int inputs: ids must be < vocab_size
     low: float | None = None  # float inputs: value range of the declared example (e.g. prices > 0)
     high: float | None = None
+    lengths_of: str | None = None  # per-sample lengths (1..steps) of this sequence input, e.g. forward(x, lengths, meta)
 
     def __post_init__(self) -> None:
         self.dynamic = {int(k): v for k, v in (self.dynamic or {}).items()}
@@ -126,7 +127,10 @@ class InputSpec:
         for info in self.inputs:
             steps = (own_lengths or {}).get(info.name) or self.length_of(info, length)
             shape = info.shape_for(batch, steps)
-            if info.dtype.startswith("int"):
+            if info.lengths_of is not None:  # each sample's length: 1 to the sequence's steps
+                of = next((i for i in self.inputs if i.name == info.lengths_of), self.inputs[0])
+                arrays.append(rng.integers(1, self.length_of(of, length) + 1, size=shape).astype(info.dtype))
+            elif info.dtype.startswith("int"):
                 high = info.vocab_size or 2
                 arrays.append(rng.integers(0, high, size=shape).astype(info.dtype))
             elif info.low is not None and info.high is not None and info.high > info.low:

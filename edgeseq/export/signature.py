@@ -358,8 +358,12 @@ def infer_signature(
                 sa = sa if own else None
             axes = dynamic_axes if i == 0 or dynamic_axes is None else [a for a in dynamic_axes if a < t.dim()
                                                                         and (a == batch_axis or a == sa)]
-            ids = _token_range(model, examples, i) if dtype.startswith("int") else None
+            lengths_of = _lengths_of(examples, i, steps, params[i] if i < len(params) else "", batch_axis)
+            if lengths_of:
+                name = "lengths" if i < len(params) and params[i] == "lengths" else name
+            ids = _token_range(model, examples, i) if dtype.startswith("int") and not lengths_of else None
             info = _info(name, dtype, list(t.shape), batch_axis if t.dim() >= 1 else None, sa, axes, ids)
+            info.lengths_of = "x" if lengths_of else None
             if own:
                 info.dynamic[sa] = f"{name}_seq"
             if t.is_floating_point() and t.numel() and bool(torch.isfinite(t).all()):
@@ -470,6 +474,17 @@ def _token_range(model: Any, examples: list[Any], i: int) -> int | None:
         if len(sizes) == 1 or _failure(model, probe) is None:
             return size
     return int(t.max()) + 1 if t.numel() and int(t.min()) >= 0 else None
+
+
+def _lengths_of(examples: list[Any], i: int, steps: int | None, parameter: str, batch_axis: int) -> bool:
+    """Whether input ``i`` holds each sample's length of the first input (``forward(x, lengths, meta)``): one
+    integer per sample, all in 1..steps, and named like lengths or reaching ``steps``. Parity then draws
+    lengths that fit, not arbitrary integers a model would index out of range with."""
+    t = examples[i]
+    if steps is None or t.is_floating_point() or t.dim() != 1 or t.shape[0] != examples[0].shape[batch_axis]:
+        return False
+    low, high = int(t.min()), int(t.max())
+    return 1 <= low and high <= steps and (bool(re.search(r"len", parameter, re.I)) or high == steps)
 
 
 def _own_length(model: Any, examples: list[Any], i: int, axis: int, dtype: str) -> bool:

@@ -121,6 +121,10 @@ class Session:
         self._shared_dims = [(dim, at) for dim, at in places.items() if len({name for name, _ in at}) > 1]
         self._output_names = [o.name for o in self.outputs]
         ins = card.get("inputs") or [{}]
+        # inputs that hold each sample's length of a sequence input (forward(x, lengths, meta)): run() checks 1..steps
+        axes_of = {e.get("name"): e.get("seq_axis") for e in ins if isinstance(e, dict)}
+        self._lengths_of = [(e["name"], e["lengths_of"], axes_of.get(e["lengths_of"])) for e in ins
+                            if isinstance(e, dict) and e.get("lengths_of") and isinstance(axes_of.get(e["lengths_of"]), int)]
         layout = ins[0].get("layout", "batch_first") if isinstance(ins[0], dict) else "batch_first"
         self._layout_name = layout
         self._ba, self._sa = (1, 0) if layout == "time_first" else (0, 1)
@@ -208,6 +212,11 @@ class Session:
             raise InputError(f"missing input(s) {', '.join(missing)}; the model takes {', '.join(s.describe() for s in self.inputs)}")
         prepared = {n: self.check_input(v, specs[n]) for n, v in feed.items()}
         self._check_shared_dims(prepared)
+        for name, of, axis in self._lengths_of:
+            value, steps = prepared.get(name), prepared[of].shape[axis] if of in prepared else None
+            if value is not None and steps is not None and value.size and (value.min() < 1 or value.max() > steps):
+                raise InputError(f"input {name!r} holds each sample's length of {of!r}, 1 to its {steps} steps; got "
+                                 f"{value.min()}..{value.max()}")
         names = list(outputs) if outputs else self._output_names
         try:
             values = self._sess.run(names, prepared)

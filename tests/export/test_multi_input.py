@@ -12,6 +12,7 @@ from torch import nn
 
 from edgeseq import Session
 from edgeseq.cli import main
+from edgeseq.errors import InputError
 from edgeseq.export import export
 from edgeseq.export.stateful import export_with_extras
 
@@ -246,3 +247,32 @@ def test_a_lightning_style_example_input_array_is_the_example(tmp_path):
     export(Tagged().eval(), tmp_path / "m.onnx")
     s = Session(tmp_path / "m.onnx", device="cpu")
     assert [list(i.shape) for i in s.inputs] == [["batch", "seq", 6], ["batch", 3]]
+
+
+class LastOfEach(nn.Module):
+    """forward(x, lengths, meta): each sample's last real step (out[range(b), lengths - 1]) plus static data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(5, 16, batch_first=True)
+        self.fc = nn.Linear(18, 3)
+
+    def forward(self, x, lengths, meta):
+        out, _ = self.gru(x)
+        return self.fc(torch.cat([out[torch.arange(x.size(0)), lengths - 1], meta], -1))
+
+    def example_inputs(self):
+        return torch.randn(2, 10, 5), torch.tensor([10, 7]), torch.randn(2, 2)
+
+
+def test_a_lengths_input_among_several_is_swept_with_lengths_that_fit(tmp_path):
+    torch.manual_seed(0)
+    result = export(LastOfEach().eval(), tmp_path / "m.onnx")
+    # every parity case runs: lengths drawn in 1..steps (arbitrary ids made PyTorch fail, and those cases were skipped)
+    assert result.report.summary()["cases"] == 8
+    s = Session(tmp_path / "m.onnx", device="cpu")
+    assert [i.name for i in s.inputs] == ["x", "lengths", "meta"]
+    x, meta = np.zeros((2, 6, 5), np.float32), np.zeros((2, 2), np.float32)
+    assert s.run({"x": x, "lengths": np.array([6, 1]), "meta": meta})["y"].shape == (2, 3)
+    with pytest.raises(InputError, match=r"input 'lengths' holds each sample's length of 'x', 1 to its 6 steps; got 1..7"):
+        s.run({"x": x, "lengths": np.array([7, 1]), "meta": meta})
