@@ -196,3 +196,35 @@ def test_a_scripted_file_with_attention_points_to_the_python_model(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "nn.MultiheadAttention is compiled code" in result.stderr and "--weights" in result.stderr
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_transformer_decoder_over_gru_memory_keeps_both_lengths(tmp_path):
+    """Cross-attention from target tokens to an encoder's memory, each sequence with a length of its own."""
+
+    class Decoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = nn.GRU(8, 32, batch_first=True)
+            self.emb = nn.Embedding(20, 32)
+            self.dec = nn.TransformerDecoderLayer(32, 4, 64, batch_first=True)
+            self.out = nn.Linear(32, 20)
+
+        def forward(self, src, tgt):
+            memory, _ = self.enc(src)
+            causal = torch.ones(tgt.size(1), tgt.size(1), dtype=torch.bool).triu(1)
+            return self.out(self.dec(self.emb(tgt), memory, tgt_mask=causal))
+
+        def example_inputs(self):
+            return torch.randn(2, 11, 8), torch.randint(0, 20, (2, 6))
+
+    torch.manual_seed(0)
+    model = Decoder().eval()
+    export(model, tmp_path / "m.onnx")
+    s = Session(tmp_path / "m.onnx", device="cpu")
+    assert [list(i.shape) for i in s.inputs] == [["batch", "seq", 8], ["batch", "tgt_seq"]]
+    rng = np.random.default_rng(0)
+    for src_len, tgt_len in ((3, 9), (17, 2)):
+        src, tgt = rng.standard_normal((2, src_len, 8)).astype(np.float32), rng.integers(0, 20, (2, tgt_len))
+        with torch.inference_mode():
+            want = model(torch.from_numpy(src), torch.from_numpy(tgt)).numpy()
+        np.testing.assert_allclose(s.run({"x": src, "tgt": tgt})["y"], want, atol=1e-5, rtol=1e-4)
