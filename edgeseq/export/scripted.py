@@ -18,6 +18,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .attention import scriptable_attention
+
 CELL_KINDS = ("LSTMCell", "GRUCell", "RNNCell")
 
 
@@ -50,7 +52,8 @@ def script(model: Any, examples: list[Any], attempts: list[str], say: Callable[[
         model._edgeseq_restore_hook(model, ())
         handle.remove()
     try:
-        with _annotated(seen, say), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        with (_annotated(seen, say), scriptable_attention(model), warnings.catch_warnings(),
+              contextlib.redirect_stderr(io.StringIO())):
             warnings.simplefilter("ignore")  # torch.jit is deprecated in torch 2.13, and says so
             return _traced_call(torch.jit.script(model), examples)
     except Exception as exc:  # noqa: BLE001 - any compile error means: no scripted fallback

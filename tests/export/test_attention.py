@@ -6,6 +6,8 @@ file failed at every other length, and edgeseq refused it as "frozen".
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -228,3 +230,33 @@ def test_a_transformer_decoder_over_gru_memory_keeps_both_lengths(tmp_path):
         with torch.inference_mode():
             want = model(torch.from_numpy(src), torch.from_numpy(tgt)).numpy()
         np.testing.assert_allclose(s.run({"x": src, "tgt": tgt})["y"], want, atol=1e-5, rtol=1e-4)
+
+
+def test_a_python_loop_then_attention_exports_scripted(tmp_path):
+    """A cell stepped in Python (scripted into an ONNX Loop) feeding attention: PyTorch's own attention compiles
+    into branches the ONNX exporter rejects ('is_autocast_enabled'); edgeseq's compiles into plain ops."""
+
+    class LoopThenAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = nn.LSTMCell(8, 32)
+            self.mha = nn.MultiheadAttention(32, 4, batch_first=True)
+            self.fc = nn.Linear(32, 3)
+
+        def forward(self, x):
+            h, c = x.new_zeros(x.size(0), 32), x.new_zeros(x.size(0), 32)
+            steps = []
+            for t in range(x.size(1)):
+                h, c = self.cell(x[:, t], (h, c))
+                steps.append(h)
+            hs = torch.stack(steps, 1)
+            return self.fc(self.mha(hs, hs, hs)[0].mean(1))
+
+    torch.manual_seed(0)
+    _check(LoopThenAttention().eval(), tmp_path / "m.onnx")
+    assert "loops" in Session(tmp_path / "m.onnx", device="cpu").card  # exported scripted, as an ONNX Loop
+    assert nn.MultiheadAttention.forward.__module__ == "torch.nn.modules.activation"  # PyTorch's forward is back
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit deprecating itself
+        later = torch.jit.script(nn.MultiheadAttention(8, 2))  # the user's own scripting, later in the process
+    assert "_native_multi_head_attention" in later.code  # compiled from PyTorch's forward, not edgeseq's
