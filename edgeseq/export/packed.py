@@ -69,11 +69,15 @@ def _pass_through(model: Any) -> Any:
         import torch
 
         lengths = seen[-1]
+        time_axis = 1 if batch_first else 0
         # what pad_packed_sequence returns past each sample's length: padding_value, not the held last step
-        valid = torch.arange(sequence.shape[1 if batch_first else 0])[None, :] < lengths.to(torch.int64)[:, None]
+        valid = torch.arange(sequence.shape[time_axis])[None, :] < lengths.to(torch.int64)[:, None]
         valid = valid if batch_first else valid.t()  # (batch, steps) or (steps, batch), as the sequence
         valid = valid.reshape(*valid.shape, *[1] * (sequence.dim() - 2))
-        return sequence.masked_fill(~valid, padding_value), lengths
+        padded = sequence.masked_fill(~valid, padding_value)
+        if total_length is None:  # and it cuts at the longest sample (traced: a Gather of the first max(lengths) steps)
+            padded = padded.index_select(time_axis, torch.arange(lengths.to(torch.int64).max()))
+        return padded, lengths
 
     return _patched_packing(model, pack, pad)
 
@@ -194,10 +198,11 @@ def wire_lengths_probe(proto: Any, data: Any) -> None:
     graph = proto.graph
     probe = graph.output[-1].name
     del graph.output[-1]
+    aliases = _int64_aliases(graph, probe)
     for g in graphs(graph):
         for node in g.node:
             for i, name in enumerate(node.input):
-                if name == probe:
+                if name in aliases:
                     node.input[i] = LENGTHS_INPUT
     graph_input = next(i for i in graph.input if i.name == data.name)
     batch = graph_input.type.tensor_type.shape.dim[data.batch_axis or 0]
@@ -205,6 +210,22 @@ def wire_lengths_probe(proto: Any, data: Any) -> None:
                                                      [batch.dim_param or batch.dim_value or "batch"]))
     _drop_dead_nodes(proto)
     set_card(proto, {"lengths_input": LENGTHS_INPUT})  # the final card replaces it
+
+
+def _int64_aliases(graph: Any, name: str) -> set[str]:
+    """``name`` and every value that is the same int64 tensor: tracing writes each ``lengths.to(torch.int64)`` as
+    a Cast even when it changes nothing, so uses of the made-up lengths hang off a chain of them."""
+    int64, aliases = 7, {name}
+    same = [(n.input[0], n.output[0]) for n in graph.node if n.input and n.output and (
+        n.op_type == "Identity" or (n.op_type == "Cast" and any(a.name == "to" and a.i == int64 for a in n.attribute)))]
+    grown = True
+    while grown:
+        grown = False
+        for src, dst in same:
+            if (src in aliases) != (dst in aliases):
+                aliases |= {src, dst}
+                grown = True
+    return aliases
 
 
 def verify_packed(path: str | Path, model: Any, spec: InputSpec, axes: dict[str, dict[str, int | None]],

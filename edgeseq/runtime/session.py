@@ -139,6 +139,11 @@ class Session:
         # predict()'s one-run path: the single data input's dtype, rank and fixed dims
         spec = self._data[0] if len(self._data) == 1 else None
         self._fast_spec = spec
+        # the first output's time axis: the one named like the input's (None without one, or without a name)
+        first_dims = self.outputs[0].shape if self.outputs else ()
+        seq_name = spec.shape[self._sa] if spec is not None and self._sa < len(spec.shape) else None
+        self._fast_time_axis = (first_dims.index(seq_name) if isinstance(seq_name, str) and seq_name in first_dims
+                                else None)
         if spec is not None:
             self._fast_dtype = np.dtype(spec.dtype)
             self._fast_fixed = tuple((a, d) for a, d in enumerate(spec.shape) if isinstance(d, int))
@@ -390,10 +395,16 @@ class Session:
         for st in self._state_specs:
             feed[st.name] = self._start_state(st, n)
         try:
-            return self._run_one(feed, self._output_names[0])
+            y = self._run_one(feed, self._output_names[0])
         except Exception as exc:  # as in iter_predict: ORT's own errors
             msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise InputError(f"ONNX Runtime failed on samples 0..{n - 1}: {msg}") from None
+        time_axis = self._fast_time_axis
+        if lengths is not None and time_axis is not None and y.ndim > time_axis:
+            # a packed model's file ends at the longest sample with zeros after each one's length, as
+            # pad_packed_sequence does; predict gives the padded length, each sample's last valid step held
+            y = _hold_each(y, self._ba, time_axis, feed[self._lengths_name], steps)
+        return y
 
     def _run_chunk(self, spec: TensorSpec, x: np.ndarray, lengths: np.ndarray | None,
                    outs: list[str]) -> list[np.ndarray]:
@@ -458,10 +469,10 @@ class Session:
             if self._lengths_name:
                 feed[self._lengths_name] = lengths[idx].astype(np.int64)
             groups.append((idx, longest, self._run_many(feed, outs)))
-        return self._assemble(spec, groups, len(lengths), x.shape[sa], outs)
+        return self._assemble(spec, groups, len(lengths), x.shape[sa], outs, lengths)
 
     def _assemble(self, spec: TensorSpec, groups: list[tuple[np.ndarray, int, list[np.ndarray]]], n: int,
-                  padded: int, outs: list[str]) -> list[np.ndarray]:
+                  padded: int, outs: list[str], lengths: np.ndarray | None = None) -> list[np.ndarray]:
         """Outputs of runs over sample subsets (``(indices, run length, outputs)``) put back in sample order."""
         results = []
         for k, out in enumerate(outs):
@@ -476,7 +487,8 @@ class Session:
             for idx, _length, ys in groups:
                 y = ys[k]
                 if out_sa is not None:
-                    y = _hold_last(y, out_sa, padded)
+                    y = (_hold_last(y, out_sa, padded) if lengths is None
+                         else _hold_each(y, out_ba, out_sa, lengths[idx], padded))
                 where: list[Any] = [slice(None)] * result.ndim
                 where[out_ba] = idx
                 result[tuple(where)] = y
@@ -590,6 +602,16 @@ class Session:
         match = [e for e in entries if e.get("name") == name] or (entries if len(entries) == 1 else [])
         vocab = match[0].get("vocab_size") if match else None
         return int(vocab) if isinstance(vocab, int) and vocab > 0 else None
+
+
+def _hold_each(y: np.ndarray, batch_axis: int, axis: int, lengths: np.ndarray, length: int) -> np.ndarray:
+    """``y`` at ``length`` steps along ``axis``, where each sample (along ``batch_axis``) holds its last valid step
+    (``lengths[i] - 1``) from its own length on."""
+    moved = np.moveaxis(y, (batch_axis, axis), (0, 1))
+    last = np.minimum(np.arange(length)[None, :], np.asarray(lengths, np.int64)[:, None] - 1)
+    last = np.minimum(last, moved.shape[1] - 1).reshape(*last.shape, *[1] * (moved.ndim - 2))
+    held = np.take_along_axis(moved, np.broadcast_to(last, (moved.shape[0], length, *moved.shape[2:])), axis=1)
+    return np.moveaxis(held, (0, 1), (batch_axis, axis))
 
 
 def _hold_last(y: np.ndarray, axis: int, length: int) -> np.ndarray:

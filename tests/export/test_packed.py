@@ -240,3 +240,38 @@ def test_packing_beside_other_inputs_is_refused_with_the_split_that_exports(tmp_
     with pytest.raises(UnsupportedModelError, match=r"takes 3 inputs \(src, src_len, trg\).*forward\(x, lengths\)"):
         export(_seeded(PacksBesideATarget), out)
     assert not out.exists()
+
+
+class PackedTagger(nn.Module):
+    """A per-step output through pad_packed_sequence without total_length: PyTorch returns it cut at the longest
+    sample, zeros after each sample's own length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(3, 6, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False))
+        return self.fc(nn.utils.rnn.pad_packed_sequence(out, batch_first=True)[0])
+
+
+def test_a_packed_per_step_output_is_cut_at_the_longest_sample_as_pytorch_cuts_it(tmp_path):
+    model, out = _seeded(PackedTagger), tmp_path / "m.onnx"
+    export(model, out)
+    x = np.random.default_rng(0).standard_normal((3, 12, 3)).astype(np.float32)
+    lengths = np.array([7, 4, 2])  # padded well past the longest
+    with torch.inference_mode():
+        want = model(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
+    s = Session(out, device="cpu")
+    got = s.run({"x": x, "lengths": lengths})["y"]
+    assert got.shape == want.shape == (3, 7, 4)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)  # zeros after each length included
+    # predict: the padded length, each sample's last valid step held; one run and length-sorted runs agree
+    one = s.predict(x, lengths=lengths)
+    assert one.shape == (3, 12, 4)
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(one[i, :n], want[i, :n], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(one[i, n:], np.repeat(want[i, n - 1 : n], 12 - n, axis=0), atol=1e-5, rtol=1e-5)
+    many = s.predict(np.repeat(x, 100, axis=0), lengths=np.repeat(lengths, 100))
+    np.testing.assert_allclose(many[::100], one, atol=1e-6, rtol=1e-6)
