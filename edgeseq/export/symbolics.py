@@ -5,8 +5,10 @@ A scripted ``nn.GRUCell``/``nn.RNNCell`` (in a model edgeseq scripts, or in a To
 ``aten::rnn_relu_cell``, which it cannot translate, behind an ``hx.dim() in (1, 2)`` test whose constant
 list its ``__contains__`` translation rejects ("expected node type prim::ListConstruct").  Traced models
 never reach these (tracing decomposes the cells).  A scripted ``for x_t in x.unbind(1)`` gets pieces of
-the wrong rank from the exporter's ``unbind``.  :func:`cell_symbolics` registers the cells' equations,
-``in`` on a constant list, and a correct ``unbind``, for the duration of one export.
+the wrong rank from the exporter's ``unbind``.  Framing raw audio with ``wav.unfold(1, 400, 160)`` needs
+the length known to the exporter's ``unfold``.  :func:`cell_symbolics` registers the cells' equations,
+``in`` on a constant list, a correct ``unbind`` and a length-agnostic ``unfold``, for the duration of one
+export.
 
 >>> with cell_symbolics(17):                                  # doctest: +SKIP
 ...     torch.onnx.export(scripted, args, "m.onnx", dynamo=False, opset_version=17)
@@ -77,10 +79,37 @@ def _unbind(g: Any, self: Any, dim: Any, _outputs: int | None = None) -> Any:
     return [g.op("Squeeze", p, g.op("Constant", value_t=torch.tensor([axis]))) for p in pieces]
 
 
+def _unfold(g: Any, self: Any, dimension: Any, size: Any, step: Any) -> Any:
+    """``x.unfold(dim, size, step)`` (frames of raw audio) when the length along ``dim`` is dynamic: the
+    exporter's own translation needs it known ("input size not accessible").  Frame ``i`` gathers steps
+    ``i * step .. i * step + size - 1``; the frame axis takes ``dim``'s place and ``size`` goes last."""
+    import torch
+    from torch.onnx import symbolic_helper as sh
+
+    dim, size_, step_ = (sh._get_const(v, "i", n) for v, n in ((dimension, "dimension"), (size, "size"), (step, "step")))
+    rank = sh._get_tensor_rank(self)
+    if rank is None:
+        return sh._onnx_unsupported("unfold of a tensor of unknown rank", self)
+    dim = dim % rank
+
+    def const(value: Any) -> Any:
+        return g.op("Constant", value_t=torch.tensor(value, dtype=torch.int64))
+
+    length = g.op("Gather", g.op("Shape", self), const(dim), axis_i=0)
+    frames = g.op("Add", g.op("Div", g.op("Sub", length, const(size_)), const(step_)), const(1))
+    starts = g.op("Mul", g.op("Range", const(0), frames, const(1)), const(step_))
+    index = g.op("Add", g.op("Unsqueeze", starts, const([1])), const([list(range(size_))]))  # (frames, size)
+    out = g.op("Gather", self, index, axis_i=dim)  # dim -> (frames, size)
+    if dim == rank - 1:
+        return out
+    perm = list(range(dim + 1)) + list(range(dim + 2, rank + 1)) + [dim + 1]
+    return g.op("Transpose", out, perm_i=perm)
+
+
 # the exporter's own translation of ``__contains__`` is registered as "aten::__contains_"
 SYMBOLICS = {"aten::__contains_": _contains, "aten::gru_cell": _gru_cell,
              "aten::rnn_tanh_cell": _rnn_cell("Tanh"), "aten::rnn_relu_cell": _rnn_cell("Relu"),
-             "aten::unbind": _unbind}
+             "aten::unbind": _unbind, "aten::unfold": _unfold}
 
 
 @contextlib.contextmanager
