@@ -81,6 +81,16 @@ def channels_first_example(model: Any, dynamic_axes: Sequence[int] | None,
     return InputSpec([_info("x", "float32", shape, 0, 2, dynamic_axes, None)]), examples
 
 
+def _spectrogram_shapes(batch: int, channels: int, bins: int) -> list[tuple[list[int], int]]:
+    """(example shape, time axis) of spectrogram layouts: ``(batch, C, bins, time)`` as torchaudio writes it,
+    ``(batch, C, time, bins)``, and for one channel the same without it (``forward`` adds it: ``x.unsqueeze(1)``)."""
+    t = SPECTROGRAM_FRAMES
+    shapes = [([batch, channels, bins, t], 3), ([batch, channels, t, bins], 2)]
+    if channels == 1:
+        shapes += [([batch, bins, t], 2), ([batch, t, bins], 1)]
+    return shapes
+
+
 def conv2d_hint(channels: int) -> str:
     """What ``--input-shape`` to pass for a Conv2d-first model edgeseq could not guess an input for."""
     return (f"BATCH,LENGTH,{channels},H,W for clips of frames, or BATCH,{channels},BINS,LENGTH with --dynamic-axes "
@@ -108,17 +118,16 @@ def conv2d_example(model: Any, time_first: bool, dynamic_axes: Sequence[int] | N
     if time_first:
         return None
     for bins in SPECTROGRAM_BINS:
-        for seq_axis in (3, 2):  # (batch, C, bins, time) as torchaudio writes it, then (batch, C, time, bins)
-            shape = [b, channels, bins, SPECTROGRAM_FRAMES] if seq_axis == 3 else [b, channels, SPECTROGRAM_FRAMES, bins]
+        for shape, seq_axis in _spectrogram_shapes(b, channels, bins):
             shorter = list(shape)
             shorter[seq_axis] = SPECTROGRAM_FRAMES // 2
             examples = [_example(shape, "float32", None)]
             if _failure(model, examples) is None and _failure(model, [_example(shorter, "float32", None)]) is None:
-                dims = f"{channels}, {bins}, length" if seq_axis == 3 else f"{channels}, length, {bins}"
-                flag = f"{channels},{bins},LENGTH --dynamic-axes 0,3" if seq_axis == 3 else f"{channels},LENGTH,{bins} --dynamic-axes 0,2"
+                dims = ", ".join("length" if a == seq_axis else str(d) for a, d in enumerate(shape) if a > 0)
+                flag = ",".join("LENGTH" if a == seq_axis else str(d) for a, d in enumerate(shape) if a > 0)
                 if log:
                     log(f"note: the model takes spectrograms (batch, {dims}) for its Conv2d: the first bin count it "
                         f"runs on is {bins}; exported input x with a dynamic length on axis {seq_axis} (other shapes: "
-                        f"pass --input-shape BATCH,{flag})")
+                        f"pass --input-shape BATCH,{flag} --dynamic-axes 0,{seq_axis})")
                 return InputSpec([_info("x", "float32", shape, 0, seq_axis, dynamic_axes, None)]), examples
     return None

@@ -222,3 +222,20 @@ def test_a_model_that_transposes_features_first_itself_gets_them_first(tmp_path)
     s = Session(tmp_path / "t.onnx", device="cpu")
     x = np.random.default_rng(0).standard_normal((2, 12, 30)).astype(np.float32)
     np.testing.assert_allclose(s.predict(x), _torch(model, x), atol=1e-5, rtol=1e-4)
+
+
+def test_a_spectrogram_without_its_channel_axis_is_found_too(tmp_path):
+    """(batch, 40 bands, frames), the channel axis added in forward (x.unsqueeze(1)) before the Conv2d."""
+
+    class Unsqueezes(KeywordCRNN):
+        def forward(self, x):
+            return super().forward(x.unsqueeze(1))
+
+    torch.manual_seed(0)
+    model, log = Unsqueezes().eval(), []
+    _export(model, tmp_path / "kws.onnx", log)
+    assert any("spectrograms (batch, 40, length)" in m for m in log)
+    s = Session(tmp_path / "kws.onnx", device="cpu")
+    assert list(s.inputs[0].shape) == ["batch", 40, "seq"]
+    x = np.random.default_rng(0).standard_normal((2, 40, 75)).astype(np.float32)
+    np.testing.assert_allclose(s.predict(x), _torch(model, x), atol=1e-5, rtol=1e-4)
