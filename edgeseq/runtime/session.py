@@ -484,11 +484,12 @@ class Session:
             if out_sa is not None:
                 shape[out_sa] = padded
             result = np.empty(shape, dtype=first.dtype)
-            for idx, _length, ys in groups:
+            for idx, length, ys in groups:
                 y = ys[k]
                 if out_sa is not None:
-                    y = (_hold_last(y, out_sa, padded) if lengths is None
-                         else _hold_each(y, out_ba, out_sa, lengths[idx], padded))
+                    # step for step with the input (its run's longest length): each sample holds its own last step
+                    aligned = lengths is not None and y.shape[out_sa] == length
+                    y = _hold_each(y, out_ba, out_sa, lengths[idx], padded) if aligned else _hold_last(y, out_sa, padded)
                 where: list[Any] = [slice(None)] * result.ndim
                 where[out_ba] = idx
                 result[tuple(where)] = y
