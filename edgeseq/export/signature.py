@@ -399,25 +399,26 @@ def runnable_signature(
     time_first: bool = False,
     log: Any = None,
 ) -> tuple[InputSpec, list[Any]]:
-    """:func:`infer_signature`, and for a guessed one-feature example ``(batch, length, 1)`` that the
-    model rejects, the univariate ``(batch, length)`` it may take instead (a series split per step into
-    ``nn.LSTMCell(1, H)``, or unsqueezed in ``forward``), when the model runs on that."""
+    """:func:`infer_signature`; when the model rejects a guessed example, the other reading it runs on: one
+    sentence of token ids, clips of frames or spectrograms for a first Conv2d, channels first
+    (:mod:`edgeseq.export.conv_inputs`), or for a one-feature guess ``(batch, length, 1)`` the univariate
+    ``(batch, length)`` (a series split per step into ``nn.LSTMCell(1, H)``, or unsqueezed in ``forward``)."""
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
     info = spec.inputs[0]
     guessed = input_shape is None and declared_examples(model) is None
-    if guessed and len(spec.inputs) == 1 and not info.dtype.startswith("int") and _failure(model, examples) is not None:
-        from .conv_inputs import channels_first_example, conv2d_example
+    if not guessed or len(spec.inputs) != 1 or _failure(model, examples) is None:
+        return spec, examples
+    # the guess fails: try the other readings of the first layer
+    if info.dtype.startswith("int"):
+        return _one_sentence(model, spec, examples, log) if len(info.shape) == 2 else (spec, examples)
+    from .conv_inputs import channels_first_example, conv2d_example
 
-        found = conv2d_example(model, time_first, dynamic_axes, log)
-        if found is None and not time_first:
-            found = channels_first_example(model, dynamic_axes, log)
-        if found is not None:
-            return found
-    if (guessed and len(spec.inputs) == 1 and len(info.shape) == 2 and info.dtype.startswith("int")
-            and _failure(model, examples) is not None):
-        return _one_sentence(model, spec, examples, log)
-    if not (guessed and len(spec.inputs) == 1 and len(info.shape) == 3 and info.shape[-1] == 1
-            and not info.dtype.startswith("int")) or _failure(model, examples) is None:
+    found = conv2d_example(model, time_first, dynamic_axes, log)
+    if found is None and not time_first:
+        found = channels_first_example(model, dynamic_axes, log)
+    if found is not None:
+        return found
+    if len(info.shape) != 3 or info.shape[-1] != 1:
         return spec, examples
     shape = list(info.shape[:2])
     alternative = (InputSpec([_info("x", info.dtype, shape, *_axes(time_first), dynamic_axes, None)]),
