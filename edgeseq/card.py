@@ -138,6 +138,12 @@ def card_from_metadata(props: dict[str, str]) -> dict[str, Any]:
     return card if isinstance(card, dict) else {}
 
 
+def forward_takes_lengths(card: dict[str, Any]) -> bool:
+    """Whether the file comes from a ``forward(x, lengths)`` (it packs, or reads the lengths itself): its
+    ``lengths`` input stands for that parameter, and the PyTorch model is compared at full lengths."""
+    return bool(card.get("packed_by") or card.get("lengths_parameter"))
+
+
 def set_card(model_proto: Any, card: dict[str, Any]) -> None:
     """Store ``card`` in an ``onnx.ModelProto``'s metadata_props (replacing an older card)."""
     card = {"card_version": CARD_VERSION, **card}

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..card import read_card
+from ..card import forward_takes_lengths, read_card
 from ..errors import EdgeseqError, InputError
 from ..inputs import InputSpec
 from . import runners as R
@@ -172,7 +172,7 @@ def bench_file(
         # as export and check load it: float32, and any state kept on the module reset before each call
         torch_model = model_and_source(against, weights, allow_pickle=allow_pickle)[0]
         card = read_card(path)
-        if card.get("packed_by") or card.get("lengths_parameter"):  # forward(x, lengths): timed at full lengths
+        if forward_takes_lengths(card):  # forward(x, lengths): timed at full lengths
             from ..export.packed import unpacked
 
             torch_model = unpacked(torch_model, card.get("layout") == "time_first") or torch_model

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..card import forward_takes_lengths
 from ..quantize.cpu import vnni_mismatch
 from ..tolerances import Tolerance, is_quantized, max_metric_drop, tolerance_for
 from . import parity
@@ -71,8 +72,7 @@ def check(
             return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
     else:
         model, _ = model_and_source(against, weights, allow_pickle=allow_pickle)
-        if session.card.get("packed_by") or session.card.get("lengths_parameter"):
-            # forward(x, lengths): compared as forward(x), every sample at full length
+        if forward_takes_lengths(session.card):  # compared as forward(x), every sample at full length
             model = unpacked(model, session.card.get("layout") == "time_first") or model
         run_ref = parity.torch_runner(model)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..card import card_from_metadata
+from ..card import card_from_metadata, forward_takes_lengths
 from ..errors import InputError
 from .checks import TensorSpec, check_array, check_shape, spec_of, untorch
 from .ort import create_inference_session, open_model_file
@@ -144,6 +144,9 @@ class Session:
         seq_name = spec.shape[self._sa] if spec is not None and self._sa < len(spec.shape) else None
         self._fast_time_axis = (first_dims.index(seq_name) if isinstance(seq_name, str) and seq_name in first_dims
                                 else None)
+        # a forward(x, lengths) file pads per-step outputs as the model does (zeros after each length, cut at the
+        # longest); --lengths files hold each sample's last step already, so predict need not redo it
+        self._pads_like_pytorch = self._lengths_name is not None and forward_takes_lengths(card)
         if spec is not None:
             self._fast_dtype = np.dtype(spec.dtype)
             self._fast_fixed = tuple((a, d) for a, d in enumerate(spec.shape) if isinstance(d, int))
@@ -400,7 +403,7 @@ class Session:
             msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise InputError(f"ONNX Runtime failed on samples 0..{n - 1}: {msg}") from None
         time_axis = self._fast_time_axis
-        if lengths is not None and time_axis is not None and y.ndim > time_axis:
+        if lengths is not None and time_axis is not None and self._pads_like_pytorch:
             # a packed model's file ends at the longest sample with zeros after each one's length, as
             # pad_packed_sequence does; predict gives the padded length, each sample's last valid step held
             y = _hold_each(y, self._ba, time_axis, feed[self._lengths_name], steps)
@@ -488,7 +491,7 @@ class Session:
                 y = ys[k]
                 if out_sa is not None:
                     # step for step with the input (its run's longest length): each sample holds its own last step
-                    aligned = lengths is not None and y.shape[out_sa] == length
+                    aligned = self._pads_like_pytorch and lengths is not None and y.shape[out_sa] == length
                     y = _hold_each(y, out_ba, out_sa, lengths[idx], padded) if aligned else _hold_last(y, out_sa, padded)
                 where: list[Any] = [slice(None)] * result.ndim
                 where[out_ba] = idx
