@@ -13,7 +13,7 @@ from typing import Any
 from .errors import EdgeseqError
 
 __version__ = "0.1.0"
-__all__ = ["Session", "StreamingSession", "EdgeseqError", "__version__"]
+__all__ = ["Session", "StreamingSession", "StreamPool", "EdgeseqError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: keep `import edgeseq` cheap for CLI start-up
@@ -25,4 +25,8 @@ def __getattr__(name: str) -> Any:  # lazy: keep `import edgeseq` cheap for CLI 
         from .runtime.streaming import StreamingSession
 
         return StreamingSession
+    if name == "StreamPool":
+        from .runtime.pool import StreamPool
+
+        return StreamPool
     raise AttributeError(f"module 'edgeseq' has no attribute {name!r}")

@@ -73,7 +73,9 @@ class _Group(click.Group):
             _err(f"Error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
             ctx.exit(1)
         except KeyboardInterrupt:
-            _err("Interrupted; no partial output was written.")
+            # Output files are written atomically; what went to stdout before the interrupt is already out
+            _err("Interrupted; the lines printed so far are complete, the rest was not computed."
+                 if ctx.meta.get("edgeseq.prints_results") else "Interrupted; no partial output was written.")
             ctx.exit(130)
         except BrokenPipeError:  # e.g. `edgeseq infer ... | head`: the reader left; stop quietly
             import os
@@ -236,6 +238,14 @@ def infer(model: str, input_path: str | None, output: str | None, device: str, b
     Ctrl-C or SIGTERM leaves no partial output file. A progress bar shows when stderr is a terminal.
     """
     if stream:
+        ctx = click.get_current_context()
+        ctx.meta["edgeseq.prints_results"] = True
+        for param, flag in (("input_path", "--input"), ("output", "-o/--output"), ("batch_size", "--batch-size"),
+                            ("max_length", "--max-length")):
+            if ctx.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE:
+                # silently ignoring it would leave the user waiting for a file that never comes
+                raise click.UsageError(f"{flag} does not go with --stream, which reads stdin and prints a line per "
+                                       "step; redirect stdout to keep them (> out.jsonl)")
         from .runtime.stdin import stream_stdin
 
         stream_stdin(model, sys.stdin, sys.stdout, device=device, threads=threads, reset_on_blank=reset_on_blank,
@@ -243,12 +253,16 @@ def infer(model: str, input_path: str | None, output: str | None, device: str, b
         return
     if static:
         raise click.UsageError("--static goes with --stream; for --input, put every input in one .npz")
+    if reset_on_blank:
+        raise click.UsageError("--reset-on-blank goes with --stream; a file's samples are separate sequences already")
     if not input_path:
         raise click.UsageError("give --input FILE (or --stream to read steps from stdin)")
     from .runtime.infer import infer_file
     from .runtime.io import sigterm_as_interrupt
     from .runtime.session import MAX_LENGTH
 
+    output = None if output == "-" else output  # the usual spelling of stdout
+    click.get_current_context().meta["edgeseq.prints_results"] = not output
     with sigterm_as_interrupt(), _Progress(enabled=sys.stderr.isatty()) as progress:
         result = infer_file(model, input_path, output, device=device, batch_size=batch_size, threads=threads,
                             allow_nonfinite=allow_nonfinite, log=_err, text_out=None if output else sys.stdout,

@@ -129,3 +129,60 @@ def test_real_subprocess_export_then_infer(tmp_path):
     assert len(r.stdout.strip().splitlines()) == 2
     r = subprocess.run(exe + ["infer", str(out), "--input", str(tmp_path / "nope.npy")], capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
+
+
+def test_infer_refuses_to_overwrite_its_input(runner, gru_file, tmp_path):
+    x = np.random.default_rng(0).standard_normal((2, 4, 12)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = runner.invoke(main, ["infer", str(gru_file), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "." / "x.npy")])
+    assert r.exit_code == 1 and "would overwrite the input" in r.stderr and "Traceback" not in r.output
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), x)  # the input is intact
+
+
+def test_infer_replaces_a_read_only_output_file(runner, gru_file, tmp_path):
+    import os
+
+    np.save(tmp_path / "x.npy", np.zeros((2, 4, 12), np.float32))
+    out = tmp_path / "y.npy"
+    out.write_bytes(b"old")
+    os.chmod(out, 0o444)  # its mode is kept, and applied only after the new file is written
+    r = runner.invoke(main, ["infer", str(gru_file), "-i", str(tmp_path / "x.npy"), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert np.load(out).shape[0] == 2 and (out.stat().st_mode & 0o777) == 0o444
+
+
+@pytest.mark.parametrize("extra, flag", [(["-o", "y.npy"], "-o/--output"), (["--input", "x.npy"], "--input"),
+                                         (["--batch-size", "8"], "--batch-size")])
+def test_stream_refuses_options_it_would_ignore(runner, gru_file, tmp_path, extra, flag):
+    extra = [str(tmp_path / a) if a.endswith(".npy") else a for a in extra]
+    r = runner.invoke(main, ["infer", str(gru_file), "--stream", *extra], input="1,2\n")
+    assert r.exit_code == 2 and f"{flag} does not go with --stream" in r.output
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_reset_on_blank_needs_stream(runner, gru_file, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 12), np.float32))
+    r = runner.invoke(main, ["infer", str(gru_file), "-i", str(tmp_path / "x.npy"), "--reset-on-blank"])
+    assert r.exit_code == 2 and "--reset-on-blank goes with --stream" in r.output
+
+
+def test_output_dash_is_stdout_and_input_dash_is_explained(runner, gru_file, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 12), np.float32))
+    r = runner.invoke(main, ["infer", str(gru_file), "-i", str(tmp_path / "x.npy"), "-o", "-"])
+    assert r.exit_code == 0 and len(r.stdout.strip().splitlines()) == 2 and not (tmp_path / "-").exists()
+    r = runner.invoke(main, ["infer", str(gru_file), "-i", "-"])
+    assert r.exit_code == 1 and "--stream" in r.stderr and "Traceback" not in r.output
+
+
+def test_infer_reads_a_csv_of_token_ids_one_per_row(runner, exported, tmp_path):
+    from edgeseq import Session
+
+    text = exported("text_bilstm")
+    (tmp_path / "tok.csv").write_text("5\n6\n7\n")
+    r = runner.invoke(main, ["infer", str(text), "-i", str(tmp_path / "tok.csv")])
+    assert r.exit_code == 0, r.output
+    want = Session(text, device="cpu").predict(np.array([[5, 6, 7]]))
+    np.testing.assert_allclose(json.loads(r.stdout.splitlines()[0]), want[0], rtol=1e-6)
+    (tmp_path / "row.csv").write_text("5,6,7\n")
+    r = runner.invoke(main, ["infer", str(text), "-i", str(tmp_path / "row.csv")])
+    assert r.exit_code == 1 and "one value per row" in r.stderr

@@ -252,6 +252,13 @@ def run_cases(runners: dict[str, R.Runner], spec: InputSpec, grid: Sequence[tupl
     return cases
 
 
+def _speedup_words(ratio: float | None) -> str:
+    """``2.1`` -> '2.10x faster', ``0.8`` -> '1.25x slower' (a ratio below 1 read as "faster" misleads)."""
+    if not ratio:
+        return "-"
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+
+
 def format_report(report: BenchReport, baseline: str | None = None) -> str:
     """A plain-text table: one row per case and runtime, with the speed-up over ``baseline``."""
     base = baseline or ("pytorch" if any(c.runtime == "pytorch" for c in report.cases) else "onnxruntime-default")
@@ -266,7 +273,7 @@ def format_report(report: BenchReport, baseline: str | None = None) -> str:
             continue
         ratio = report.speedup(c.runtime, base, c.batch, c.length, c.mode)
         line = (f"{c.mode:<8} {c.batch:>5} {c.length:>6}  {c.runtime:<20} {_ms(c.timing.median_s):>10} "
-                f"{_ms(c.timing.p99_s):>10} {c.samples_per_s:>11.0f}  {(f'{ratio:.2f}x faster' if ratio else '-'):>14}")
+                f"{_ms(c.timing.p99_s):>10} {c.samples_per_s:>11.0f}  {_speedup_words(ratio):>14}")
         bound = report.bound_s(c.batch, c.length) if c.mode == "sequence" else None
         if report.peaks:
             line += f"  {(f'{c.timing.median_s / bound:.1f}' if bound else '-'):>8}"

@@ -162,9 +162,9 @@ def compile_openvino(path: str | Path, threads: int | None = None, precision: st
 def openvino_runner(path: str | Path, threads: int | None = None, precision: str | None = None) -> Runner:
     """OpenVINO's CPU plugin on the same ONNX file; ``precision`` 'f32' pins the inference precision
     (OpenVINO's default on CPUs with bf16 support is bf16).  Raises MissingDependencyError if absent."""
+    compiled = compile_openvino(path, threads, precision)  # MissingDependencyError first if OpenVINO is absent
     import openvino as ov
 
-    compiled = compile_openvino(path, threads, precision)
     request = compiled.create_infer_request()
     used = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
     complete = _completer(path, [p.get_any_name() for p in compiled.inputs])

@@ -41,6 +41,19 @@ class TensorSpec:
         return f"{self.name}: {np.dtype(self.dtype).name}[{dims}]"
 
 
+def positive_int(value: Any, name: str) -> int | None:
+    """``value`` as an int >= 1 (None passes through); InputError naming ``name`` otherwise.
+
+    >>> positive_int(4, "threads")
+    4
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive whole number, got {value!r}")
+    return int(value)
+
+
 def spec_of(node: Any) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) else (d or "?") for d in (node.shape or ()))
     return TensorSpec(node.name, _ORT_TO_NUMPY.get(node.type, np.float32), shape)

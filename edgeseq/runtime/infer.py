@@ -38,6 +38,14 @@ class InferResult:
     device_reason: str = ""
 
 
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (hard links and other spellings included)."""
+    try:
+        return Path(a).resolve() == Path(b).resolve() or Path(a).samefile(b)
+    except OSError:  # the output does not exist yet
+        return False
+
+
 def infer_file(
     model: str | Path,
     input_path: str | Path,
@@ -63,6 +71,8 @@ def infer_file(
     >>> infer_file("model.onnx", "x.npy", "y.npy", device="cpu").samples     # doctest: +SKIP
     1000000
     """
+    if output is not None and _same_file(input_path, output):
+        raise InputError(f"{output}: the output would overwrite the input {input_path}; choose another -o")
     session = session or Session(model, device=device, threads=threads, batch_size=batch_size,
                                  allow_nonfinite=allow_nonfinite, max_length=max_length)
     data = session.data_inputs()
@@ -141,6 +151,13 @@ def _plan(source: InputSource, spec: TensorSpec, session: Session,
     steps_last = (source.path.suffix.lower() in (".csv", ".jsonl") and (batch_axis, session._seq_axis()) == (0, 2)
                   and spec.rank == 3 and len(source.shape) == 3)
     shape = (source.shape[0], source.shape[2], source.shape[1]) if steps_last else source.shape
+    # a .csv of token ids (or any [batch, seq] input): one value per row, read as (1, T, 1)
+    one_column = (source.path.suffix.lower() == ".csv" and spec.rank == 2 and len(source.shape) == 3)
+    if one_column:
+        if source.shape[2] != 1:
+            raise InputError(f"{source.path}: input {spec.name!r} takes one value per step, but the .csv has "
+                             f"{source.shape[2]} columns; write one value per row (a row is a step)")
+        shape = (1, source.shape[1]) if batch_axis == 0 else (source.shape[1], 1)
     if not single:
         # the whole input's shape, checked before reading any data (a zero-stride view costs no memory)
         check_shape(np.lib.stride_tricks.as_strided(np.zeros(1, source.dtype), shape, (0,) * len(shape)), spec)
@@ -149,13 +166,15 @@ def _plan(source: InputSource, spec: TensorSpec, session: Session,
         seq_axis -= 1  # the file has no batch axis
     if 0 <= seq_axis < len(shape):
         session.check_length(spec, shape[seq_axis])
-    if not single and batch_axis == 0 and not steps_last:
+    if not single and batch_axis == 0 and not steps_last and not one_column:
         rows = source.default_rows(batch_size)
         return len(source), lambda: source.chunks(rows)
     x = source.read_all()
     lengths = source.lengths
     if steps_last:
         x = np.ascontiguousarray(np.swapaxes(x, 1, 2))
+    if one_column:
+        x = np.expand_dims(x[0, :, 0], batch_axis)
     if source.path.suffix.lower() == ".jsonl" and batch_axis == 1 and not single:
         x = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # a line per sample: side by side for a time-first model
     if single:

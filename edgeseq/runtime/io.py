@@ -59,6 +59,9 @@ def _fail(path: Path, what: str) -> InputError:
 
 def _check_file(path: Path) -> str:
     suffix = path.suffix.lower()
+    if str(path) == "-":
+        raise InputError("--input - (stdin) is not read as a file; save the data as .npy/.npz/.csv/.jsonl, "
+                         "or pipe one step per line into --stream")
     if suffix not in INPUT_SUFFIXES:
         raise _fail(path, f"unsupported input type {suffix or '(none)'!r}; use one of {', '.join(INPUT_SUFFIXES)}")
     if not path.exists():
@@ -463,8 +466,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        os.chmod(tmp_path, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
         yield tmp_path
+        os.chmod(tmp_path, mode)  # after writing: the mode of a read-only file being replaced would block the write
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..card import read_card
 from ..errors import ModelFileError, ProviderError
+from .checks import positive_int
 from .providers import DeviceChoice
 from .safety import check_model_file
 from .workarounds import disabled_optimizers
@@ -53,7 +54,7 @@ def session_options(threads: int | None = None, spinning: bool = False, memory_a
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or default_threads()
+    opts.intra_op_num_threads = positive_int(threads, "threads") or default_threads()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.enable_cpu_mem_arena = memory_arena

@@ -42,6 +42,10 @@ class StreamPool:
     >>> pool.leave(a)                                                # doctest: +SKIP
     """
 
+    def __reduce__(self) -> Any:
+        # its state lives in ONNX Runtime buffers; a copy would silently start from zeros
+        raise TypeError("a StreamPool cannot be pickled or copied (it carries live stream state); create one per process")
+
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
                  allow_nonfinite: bool = False) -> None:
         self.stream = StreamingSession(path, device=device, threads=threads, allow_nonfinite=allow_nonfinite)

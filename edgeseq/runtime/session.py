@@ -16,7 +16,7 @@ import numpy as np
 
 from ..card import card_from_metadata, forward_takes_lengths
 from ..errors import InputError
-from .checks import TensorSpec, check_array, check_shape, spec_of, untorch
+from .checks import TensorSpec, check_array, check_shape, positive_int, spec_of, untorch
 from .ort import create_inference_session, open_model_file
 from .providers import DeviceChoice, Placement, placement_of, resolve_device, settle_choice
 
@@ -77,10 +77,11 @@ class Session:
         max_length: int = MAX_LENGTH,
         memory_arena: bool = True,
     ) -> None:
+        self._init_args = (path, device, threads, batch_size, allow_nonfinite, io_binding, max_length, memory_arena)
         self.path = open_model_file(path)
-        self.max_length = max_length
-        self.threads = threads
-        self.batch_size = batch_size
+        self.max_length = positive_int(max_length, "max_length")
+        self.threads = positive_int(threads, "threads")
+        self.batch_size = positive_int(batch_size, "batch_size")
         self.allow_nonfinite = allow_nonfinite
         choice = resolve_device(device)
         self._sess = create_inference_session(self.path, choice, threads, memory_arena)
@@ -96,6 +97,11 @@ class Session:
         self.outputs: list[TensorSpec] = [spec_of(o) for o in self._sess.get_outputs()]
         self.card: dict[str, Any] = card_from_metadata(self._sess.get_modelmeta().custom_metadata_map)
         self._index()
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled (multiprocessing workers, ``copy.deepcopy``) as its arguments: the copy loads the same file
+        path again, so the file must be reachable where it is unpickled."""
+        return (type(self), self._init_args)
 
     def _index(self) -> None:
         """Cache what every call needs from the card and the graph (read once, at load: each card
@@ -263,8 +269,8 @@ class Session:
         """
         if self._unbatched:
             return self._predict_each(x, lengths)
-        if lengths is None and isinstance(x, (list, tuple)):
-            x, lengths = self._pad_ragged(x)
+        if isinstance(x, (list, tuple)):
+            x, lengths = self._pad_ragged(x, lengths)
         y = self._predict_one_run(x, lengths, batch_size)
         if y is not None:
             return y
@@ -313,8 +319,8 @@ class Session:
         unknown = [n for n in names if n not in self._output_names]
         if unknown:
             raise InputError(f"unknown output(s) {', '.join(unknown)}; the model gives {', '.join(self._output_names)}")
-        if lengths is None and isinstance(x, (list, tuple)):
-            x, lengths = self._pad_ragged(x)
+        if isinstance(x, (list, tuple)):
+            x, lengths = self._pad_ragged(x, lengths)
         data = self.data_inputs()
         if len(data) != 1:
             raise InputError(f"predict() takes one input, the model has {len(data)}; use run(feed)")
@@ -360,7 +366,7 @@ class Session:
 
     def _rows(self, batch_size: int | None, steps: int) -> int:
         """Samples per run for sequences of ``steps``: the batch size, capped by memory and (CPU) by cache."""
-        rows = min(batch_size or self.batch_size, STEP_BUDGET // max(1, steps))
+        rows = min(positive_int(batch_size, "batch_size") or self.batch_size, STEP_BUDGET // max(1, steps))
         if not self.device_choice.is_cuda:
             rows = min(rows, max(CPU_MIN_ROWS, CPU_RUN_SAMPLE_STEPS // max(1, steps)))
         return max(1, rows)
@@ -499,12 +505,17 @@ class Session:
             results.append(result)
         return results
 
-    def _pad_ragged(self, x: list | tuple) -> tuple[Any, np.ndarray | None]:
+    def _pad_ragged(self, x: list | tuple, lengths: Any = None) -> tuple[Any, Any]:
         """A list of sequences of different lengths -> (zero-padded batch, lengths); other input as it is."""
         try:
             seqs = [np.asarray(untorch(s)) for s in x]
         except (ValueError, TypeError, OverflowError, RecursionError):
-            return x, None  # check_shape words the error
+            return x, lengths  # check_shape words the error
+        if lengths is not None:
+            if seqs and any(s.shape != seqs[0].shape for s in seqs):
+                raise InputError("lengths= goes with one padded array; a list of sequences of different lengths "
+                                 "carries its own lengths: drop lengths=")
+            return x, lengths
         spec = self.data_inputs()[0] if len(self.data_inputs()) == 1 else None
         if not seqs or all(s.shape == seqs[0].shape for s in seqs):
             if seqs and spec is not None and self._ba == 1 and self._sa == 0 and seqs[0].ndim == spec.rank - 1:

@@ -84,7 +84,10 @@ def stream_stdin(model: str | Path, stdin: TextIO | Iterable[str], stdout: TextI
                 f"stdin line {lineno}: this model also takes {first.name} ({_static_width(first)} value(s) per "
                 f"sequence): pass --static {first.name}=v1,v2,... or send a line {{\"{first.name}\": [...]}} first")
         x = np.asarray(step_values).reshape(shape)
-        y = session.step(x, **values)
+        try:
+            y = session.step(x, **values)
+        except InputError as exc:  # e.g. a NaN: say which line, not the index inside the one-step array
+            raise InputError(f"stdin line {lineno}: {_without_index(str(exc))}") from None
         row = np.take(y, 0, axis=out_axes["batch_axis"] if out_axes["batch_axis"] is not None else 0)
         seq = out_axes["seq_axis"]
         if seq is not None:
@@ -94,6 +97,13 @@ def stream_stdin(model: str | Path, stdin: TextIO | Iterable[str], stdout: TextI
         if not _emit(stdout, json.dumps(np.asarray(row).tolist())):
             break
     return steps
+
+
+def _without_index(message: str) -> str:
+    """'input 'x' has NaN at index (0, 0, 5) (sample 0, step 0); ...' -> '... has NaN in value 6; ...'."""
+    import re
+
+    return re.sub(r"at index \(0, 0, (\d+)\) \(sample 0, step 0\)", lambda m: f"in value {int(m.group(1)) + 1}", message)
 
 
 def _static_width(spec: TensorSpec) -> int | str:

@@ -91,6 +91,11 @@ class StreamingSession:
     >>> saved = s.state; s.reset(); s.state = saved                  # doctest: +SKIP
     """
 
+    def __reduce__(self) -> Any:
+        # its state lives in ONNX Runtime buffers; a copy would silently start from zeros
+        raise TypeError("a StreamingSession cannot be pickled or copied (it carries live stream state); create one per "
+                        "process and move state as arrays: s.state / s.state = saved")
+
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
                  allow_nonfinite: bool = False) -> None:
         # no memory arena: a step's tensors are tiny (session_options explains)
@@ -176,7 +181,8 @@ class StreamingSession:
 
     @property
     def state(self) -> dict[str, np.ndarray]:
-        """A copy of the carried state {"<layer>.h": (layers, batch, hidden), ...}; {} before the first step."""
+        """A copy of the carried state {"<layer>.h": (layers, batch, hidden), ...}; {} before the first step
+        (assigning {} back is ``reset()``)."""
         if not self._started:
             return {}
         current = self._values[self._parity]
@@ -186,6 +192,9 @@ class StreamingSession:
 
     @state.setter
     def state(self, value: Mapping[str, Any]) -> None:
+        if not value:  # what `state` gives before the first step: restoring it starts over
+            self.reset()
+            return
         want = set(self.state_names)
         if set(value) != want:
             got = ", ".join(map(str, value)) or "none"

@@ -120,3 +120,34 @@ def test_one_run_path_keeps_every_check(lstm_path, exported):
         text.predict(np.array([[1, 500]], np.int64))
     with pytest.raises(InputError, match=r"token id -1"):
         text.predict(np.array([[-1, 2]], np.int64))
+
+
+@pytest.mark.parametrize("kwargs", [{"threads": "2"}, {"threads": 1.5}, {"threads": 0}, {"threads": True},
+                                    {"batch_size": 0}, {"max_length": -1}])
+def test_bad_settings_name_the_setting(lstm_path, kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(InputError, match=f"{name} must be a positive whole number"):
+        Session(lstm_path, device="cpu", **kwargs)
+
+
+def test_predict_batch_size_must_be_positive(lstm_path):
+    with pytest.raises(InputError, match="batch_size must be a positive whole number, got -1"):
+        Session(lstm_path, device="cpu").predict(np.zeros((2, 3, 28), np.float32), batch_size=-1)
+
+
+def test_a_session_pickles_as_its_arguments(lstm_path):
+    import copy
+    import pickle
+
+    s = Session(lstm_path, device="cpu", batch_size=7)
+    x = np.random.default_rng(0).standard_normal((3, 5, 28)).astype(np.float32)
+    for other in (pickle.loads(pickle.dumps(s)), copy.deepcopy(s)):
+        assert other.batch_size == 7 and other is not s
+        np.testing.assert_array_equal(other.predict(x), s.predict(x))
+
+
+def test_lengths_with_a_ragged_list_is_explained(lstm_path):
+    s = Session(lstm_path, device="cpu")
+    seqs = [np.zeros((5, 28), np.float32), np.zeros((3, 28), np.float32)]
+    with pytest.raises(InputError, match="carries its own lengths: drop lengths="):
+        s.predict(seqs, lengths=[5, 3])

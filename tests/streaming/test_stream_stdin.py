@@ -52,6 +52,7 @@ def test_without_reset_flag_blank_lines_are_skipped(gru_stream):
     ("1,2,3", r"line 1: expected 12 value\(s\) per step, got 3"),
     ("1,2,x" + ",1" * 9, r"line 1: 'x' is not a number"),
     ("[1, 2", r"line 1: invalid JSON array"),
+    ("1,2,3,4,5,nan" + ",1" * 6, r"line 1: input 'x' has NaN/Inf in value 6"),
 ])
 def test_bad_lines_name_the_line(gru_stream, line, match):
     with pytest.raises(InputError, match=match):

@@ -153,6 +153,15 @@ def test_state_can_be_read_restored_and_reset(extras):
         s.state = {"nope": saved["gru.h"]}
     with pytest.raises(InputError, match="NaN/Inf"):
         s.step(np.full((1, 1, 12), np.nan, np.float32))
+    fresh = StreamingSession(path, device="cpu").state  # {} before the first step: assigning it starts over
+    s.step(x[:1, :3])
+    s.state = fresh
+    assert s.batch_size is None
+    np.testing.assert_allclose(s.step(x[:1]), first_output(model, x[:1]), **TOL)
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        import pickle
+
+        pickle.dumps(s)
 
 
 def test_time_first_model_streams(tmp_path):
