@@ -53,8 +53,8 @@ def check_layout(model: Any, spec: InputSpec, time_first: bool, say: Callable[[s
             f"the model's outputs follow the {'batch' if time_first else 'sequence'} axis, not the "
             f"{'sequence' if time_first else 'batch'} axis: {looks_like}; {flag}", not time_first)
     info = spec.inputs[0]
-    mixed = _mixes(runner, spec, info.batch_axis, 3, 5)
-    if mixed and _mixes(runner, spec, info.seq_axis, 5, 3) is False:
+    mixed = _mixes(runner, spec, info.batch_axis, along_batch=True)
+    if mixed and _mixes(runner, spec, info.seq_axis, along_batch=False) is False:
         raise LayoutError(
             f"changing sample 0 of the input changes other samples' outputs ({mixed}), while samples along the "
             f"{'batch' if time_first else 'sequence'} axis stay independent: {looks_like}; {flag}", not time_first)
@@ -94,11 +94,29 @@ def detect_time_first(model: Any, input_shape: Sequence[int] | None, dynamic_axe
     return True
 
 
-def _mixes(runner: Any, spec: InputSpec, axis: int, size: int, other: int) -> str | None | bool:
-    """Whether changing index 0 of the first input along ``axis`` (``size`` long; the other of batch and length
-    is ``other``) changes any output at the other indices of its axis of that size: a description of the
-    first output that changed, False when none did, None when the model cannot tell (it fails, or no output
-    has exactly one axis of that size)."""
+# (batch, length) pairs tried in turn until every output has exactly one axis of the probed size: an output
+# with 3 or 5 classes has two axes of size 3 or 5 at the first pair, and was skipped, which let a time-first
+# per-step model with 3 classes export batch-first without a word.
+PROBE_SIZES = ((3, 5), (7, 11), (13, 17))
+
+
+def _mixes(runner: Any, spec: InputSpec, axis: int, along_batch: bool) -> str | None | bool:
+    """Whether changing index 0 of the first input along ``axis`` (the batch axis when ``along_batch``, else
+    the sequence axis) changes any output at the other indices of its axis of that size: a description of
+    the first output that changed, False when none did, None when the model cannot tell (it fails, or no
+    output has exactly one axis of that size at any of :data:`PROBE_SIZES`)."""
+    for k, (batch, length) in enumerate(PROBE_SIZES):
+        size, other = (batch, length) if along_batch else (length, batch)
+        found = _mixes_at(runner, spec, axis, size, other, strict=k < len(PROBE_SIZES) - 1)
+        if found != "ambiguous":
+            return found
+    return None
+
+
+def _mixes_at(runner: Any, spec: InputSpec, axis: int, size: int, other: int,
+              strict: bool) -> str | None | bool:
+    """:func:`_mixes` at one probe size; "ambiguous" when ``strict`` and some output has several axes of
+    ``size`` (without ``strict`` such outputs are skipped)."""
     batch, length = (size, other) if axis == spec.inputs[0].batch_axis else (other, size)
     try:
         arrays = spec.random(batch, length, seed=21)
@@ -110,6 +128,8 @@ def _mixes(runner: Any, spec: InputSpec, axis: int, size: int, other: int) -> st
         before, after = runner(arrays), runner(changed)
     except Exception:  # noqa: BLE001 - the model rejects these shapes: the parity gate will speak for it
         return None
+    if strict and any(sum(d == size for d in a.shape) > 1 for a in before):
+        return "ambiguous"
     seen = False
     for i, (a, b) in enumerate(zip(before, after)):
         axes = [k for k, d in enumerate(a.shape) if d == size]

@@ -41,18 +41,18 @@ def test_a_time_first_model_is_detected_and_refused_only_when_said_to_be_batch_f
 class TimeFirstTagger(nn.Module):
     """Time-first per-step outputs (seq, batch, classes): the shape alone fits either layout."""
 
-    def __init__(self) -> None:
+    def __init__(self, classes: int = 2) -> None:
         super().__init__()
         self.rnn = nn.LSTM(5, 8)
-        self.fc = nn.Linear(8, 2)
+        self.fc = nn.Linear(8, classes)
 
     def forward(self, x):
         return self.fc(self.rnn(x)[0])
 
 
 class BatchFirstTagger(TimeFirstTagger):
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, classes: int = 2) -> None:
+        super().__init__(classes)
         self.rnn = nn.LSTM(5, 8, batch_first=True)
 
 
@@ -72,6 +72,17 @@ def test_per_step_outputs_read_in_the_wrong_layout_are_refused_both_ways_and_det
     assert export(BatchFirstTagger().eval(), out).card["layout"] == "batch_first"
     streamed = export_with_extras(TimeFirstTagger().eval(), tmp_path / "s.onnx", streaming=True)
     assert streamed.card["layout"] == "time_first"
+
+
+@pytest.mark.parametrize("classes", [3, 5, 7])
+def test_layout_is_told_apart_whatever_the_class_count(tmp_path, classes):
+    # 3 and 5 are the first probe's batch and length: an output (seq, batch, 3) has two axes of size 3
+    torch.manual_seed(0)
+    assert export(TimeFirstTagger(classes).eval(), tmp_path / "t.onnx").card["layout"] == "time_first"
+    assert export(BatchFirstTagger(classes).eval(), tmp_path / "b.onnx").card["layout"] == "batch_first"
+    log: list[str] = []
+    export(MixesSamples(classes).eval(), tmp_path / "m.onnx", log=log.append)
+    assert any("mixes samples" in line for line in log)
 
 
 class MixesSamples(BatchFirstTagger):
