@@ -186,3 +186,18 @@ def test_infer_reads_a_csv_of_token_ids_one_per_row(runner, exported, tmp_path):
     (tmp_path / "row.csv").write_text("5,6,7\n")
     r = runner.invoke(main, ["infer", str(text), "-i", str(tmp_path / "row.csv")])
     assert r.exit_code == 1 and "one value per row" in r.stderr
+
+
+def test_an_output_that_is_a_pipe_or_device_is_refused_not_replaced(runner, gru_file, tmp_path):
+    import os
+    import stat
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # like /dev/null: renaming a finished file over it would replace the device for everyone
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 12), np.float32))
+    r = runner.invoke(main, ["infer", str(gru_file), "-i", str(tmp_path / "x.npy"), "-o", str(fifo) + ".npy"])
+    assert r.exit_code == 0  # (an ordinary new file beside it is fine)
+    os.mkfifo(tmp_path / "pipe.npy")
+    r = runner.invoke(main, ["infer", str(gru_file), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "pipe.npy")])
+    assert r.exit_code == 1 and "not a regular file" in r.stderr
+    assert stat.S_ISFIFO(os.stat(tmp_path / "pipe.npy").st_mode)

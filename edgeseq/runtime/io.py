@@ -459,6 +459,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise InputError(f"{path}: output folder {directory} does not exist")
     if path.is_dir():
         raise InputError(f"{path}: is a directory; give a file name for the output")
+    if path.exists() and not path.is_file():  # renaming over /dev/null or a pipe would replace the device itself
+        raise InputError(f"{path}: is not a regular file (a device or pipe); give a file name for the output")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=directory)
     except OSError as exc:
