@@ -135,15 +135,19 @@ def verify_lengths(path: str | Path, model: Any, spec: InputSpec, axes: dict[str
     sa = info.seq_axis if info.seq_axis is not None else 1
     ba = info.batch_axis if info.batch_axis is not None else 0
     lengths = np.array([length, 1, max(2, length // 2), length - 1], np.int64)
-    x = spec.random(len(lengths), length, seed=seed)[0]
+    arrays = spec.random(len(lengths), length, seed=seed)  # the sequence, then any per-sample inputs (forward(x, meta))
+    x = arrays[0]
     session = Session(path, device="cpu", threads=1, allow_nonfinite=True)
     names = [o.name for o in session.outputs if o.name not in set(session.card.get("state_outputs", []))]
-    got = session.run({info.name: x, session.card["lengths_input"]: lengths})
+    got = session.run({**dict(zip(spec.names, arrays)), session.card["lengths_input"]: lengths})
     cases: list[parity.ParityCase] = []
     for i, n_steps in enumerate(lengths):
         sample = np.take(np.take(x, [i], axis=ba), range(int(n_steps)), axis=sa)
+        others = [np.take(a, [i], axis=other.batch_axis) if other.batch_axis is not None else a
+                  for a, other in zip(arrays[1:], spec.inputs[1:])]
         with torch.inference_mode():
-            ref = [t.numpy() for t in parity.flatten_outputs(model(torch.from_numpy(np.ascontiguousarray(sample))))]
+            tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in (sample, *others)]
+            ref = [t.numpy() for t in parity.flatten_outputs(model(*tensors))]
         for j, n in enumerate(names):
             o_ba, o_sa = axes[n]["batch_axis"], axes[n]["seq_axis"]
             mine = np.take(got[n], [i], axis=o_ba) if o_ba is not None else got[n]

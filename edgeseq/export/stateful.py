@@ -457,7 +457,8 @@ def verify_streaming_lengths(path: str | Path, model: Any, spec: InputSpec, axes
     info = spec.inputs[0]
     sa, ba = info.seq_axis if info.seq_axis is not None else 1, info.batch_axis or 0
     rng = np.random.default_rng(seed)
-    x = spec.random(batch, chunk * chunks, seed=seed)[0]
+    x, *static_arrays = spec.random(batch, chunk * chunks, seed=seed)  # static: per-sample inputs (forward(x, meta))
+    static = dict(zip(spec.names[1:], static_arrays))
     steps = rng.integers(1, chunk + 1, size=(chunks, batch))
     steps[0, 0] = chunk  # one sample uses whole chunks: the others must not disturb it
     session = StreamingSession(path, device="cpu", threads=1, allow_nonfinite=True)
@@ -466,13 +467,16 @@ def verify_streaming_lengths(path: str | Path, model: Any, spec: InputSpec, axes
     cases: list[parity.ParityCase] = []
     for k in range(chunks):
         part = np.take(x, range(k * chunk, (k + 1) * chunk), axis=sa)
-        outs = session.run_step(part, lengths=steps[k])
+        outs = session.run_step(part, lengths=steps[k], **static)
         for b in range(batch):
             mine = np.take(np.take(part, [b], axis=ba), range(int(steps[k, b])), axis=sa)
             own[b].append(mine)
             whole = np.concatenate(own[b], axis=sa)
+            others = [np.take(a, [b], axis=other.batch_axis) if other.batch_axis is not None else a
+                      for a, other in zip(static_arrays, spec.inputs[1:])]
             with torch.inference_mode():
-                ref = [t.numpy() for t in parity.flatten_outputs(model(torch.from_numpy(np.ascontiguousarray(whole))))]
+                tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in (whole, *others)]
+                ref = [t.numpy() for t in parity.flatten_outputs(model(*tensors))]
             for i, n in enumerate(names):
                 got = np.take(outs[n], [b], axis=axes[n]["batch_axis"] or 0)
                 want, seq_axis = ref[i], axes[n]["seq_axis"]
@@ -561,7 +565,7 @@ def export_with_extras(
     check_supported(model, projections=not lengths)  # a projected LSTM streams as a loop; lengths need native nodes
     spec, examples = runnable_signature(model, input_shape, dynamic_axes, time_first, say)
     timed = [i.name for i in spec.inputs[1:] if i.seq_axis is not None]
-    if len(spec.inputs) != 1 and (lengths or timed):
+    if len(spec.inputs) != 1 and timed:
         own = [i.name for i in spec.inputs[1:] if i.own_length]
         why = (f"{', '.join(own)} has a length of its own (an encoder-decoder's target?); export it without the flag"
                if own else f"{', '.join(timed)} also has a time axis" if timed else

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from .checks import TensorSpec, check_shape
-from .io import CHUNK_BYTES, InputSource, format_lines, open_input, open_output, read_npz_inputs, write_npz
+from .io import CHUNK_BYTES, InputSource, format_lines, npz_names, open_input, open_output, read_npz_inputs, write_npz
 from .session import MAX_LENGTH, Session
 
 Chunk = tuple[int, np.ndarray, "np.ndarray | None"]
@@ -84,7 +84,7 @@ def infer_file(
             "give -o FILE.npz to write them all")
     names = names if every_output else names[:1]
     if len(data) != 1:
-        total, pieces = _plan_several(session, data, input_path, batch_size, names, progress)
+        total, pieces = _plan_several(session, data, input_path, batch_size, names, progress, log)
         outputs, written = _deliver(pieces, names, total, output, text_out)
     elif session._unbatched:  # one sequence per call: each line (row) of the input alone
         seqs = _sequences(input_path, data[0])
@@ -195,10 +195,21 @@ def _plan(source: InputSource, spec: TensorSpec, session: Session,
 
 
 def _plan_several(session: Session, data: list[TensorSpec], input_path: str | Path, batch_size: int, names: list[str],
-                  progress: Callable[[int, int], None] | None) -> tuple[int, Iterator[list[np.ndarray]]]:
-    """A model with several inputs, read from one .npz (an array per input name, samples along the batch axis):
-    the sample count and the outputs ``names``, a batch at a time."""
-    arrays = read_npz_inputs(input_path, [d.name for d in data])
+                  progress: Callable[[int, int], None] | None,
+                  log: Callable[[str], None] | None = None) -> tuple[int, Iterator[list[np.ndarray]]]:
+    """A model with several inputs, read from one .npz (an array per input name, samples along the batch axis,
+    and ``lengths`` when the file has a lengths input): the sample count and the outputs ``names``, a batch at
+    a time."""
+    lengths_name = session._lengths_name
+    arrays = read_npz_inputs(input_path, [d.name for d in data], optional=[lengths_name] if lengths_name else [])
+    others = [n for n in npz_names(input_path) if n not in arrays]
+    if "lengths" in others:  # running the padding as data would give a different answer without a word
+        raise InputError(f"{input_path}: holds 'lengths', but this model has no lengths input (its inputs: "
+                         f"{', '.join(d.name for d in data)}), so padded steps would count as data; export it with "
+                         "--lengths, or give sequences of one length per file and drop 'lengths'")
+    if others and log is not None:
+        log(f"note: {input_path}: ignored array(s) {', '.join(others)}, which are not inputs of the model")
+    lengths = arrays.pop(lengths_name) if lengths_name and lengths_name in arrays else None
     batch_axis = session._batch_axis()
     sizes = {n: a.shape[batch_axis] if a.ndim > batch_axis else None for n, a in arrays.items()}
     if len(set(sizes.values())) != 1 or None in sizes.values():
@@ -207,10 +218,15 @@ def _plan_several(session: Session, data: list[TensorSpec], input_path: str | Pa
     total = next(iter(sizes.values()))
     for spec in data:  # every value checked before anything is written
         arrays[spec.name] = session.check_input(arrays[spec.name], spec)
+    if lengths is not None:
+        if lengths.shape != (total,):
+            raise InputError(f"{input_path}: 'lengths' needs one value per sample, shape ({total},); got {lengths.shape}")
+        arrays[lengths_name] = lengths  # its range is checked by Session.run
+    axes = {n: 0 if n == lengths_name else batch_axis for n in arrays}
 
     def runs() -> Iterator[list[np.ndarray]]:
         for start in range(0, total, batch_size):
-            part = {n: np.take(a, range(start, min(total, start + batch_size)), axis=batch_axis) for n, a in arrays.items()}
+            part = {n: np.take(a, range(start, min(total, start + batch_size)), axis=axes[n]) for n, a in arrays.items()}
             result = session.run(part, outputs=names)
             yield [result[n] for n in names]
             if progress is not None:

@@ -172,8 +172,10 @@ def _read_npz(path: Path) -> InputBatch:
     return InputBatch(x, lengths)
 
 
-def read_npz_inputs(path: str | Path, names: list[str], inputs: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Arrays ``names`` of an .npz (for models with several inputs), checked like single inputs.
+def read_npz_inputs(path: str | Path, names: list[str], inputs: list[str] | None = None,
+                    optional: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Arrays ``names`` (and those of ``optional`` present) of an .npz (for models with several inputs),
+    checked like single inputs.
 
     >>> read_npz_inputs("batch.npz", ["x", "meta"])["meta"].shape      # doctest: +SKIP
     (1000, 3)
@@ -184,8 +186,17 @@ def read_npz_inputs(path: str | Path, names: list[str], inputs: list[str] | None
         raise _fail(path, f"the model takes {len(every)} inputs ({', '.join(every)}); give them as one .npz "
                           f"file: numpy.savez(path, {', '.join(f'{n}=...' for n in every)})")
     listed = ", ".join(every)
-    arrays = _npz_arrays(path, names, [], f"the model's inputs are {listed}", "run it in parts")
+    arrays = _npz_arrays(path, names, optional or [], f"the model's inputs are {listed}", "run it in parts")
     return {n: _check_numeric(path, a) for n, a in arrays.items()}
+
+
+def npz_names(path: str | Path) -> list[str]:
+    """Names of the arrays in an .npz (its members without ``.npy``); [] when it cannot be read."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return [Path(i.filename).stem for i in zf.infolist() if i.filename.endswith(".npy")]
+    except (OSError, zipfile.BadZipFile):
+        return []
 
 
 def _npz_arrays(path: Path, required: list[str], optional: list[str], fix_missing: str,

@@ -138,6 +138,13 @@ class Session:
         ba, sa = first.get("batch_axis"), first.get("seq_axis")
         if isinstance(ba, int) and isinstance(sa, int) and ba != sa:  # e.g. a spectrogram's (batch, 1, bins, seq)
             self._ba, self._sa = ba, sa
+        # forward(x, lengths) and --lengths files: their lengths input too (a streaming chunk may advance 0 steps)
+        if (self._lengths_name and not self._state_specs and self._data
+                and all(name != self._lengths_name for name, _, _ in self._lengths_of)):
+            dims = self._data[0].shape  # a file being checked at export has no card layout yet: its axis names say
+            seq = self._sa if card.get("inputs") else (dims.index("seq") if "seq" in dims else None)
+            if seq is not None:
+                self._lengths_of.append((self._lengths_name, self._data[0].name, seq))
         # exported from a model that takes one sequence per call: (seq,) or (seq, features), no batch axis
         self._unbatched = (len(self._data) == 1 and "batch_axis" in first and first.get("batch_axis") is None
                            and first.get("seq_axis") is not None)
@@ -190,7 +197,7 @@ class Session:
         """``feed`` plus the inputs a caller may leave out: full lengths, and zero state (streaming files)."""
         feed = dict(feed)
         data = self._data
-        x = feed.get(data[0].name) if len(data) == 1 else None
+        x = feed.get(data[0].name) if data else None  # the sequence input comes first (forward(x, meta))
         if x is None or (not self._lengths_name and not self._state_specs):
             return feed
         shape = np.shape(x)

@@ -145,8 +145,32 @@ def test_streaming_with_static_data_at_every_step(tmp_path):
         for i, steps in ((0, 5), (1, 10)):
             want = build()(torch.from_numpy(data["x"][i : i + 1, :steps]), torch.from_numpy(data["meta"][i : i + 1]))
             np.testing.assert_allclose(ys[i], want.numpy()[0], atol=1e-5)
-    with pytest.raises(Exception, match="refused --lengths: it needs one sequence input"):
-        export_with_extras(build(), tmp_path / "l.onnx", lengths=True)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_lengths_beside_static_data(tmp_path, streaming):
+    """--lengths on forward(x, meta): infer reads 'lengths' from the .npz; each sample as if alone."""
+    path = tmp_path / "l.onnx"
+    export_with_extras(build(), path, lengths=True, streaming=streaming)  # checked padded vs alone while exporting
+    data = _data(4, seed=3)
+    lengths = np.array([10, 2, 7, 1])
+    np.savez(tmp_path / "in.npz", **data, lengths=lengths)
+    r = CliRunner().invoke(main, ["infer", str(path), "-i", str(tmp_path / "in.npz"), "-o", str(tmp_path / "y.npy")])
+    assert r.exit_code == 0, r.output
+    with torch.inference_mode():
+        want = np.concatenate([build()(torch.from_numpy(data["x"][i : i + 1, :n]), torch.from_numpy(data["meta"][i : i + 1]))
+                               .numpy() for i, n in enumerate(lengths)])
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, atol=1e-5)
+
+
+def test_lengths_in_the_npz_of_a_file_without_a_lengths_input_are_refused(model_path, tmp_path):
+    np.savez(tmp_path / "in.npz", **_data(4), lengths=np.array([10, 2, 7, 1]))
+    r = CliRunner().invoke(main, ["infer", str(model_path), "-i", str(tmp_path / "in.npz"), "-o", str(tmp_path / "y.npy")])
+    assert r.exit_code == 1 and "holds 'lengths', but this model has no lengths input" in r.stderr
+    assert not (tmp_path / "y.npy").exists()
+    np.savez(tmp_path / "extra.npz", **_data(4), labels=np.zeros(4))
+    r = CliRunner().invoke(main, ["infer", str(model_path), "-i", str(tmp_path / "extra.npz"), "-o", str(tmp_path / "y.npy")])
+    assert r.exit_code == 0 and "ignored array(s) labels" in r.stderr
 
 
 class _NoExample(SequenceWithMeta):

@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from edgeseq import Session
 from edgeseq.card import read_card
 from edgeseq.cli import main
-from edgeseq.errors import ExportError
+from edgeseq.errors import ExportError, InputError
 from edgeseq.export import export
 
 
@@ -202,6 +202,11 @@ def test_lengths_read_without_packing_become_an_input_read_the_same_way(tmp_path
     np.testing.assert_allclose(Session(out, device="cpu").predict(seqs), want, atol=1e-5, rtol=1e-5)
     checked = CliRunner().invoke(main, ["check", str(out), "--against", f"{__file__}:_last_valid"])
     assert checked.exit_code == 0, checked.output
+    # run() refuses lengths the file would read past (the next sample's row) or before its first step
+    x = np.zeros((3, 6, 4), np.float32)
+    for bad in ([6, 7, 2], [0, 3, 3]):
+        with pytest.raises(InputError, match="holds each sample's length of 'x', 1 to its 6 steps"):
+            Session(out, device="cpu").run({"x": x, "lengths": np.array(bad)})
 
 
 def _last_valid() -> nn.Module:
