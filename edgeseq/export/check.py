@@ -176,7 +176,7 @@ def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callabl
 
     For quantized precisions the metric is also a verdict: a drop beyond the gate fails the report.
     """
-    from ..metrics import metric_drop, predictions, task_metric
+    from ..metrics import binary_threshold, metric_drop, predictions, task_metric
     from ..runtime.io import read_input, read_npz_inputs
 
     with np.load(eval_data, allow_pickle=False) as data:
@@ -186,16 +186,19 @@ def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callabl
         arrays = read_npz_inputs(eval_data, [i.name for i in inputs])
         onnx_out, ref_out = _several_inputs_outputs(session, run_ref, arrays)
         x = arrays[inputs[0].name]
+        lengths = None
     else:
         batch = read_input(eval_data)
         batch.x = np.require(batch.x, requirements=["W"])  # torch.from_numpy warns on read-only arrays
         onnx_out = session.predict(batch.x, lengths=batch.lengths)
         ref_out = reference_outputs(run_ref, batch.x, batch.lengths)
-        x = batch.x
+        x, lengths = batch.x, batch.lengths
     length = int(x.shape[1]) if x.ndim > 1 else 1
-    name, onnx_value = task_metric(onnx_out, y)
-    _, ref_value = task_metric(ref_out, y)
-    agree = float(np.mean(predictions(onnx_out) == predictions(ref_out))) if name == "accuracy" else None
+    threshold = binary_threshold(ref_out)  # a one-output model: probability or logit, read from PyTorch's outputs
+    name, onnx_value = task_metric(onnx_out, y, threshold, lengths)
+    _, ref_value = task_metric(ref_out, y, threshold, lengths)
+    agree = (float(np.mean(predictions(onnx_out, threshold) == predictions(ref_out, threshold)))
+             if name == "accuracy" else None)
     report.extra["metrics"] = {"metric": name, "pytorch": ref_value, "onnx": onnx_value, "agreement": agree,
                                "samples": len(y)}
     line = f"eval set {Path(eval_data).name}: {name} PyTorch {ref_value:.4f} vs ONNX {onnx_value:.4f}"

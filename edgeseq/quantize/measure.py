@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import metric_drop, task_metric
+from ..metrics import binary_threshold, metric_drop, task_metric
 from ..tolerances import max_metric_drop
 from .data import Dataset
 
@@ -94,8 +94,9 @@ def compare_metric(float_path: str | Path, quant_path: str | Path, data: Dataset
     """Task metric (accuracy for integer labels, else MAE) of both files on ``data``."""
     assert data.y is not None, "eval data needs labels"
     ref = predict(float_path, data) if float_outputs is None else float_outputs
-    name, ref_value = task_metric(ref, data.y)
-    _, value = task_metric(predict(quant_path, data), data.y)
+    threshold = binary_threshold(ref)  # a one-output model: probability or logit, read from the float model
+    name, ref_value = task_metric(ref, data.y, threshold, data.lengths)
+    _, value = task_metric(predict(quant_path, data), data.y, threshold, data.lengths)
     drop = metric_drop(name, ref_value, value) if math.isfinite(value) else math.inf
     return MetricComparison(name, ref_value, value, drop, max_metric_drop(name, max_drop), len(data),
                             Path(data.source).name)
