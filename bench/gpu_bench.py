@@ -21,6 +21,7 @@ import argparse
 import json
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -57,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
               "install a CUDA build of torch for the baseline", file=sys.stderr)
         return 0
     bench = GpuBench(smoke=args.smoke, seconds=args.seconds if not args.smoke else 0.05)
-    result = bench.run()
+    try:
+        result = bench.run()
+    finally:
+        shutil.rmtree(bench.tmp, ignore_errors=True)  # the exported files (every run left its folder in /tmp)
     print(format_table(result))
     if args.smoke:
         return 0

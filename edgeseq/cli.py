@@ -67,8 +67,11 @@ class _Group(click.Group):
             raise
 
     def invoke(self, ctx: click.Context) -> Any:
+        from .signals import sigterm_as_interrupt
+
         try:
-            return super().invoke(ctx)
+            with sigterm_as_interrupt():  # `kill` cleans up like Ctrl-C: no temporary or partial files left
+                return super().invoke(ctx)
         except EdgeseqError as exc:
             _err(f"Error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
             ctx.exit(1)
@@ -258,12 +261,11 @@ def infer(model: str, input_path: str | None, output: str | None, device: str, b
     if not input_path:
         raise click.UsageError("give --input FILE (or --stream to read steps from stdin)")
     from .runtime.infer import infer_file
-    from .runtime.io import sigterm_as_interrupt
     from .runtime.session import MAX_LENGTH
 
     output = None if output == "-" else output  # the usual spelling of stdout
     click.get_current_context().meta["edgeseq.prints_results"] = not output
-    with sigterm_as_interrupt(), _Progress(enabled=sys.stderr.isatty()) as progress:
+    with _Progress(enabled=sys.stderr.isatty()) as progress:
         result = infer_file(model, input_path, output, device=device, batch_size=batch_size, threads=threads,
                             allow_nonfinite=allow_nonfinite, log=_err, text_out=None if output else sys.stdout,
                             progress=progress, max_length=max_length or MAX_LENGTH)

@@ -3,7 +3,7 @@
 A C-order ``.npy`` input is read a few MiB at a time and the output file is written chunk by
 chunk to a temporary file that is renamed into place only when complete, so a job over
 millions of sequences needs about as much memory as one chunk, and an error, Ctrl-C or
-SIGTERM (see :func:`edgeseq.runtime.io.sigterm_as_interrupt`) leaves no partial output.
+SIGTERM (see :func:`edgeseq.signals.sigterm_as_interrupt`) leaves no partial output.
 
 >>> infer_file("model.onnx", "x.npy", "y.npy")      # doctest: +SKIP
 """

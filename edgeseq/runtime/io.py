@@ -19,10 +19,8 @@ import io
 import json
 import math
 import os
-import signal
 import struct
 import tempfile
-import threading
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -595,24 +593,3 @@ def write_output(path: str | Path | None, y: np.ndarray) -> str:
 def format_lines(y: np.ndarray) -> str:
     """One JSON array per sample, one sample per line."""
     return "\n".join(json.dumps(np.asarray(row).tolist()) for row in y)
-
-
-# --------------------------------------------------------------------------------- interruption
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Inside the block, SIGTERM raises KeyboardInterrupt, so temporary outputs are cleaned up as on Ctrl-C.
-
-    Only installs the handler in the main thread (elsewhere signals cannot be handled); restores the old one.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -67,3 +67,26 @@ def test_cli_writes_and_reports_size(outlier_lstm, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"wrote {out} (int8-dynamic" in result.output and "x of" in result.output
     assert out.exists()
+
+
+def test_sigterm_mid_quantize_leaves_no_candidate_or_output(outlier_lstm, tmp_path, monkeypatch):
+    import os
+    import signal
+    import tempfile
+
+    import edgeseq.quantize.api as api
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    os.mkdir(tmp_path / "tmp")
+    real_apply = api._apply
+
+    def killed(*args, **kwargs):  # `kill PID` while the first candidate is being written
+        real_apply(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(api, "_apply", killed)
+    out = tmp_path / "q.onnx"
+    result = CliRunner().invoke(main, ["quantize", str(outlier_lstm[0]), "-o", str(out), "--mode", "dynamic"])
+    assert result.exit_code == 130 and "Interrupted" in result.stderr
+    assert not out.exists() and os.listdir(tmp_path / "tmp") == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
