@@ -89,5 +89,6 @@ def max_metric_drop(metric: str, override: float | None = None) -> float:
         return MAX_METRIC_DROP[metric]
     if not math.isfinite(override) or override < 0 or (metric == "accuracy" and override >= 1):
         unit = "a fraction of accuracy, 0.01 = 1 point" if metric == "accuracy" else "relative MAE, 0.05 = 5%"
-        raise InputError(f"--max-drop {override}: expected a number >= 0 ({unit})")
+        span = "from 0 up to (not including) 1" if metric == "accuracy" else ">= 0"
+        raise InputError(f"--max-drop {override}: expected a number {span} ({unit})")
     return float(override)

@@ -15,15 +15,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..card import op_histogram, read_card, set_card
 from ..errors import InputError, ModelFileError, QuantizationError, require
+from ..metrics import is_classification
 from ..runtime.io import atomic_path
 from ..runtime.ort import open_model_file
-from ..tolerances import tolerance_for
+from ..tolerances import max_metric_drop, tolerance_for
 from . import modes
 from .auto import Choice, choose, weight_profile
 from .cpu import CpuSettings, int8_cpu_settings
@@ -31,6 +32,7 @@ from .data import CALIBRATION_SAMPLES, CalibrationReader, Dataset, load_dataset,
 from .measure import Drift, MetricComparison, compare_metric, drift, predict
 
 MODES = ("dynamic", "static", "fp16", "auto")
+FEW_CALIBRATION_SAMPLES = 32  # below this a static file's ranges are a guess: warned about
 PRECISION = {"dynamic": "int8-dynamic", "static": "int8-static", "fp16": "float16"}
 QUANTIZED_OPS = {"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "MatMulInteger", "ConvInteger",
                  "QLinearConv", "QLinearMatMul", "com.microsoft::DynamicQuantizeLSTM"}
@@ -119,6 +121,10 @@ def quantize(
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if target not in ("cpu", "cuda"):
         raise InputError(f"unknown target {target!r}; use cpu or cuda")
+    if isinstance(calibration_samples, bool) or not isinstance(calibration_samples, int) or calibration_samples < 1:
+        raise InputError(f"calibration_samples must be a positive whole number, got {calibration_samples!r}")
+    if max_drop is not None:  # checked now, not after the first candidate is built
+        max_metric_drop("mae", max_drop)
     if calibration_method not in modes.CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method {calibration_method!r}; "
                          f"choose one of {', '.join(modes.CALIBRATION_METHODS)}")
@@ -126,6 +132,8 @@ def quantize(
     output = Path(output)
     float_card = _check_float_model(src, output)
     evalset = load_dataset(eval_data, need_labels=True) if eval_data is not None else None
+    if evalset is not None and max_drop is not None and is_classification(evalset.y):
+        max_metric_drop("accuracy", max_drop)
     calib = load_dataset(calibration) if calibration is not None else None
     others = _other_input_names(src)
     if others:  # a multi-input model: its data files carry every input, by name
@@ -137,6 +145,13 @@ def quantize(
         raise InputError("--mode static needs --calibration DATA (.npz/.npy with x, e.g. a slice of the training set)")
     cpu = _reduce_range(reduce_range)
 
+    ignored = [(per_channel and mode == "fp16", "--per-channel (fp16 has no scales)"),
+               (calibration_method != "minmax" and mode in ("dynamic", "fp16"),
+                f"--calibration-method {calibration_method} (only static calibrates)"),
+               (target == "cuda" and mode in ("dynamic", "static"),
+                f"--target cuda ({mode} INT8 runs on the CPU provider only; fp16 is the CUDA choice)")]
+    for why in (why for on, why in ignored if on):
+        say(f"warning: ignoring {why}")
     if mode == "auto":
         choices = choose(weight_profile(src), target, calib is not None)
         say(f"auto: {choices[0].mode} because {choices[0].reason}")
@@ -147,6 +162,9 @@ def quantize(
     if per_channel:
         choices = [c for c in choices if c.per_channel is None]  # the per-channel fallback is already the default
 
+    if calib is not None and len(calib) < FEW_CALIBRATION_SAMPLES and any(c.mode == "static" for c in choices):
+        say(f"warning: static scales from {len(calib)} calibration sample(s): values outside their ranges clip; "
+            f"give a few hundred samples, and --eval to measure held-out data")
     float_eval = predict(src, evalset) if evalset is not None else None
     drift_data, drift_inputs = (evalset, "eval") if evalset is not None else (calib, "calibration")
     float_drift = predict(src, drift_data) if drift_data is not None else None
@@ -154,7 +172,7 @@ def quantize(
     with tempfile.TemporaryDirectory(prefix="edgeseq-quantize-") as tmp:
         for choice in choices:
             candidate = Path(tmp) / f"candidate{choices.index(choice)}.onnx"
-            channel = per_channel if choice.per_channel is None else choice.per_channel
+            channel = (per_channel if choice.per_channel is None else choice.per_channel) and choice.mode != "fp16"
             say(f"quantizing {src.name} ({choice.mode}{', per-channel' if channel else ''}) ...")
             precision = PRECISION[choice.mode]
             settings = _apply(choice.mode, src, candidate, calib, channel, cpu, calibration_method)
@@ -162,18 +180,28 @@ def quantize(
                 kept = "/".join(settings.get("kept_float") or []) or "the recurrent layers"
                 refusals.append(f"{precision}: no layer could be quantized ({kept} has no INT8 kernel in ONNX "
                                 f"Runtime, layers under {modes.MIN_WEIGHTS} weights stay float); use --mode fp16")
-                say(refusals[-1])
+                if choice is not choices[-1]:  # the last one is the error message itself
+                    say(refusals[-1])
                 continue
-            if mode == "auto" and candidate.stat().st_size >= src.stat().st_size:
-                refusals.append(f"{precision}: {_kib(candidate)} is not smaller than the float32 file's {_kib(src)} "
-                                "(the graph, not its weights, is most of this file)")
-                say(refusals[-1])
-                continue
+            if candidate.stat().st_size >= src.stat().st_size:
+                why = (f"{_kib(candidate)} is not smaller than the float32 file's {_kib(src)} (the graph, not its "
+                       "weights, is most of this file)")
+                if mode != "auto":  # asked for by name: written, but not without saying so
+                    say(f"warning: {precision}: {why}")
+                else:
+                    refusals.append(f"{precision}: {why}")
+                    if choice is not choices[-1]:
+                        say(refusals[-1])
+                    continue
             metric = None
             if evalset is not None:
                 metric = compare_metric(src, candidate, evalset, max_drop, float_outputs=float_eval)
                 say(metric.describe(precision))
             measured = drift(src, candidate, drift_data, drift_inputs, float_outputs=float_drift)
+            if drift_inputs == "calibration" and choice.mode == "static":
+                measured = replace(measured, note="; ".join(filter(None, [
+                    measured.note, "the data the scales came from: ranges it missed do not show here; "
+                                   "--eval measures held-out data"])))
             say(measured.describe())
             floor = tolerance_for(precision).min_sqnr_db
             if metric is None and floor is not None and measured.sqnr_db < floor:
@@ -194,6 +222,8 @@ def quantize(
             notes = [n for n in [settings.get("note"), f"auto: {choice.reason}" if mode == "auto" else None] if n]
             return QuantizeResult(output, choice.mode, precision, card, src.stat().st_size, output.stat().st_size,
                                   metric, measured, notes, time.perf_counter() - start)
+    if all("no layer could be quantized" in r for r in refusals):
+        raise QuantizationError("nothing written: " + " | ".join(refusals))
     if all("is not smaller than the float32 file" in r for r in refusals):
         raise QuantizationError("nothing written: " + " | ".join(refusals) + "; the float32 file is already the "
                                 "smallest (--mode fp16 writes the float16 file anyway)")

@@ -57,9 +57,11 @@ def test_gru_stays_float_and_says_so(exported, tmp_path):
 def test_dynamic_refuses_when_nothing_can_be_quantized(exported, tmp_path):
     # GRU has no INT8 kernel and the 432-weight head is under MIN_WEIGHTS: an "int8" file would be float
     out = tmp_path / "gru.onnx"
-    with pytest.raises(QuantizationError, match="no layer could be quantized.*GRU.*--mode fp16"):
-        quantize(exported("gru"), out, mode="dynamic")
+    log: list[str] = []
+    with pytest.raises(QuantizationError, match="^nothing written: .*no layer could be quantized.*GRU.*--mode fp16$"):
+        quantize(exported("gru"), out, mode="dynamic", log=log.append)
     assert not out.exists()
+    assert not any("no layer could be quantized" in line for line in log)  # said once, by the error
 
 
 def test_static_calibrates_the_convolution(exported, tmp_path):
@@ -77,6 +79,26 @@ def test_static_calibrates_the_convolution(exported, tmp_path):
     assert read_card(out)["precision"] == "int8-static"
     assert q["settings"]["calibration"] == {"file": "calib.npz", "samples": 48, "method": "minmax"}
     assert q["drift"]["inputs"] == "calibration" and r.drift.sqnr_db > 20
+    assert "the data the scales came from" in r.drift.note  # it cannot show ranges the calibration missed
+    log: list[str] = []
+    np.savez(calib, x=spec_of_session(Session(src, device="cpu")).random(2, 30, seed=3)[0])
+    quantize(src, out, mode="static", calibration=calib, log=log.append)
+    assert any(line.startswith("warning: static scales from 2 calibration sample(s)") for line in log)
+
+
+def test_options_that_do_not_apply_are_named_and_bad_numbers_refused_up_front(lstm, tmp_path):
+    src, evalset = lstm
+    log: list[str] = []
+    quantize(src, tmp_path / "h.onnx", mode="fp16", per_channel=True, calibration_method="entropy", log=log.append)
+    assert "warning: ignoring --per-channel (fp16 has no scales)" in log
+    assert any(line.startswith("warning: ignoring --calibration-method entropy") for line in log)
+    assert not any("per-channel" in line for line in log if line.startswith("quantizing"))
+    log.clear()
+    with pytest.raises(InputError, match=r"--max-drop 1.0: expected a number from 0 up to \(not including\) 1"):
+        quantize(src, tmp_path / "q.onnx", mode="dynamic", eval_data=evalset, max_drop=1.0, log=log.append)
+    assert log == []  # refused before any candidate was built
+    with pytest.raises(InputError, match="calibration_samples must be a positive whole number, got -3"):
+        quantize(src, tmp_path / "q.onnx", calibration_samples=-3)
 
 
 def test_static_without_calibration_is_refused(exported, tmp_path):
@@ -134,5 +156,6 @@ def test_auto_writes_nothing_when_no_mode_makes_a_tiny_file_smaller(tmp_path):
     with pytest.raises(QuantizationError, match="is not smaller than the float32 file's .*already the smallest"):
         quantize(src, out, mode="auto")
     assert not out.exists()
-    quantize(src, out, mode="fp16")  # asked for by name: written, its size reported
-    assert out.exists()
+    log: list[str] = []
+    quantize(src, out, mode="fp16", log=log.append)  # asked for by name: written, its size reported
+    assert out.exists() and any(line.startswith("warning: float16: ") and "is not smaller" in line for line in log)
