@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ..subgraphs import graphs
+from ..subgraphs import graphs, nodes
 
 RECURRENT = ("LSTM", "GRU", "RNN", "Loop", "Scan")
 
@@ -82,7 +82,7 @@ def simplify(proto: Any, say: Callable[[str], None] | None = None) -> tuple[Any,
 
     slim, by = _onnxslim(proto, say)
     if slim is proto:
-        if not full_slices(proto) and not loop_writes_carried_tensor(proto):
+        if not full_slices(proto) and not loop_writes_carried_tensor(proto) and not _duplicate_initializers(proto):
             return proto, None
         slim = onnx.ModelProto()  # drop_full_slices works in place; ``proto`` stays as exported
         slim.CopyFrom(proto)
@@ -91,7 +91,50 @@ def simplify(proto: Any, say: Callable[[str], None] | None = None) -> tuple[Any,
         by = f"{by} + full-range slices" if by else "full-range slices"
     if scatter_to_scan(slim):
         by = f"{by} + per-step writes" if by else "per-step writes"
+    if merge_duplicate_initializers(slim):
+        by = f"{by} + shared weights" if by else "shared weights"
     return (slim, by) if by else (proto, None)
+
+
+def merge_duplicate_initializers(proto: Any) -> int:
+    """Point every use of an initializer at the first identical one (same type, shape and values) and drop
+    the copies; return how many went.
+
+    A layer called several times in ``forward`` (an autoregressive decoder's ``nn.LSTM`` stepped over a
+    horizon in Python) is traced as one node per call, and torch.onnx writes each node its own copy of the
+    weights: a 10-step decoder's file was 5x its parameters.
+    """
+    alias = _duplicate_initializers(proto)
+    if not alias:
+        return 0
+    for node in nodes(proto.graph):  # subgraphs (Loop bodies) may read outer initializers too
+        for k, name in enumerate(node.input):
+            if name in alias:
+                node.input[k] = alias[name]
+    kept = [init for init in proto.graph.initializer if init.name not in alias]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    return len(alias)
+
+
+def _duplicate_initializers(proto: Any) -> dict[str, str]:
+    """{initializer name: the first initializer with the same type, shape and values}."""
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    # an initializer that is also an input or an output is part of the interface: left alone
+    interface = {v.name for v in graph.input} | {v.name for v in graph.output}
+    first: dict[tuple[Any, ...], str] = {}
+    alias: dict[str, str] = {}
+    for init in graph.initializer:
+        if init.name in interface or init.data_location == 1:  # 1: EXTERNAL data, not loaded here
+            continue
+        key = (init.data_type, tuple(init.dims), numpy_helper.to_array(init).tobytes())
+        if key in first:
+            alias[init.name] = first[key]
+        else:
+            first[key] = init.name
+    return alias
 
 
 def full_slices(proto: Any) -> dict[str, str]:

@@ -7,6 +7,7 @@ import importlib.util
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import numpy_helper
 
 from edgeseq.card import read_card
@@ -149,3 +150,58 @@ def test_a_slice_that_cuts_or_is_an_output_stays(end, is_output):
 
     proto = _slice_graph(end, is_output)
     assert drop_full_slices(proto) == 0 and [n.op_type for n in proto.graph.node] == ["Slice", "Gather"]
+
+
+class ForecastDecoder(torch.nn.Module):
+    """An encoder, then a decoder nn.LSTM stepped over a 6-step horizon in Python, feeding back its output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = torch.nn.LSTM(3, 16, 2, batch_first=True)
+        self.dec = torch.nn.LSTM(1, 16, 2, batch_first=True)
+        self.head = torch.nn.Linear(16, 1)
+
+    def forward(self, x):
+        _, state = self.enc(x)
+        y, outs = x[:, -1:, :1], []
+        for _ in range(6):
+            o, state = self.dec(y, state)
+            y = self.head(o)
+            outs.append(y)
+        return torch.cat(outs, 1)
+
+
+def test_a_layer_called_at_every_step_keeps_one_copy_of_its_weights(tmp_path):
+    torch.manual_seed(0)
+    model, out, log = ForecastDecoder().eval(), tmp_path / "f.onnx", []
+    export(model, out, log=log.append)  # parity-checked as usual
+    assert any("shared weights" in line for line in log)
+    stored = sum(numpy_helper.to_array(i).size for i in onnx.load(str(out)).graph.initializer)
+    params = sum(p.numel() for p in model.parameters())
+    assert stored < 1.1 * params  # was one copy of the decoder's weights per call: 6 of them
+
+
+def test_merging_reaches_loop_bodies_and_leaves_the_interface():
+    from onnx import TensorProto, helper
+
+    from edgeseq.export.cleanup import merge_duplicate_initializers
+
+    w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    w2 = numpy_helper.from_array(np.ones((2, 2), np.float32), "w2")
+    fed = numpy_helper.from_array(np.ones((2, 2), np.float32), "fed")  # also a graph input: may be overridden
+    body = helper.make_graph([helper.make_node("Add", ["v", "w2"], ["v_out"]),
+                              helper.make_node("Identity", ["c"], ["c_out"])], "body",
+                             [helper.make_tensor_value_info(n, t, s) for n, t, s in
+                              (("i", TensorProto.INT64, []), ("c", TensorProto.BOOL, []), ("v", TensorProto.FLOAT, [2, 2]))],
+                             [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+                              helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [2, 2])])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["a"]), helper.make_node("MatMul", ["a", "fed"], ["b"]),
+         helper.make_node("Loop", ["n", "", "b"], ["y"], body=body)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2]), helper.make_tensor_value_info("n", TensorProto.INT64, []),
+         helper.make_tensor_value_info("fed", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])], initializer=[w, w2, fed])
+    proto = helper.make_model(graph)
+    assert merge_duplicate_initializers(proto) == 1
+    assert [i.name for i in proto.graph.initializer] == ["w", "fed"]
+    assert list(proto.graph.node[2].attribute[0].g.node[0].input) == ["v", "w"]
