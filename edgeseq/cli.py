@@ -192,6 +192,10 @@ def check(model: str, against: str, weights: str | None, batch_sizes: str, lengt
             tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if not report.passed:
         failing = len(report.failures)
+        if not failing and report.cases and all(c.skipped for c in report.cases):
+            _err(f"Error: no case could be compared: {report.cases[0].note}; is --against the model {model} was "
+                 "exported from, with the same inputs?")
+            sys.exit(1)
         from .export.parity import rounding_hint
 
         hint = rounding_hint(report) or report.extra.get("hint", "")

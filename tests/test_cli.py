@@ -197,3 +197,20 @@ def test_an_output_that_is_a_pipe_or_device_is_refused_not_replaced(runner, gru_
     r = runner.invoke(main, ["infer", str(gru_file), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "pipe.npy")])
     assert r.exit_code == 1 and "not a regular file" in r.stderr
     assert stat.S_ISFIFO(os.stat(tmp_path / "pipe.npy").st_mode)
+
+
+def test_check_against_a_model_with_other_inputs_says_so(runner, gru_file):
+    r = runner.invoke(main, ["check", str(gru_file), "--against", "tests/export/test_multi_input.py:build",
+                             "--batch-sizes", "1", "--lengths", "3"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "Error: no case could be compared: PyTorch's forward does not take these inputs" in r.stderr
+    assert "FAILED in 0 case(s)" not in r.output
+
+
+def test_check_holds_a_file_to_the_tolerance_it_was_exported_with(runner, tmp_path):
+    out = tmp_path / "loose.onnx"
+    assert runner.invoke(main, ["export", REF, "-o", str(out), "--atol", "0.01"]).exit_code == 0
+    r = runner.invoke(main, ["check", str(out), "--against", REF, "--batch-sizes", "1", "--lengths", "3"])
+    assert r.exit_code == 0 and "(atol 0.01, rtol 1e-05)" in r.stdout
+    r = runner.invoke(main, ["check", str(out), "--against", REF, "--batch-sizes", "1", "--lengths", "3", "--atol", "1e-4"])
+    assert "(atol 0.0001, rtol 1e-05)" in r.output  # an explicit --atol still wins

@@ -48,7 +48,8 @@ def check(
 ) -> parity.ParityReport:
     """Measure parity of ``onnx_path`` against a model reference or ``nn.Module`` (no raising on mismatch).
 
-    Lengths always include 1 and one longer than the export example.
+    Lengths always include 1 and one longer than the export example. Without ``atol``/``rtol``, a float file
+    exported with looser ones (``edgeseq export --atol``, recorded in its card) is held to those.
     """
     from ..runtime.session import Session
 
@@ -58,6 +59,10 @@ def check(
     lengths = [spec.fixed_length] if spec.fixed_length else sorted(set(lengths) | {1, 2 * spec.example_length + 1})
     precision = session.card.get("precision", "float32")
     base = tolerance_for(precision)
+    if base.elementwise:  # a file exported with a looser --atol/--rtol is checked at that tolerance by default
+        exported = session.card.get("parity") or {}
+        atol = atol if atol is not None else _looser(exported.get("atol"), base.atol)
+        rtol = rtol if rtol is not None else _looser(exported.get("rtol"), base.rtol)
     tol = base.overridden(atol, rtol)
     # drift-judged profiles: cases report their SQNR, the pooled SQNR decides (added below)
     case_tol = tol if tol.elementwise else Tolerance(tol.atol, tol.rtol, None)
@@ -125,6 +130,13 @@ def missing_weights_hint(card: dict[str, Any], against: str, model: Any, allow_p
         return (f"; {against} builds different random weights on each call, so no exported file can match it: "
                 "pass --weights with the trained checkpoint (or seed the factory)")
     return ""
+
+
+def _looser(recorded: Any, default: float) -> float | None:
+    """``recorded`` (the export's tolerance, from the card) when it is a number above ``default``, else None."""
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool) and math.isfinite(recorded):
+        return float(recorded) if recorded > default else None
+    return None
 
 
 def criteria(report: parity.ParityReport) -> str:

@@ -183,7 +183,10 @@ def measure_runners(
             try:
                 ref = run_ref(arrays)
             except Exception as exc:  # the reference model itself rejects this shape (e.g. conv too short)
-                msg = f"PyTorch rejects this shape: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__}"
+                first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+                what = ("PyTorch's forward does not take these inputs" if isinstance(exc, TypeError) and "argument" in first
+                        else "PyTorch rejects this shape")
+                msg = f"{what}: {first}"
                 cases.append(ParityCase(batch, length, "*", skipped=True, note=msg))
                 continue
             try:
