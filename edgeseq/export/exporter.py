@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import tempfile
 import time
 import unittest.mock
@@ -39,6 +40,8 @@ from .signature import (
     check_batch_not_fixed,
     check_not_frozen,
     check_supported,
+    features_forward_expects,
+    fixed_batch_refusal,
     forward_parameter_names,
     merged_axes,
     merged_axes_message,
@@ -47,6 +50,7 @@ from .signature import (
     output_axes,
     runnable_signature,
     runs_at_one_length_only,
+    state_batch,
 )
 from .symbolics import cell_symbolics
 
@@ -453,19 +457,46 @@ def export(
     raise ExportError("no exporter produced a correct file: " + " | ".join(attempts) + hint)
 
 
+def _size_the_layer_got(first: str) -> int | None:
+    m = re.search(r"Expected \d+, got (\d+)", first)
+    return int(m.group(1)) if m else None
+
+
+_FLOAT64 = ("Double", "double", "float64", "get_mkldnn_dtype")
+
+
+def _float64_made_in_forward(first: str) -> bool:
+    """Whether PyTorch's error reads like float64 tensors meeting float32 ones: "Double and Float",
+    "float != double", "get_mkldnn_dtype: unsupported data type" (a float64 h0 in an LSTM on the CPU)."""
+    return any(word in first for word in _FLOAT64) and ("Float" in first or "float" in first or "mkldnn" in first)
+
+
 def _example_failure(exc: BaseException, model: Any, spec: InputSpec, examples: list[Any]) -> ExportError:
     """The error for a model that fails on its example input, with the likely fix."""
     first = str(exc).splitlines()[0][:200] if str(exc).strip() else ""
-    if "Double" in first and "Float" in first:  # e.g. "mat1 and mat2 must have the same dtype"
+    if _float64_made_in_forward(first):
         return ExportError(f"the model fails in float32: {type(exc).__name__}: {first}. Its forward builds float64 "
                            "tensors itself (dtype=torch.double), while edgeseq runs and exports models in float32: "
                            "create them with the input's dtype (torch.zeros(..., dtype=x.dtype) or x.new_zeros(...))")
     traced = (" (a TorchScript file traced at one length may run at that length only: save it with "
               "torch.jit.script, or export the Python model)") if _is_torchscript(model) else ""
+    fixed = state_batch(first)
+    if fixed is not None:  # an initial state built at one batch size in forward: no example shape will fix it
+        return fixed_batch_refusal(fixed[1], fixed[0], first)
+    if isinstance(exc, TypeError) and "positional argument" in first:  # forward(x, meta) given one input
+        return ExportError(f"the model fails on its example input {[tuple(e.shape) for e in examples]}: "
+                           f"{type(exc).__name__}: {first}; --input-shape describes one input: give the model an "
+                           "example_inputs() method returning one example tensor per forward argument")
     hint = _shape_hint(spec)
     channels = frame_channels(model) if len(spec.inputs) == 1 else None
+    features = features_forward_expects(first, spec.inputs[0].shape) if len(spec.inputs) == 1 else []
     if channels is not None:  # frames or spectrograms for a Conv2d, of a size edgeseq did not guess
         hint = conv2d_hint(channels)
+    elif features:  # the first recurrent layer got another size; forward may add features (a time index, lags)
+        dims = _shape_hint(spec).split(" ", 1)[0].split(",")
+        hint = ",".join([*dims[:-1], str(features[0])])
+        if spec.inputs[0].shape[-1] != _size_the_layer_got(first):
+            hint += " (forward adds or drops features before its first recurrent layer)"
     return ExportError(f"the model fails on its example input {[tuple(e.shape) for e in examples]}: "
                        f"{type(exc).__name__}: {first}; pass --input-shape {hint}{traced}")
 

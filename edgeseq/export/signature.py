@@ -152,11 +152,29 @@ def check_batch_not_fixed(model: Any, spec: InputSpec) -> None:
     length = spec.example_length
     errors = [_error_at(model, spec, b, length) for b in others]
     if all(errors):
-        why = ("assumes one sequence at a time (x.squeeze(0), a view with a fixed first dim): make it take a batch"
-               if batch == 1 else f"builds a tensor of batch {batch}, such as an initial state torch.zeros(layers, "
-               f"{batch}, hidden): build it from the input (x.size(0)) or pass no initial state")
-        raise UnsupportedModelError(f"refused: the model runs at batch {batch} only (PyTorch fails at batch "
-                                    f"{others[0]}: {errors[0]}); its forward probably {why}")
+        raise fixed_batch_refusal(batch, others[0], str(errors[0]))
+
+
+_HIDDEN_SIZE = re.compile(r"Expected hidden(?:\[0\])? size \((\d+), (\d+), (\d+)\), got \[(\d+), (\d+), (\d+)\]")
+
+
+def state_batch(failure: str) -> tuple[int, int] | None:
+    """(batch the recurrent layer got, batch of the state it was given) from PyTorch's hidden-size error,
+    when only the batch differs: an initial state built at a fixed batch in ``forward``."""
+    m = _HIDDEN_SIZE.search(failure)
+    if not m:
+        return None
+    want, got = [int(v) for v in m.groups()[:3]], [int(v) for v in m.groups()[3:]]
+    return (want[1], got[1]) if want[0] == got[0] and want[2] == got[2] and want[1] != got[1] else None
+
+
+def fixed_batch_refusal(batch: int, other: int, error: str) -> UnsupportedModelError:
+    """The refusal for a model that runs at batch ``batch`` only (``error``: PyTorch's, at batch ``other``)."""
+    why = ("assumes one sequence at a time (x.squeeze(0), a view with a fixed first dim): make it take a batch"
+           if batch == 1 else f"builds a tensor of batch {batch}, such as an initial state torch.zeros(layers, "
+           f"{batch}, hidden): build it from the input (x.size(0)) or pass no initial state")
+    return UnsupportedModelError(f"refused: the model runs at batch {batch} only (PyTorch fails at batch "
+                                 f"{other}: {error}); its forward probably {why}")
 
 
 def _error_at(model: Any, spec: InputSpec, batch: int, length: int) -> str | None:
@@ -418,6 +436,16 @@ def runnable_signature(
         found = channels_first_example(model, dynamic_axes, log)
     if found is not None:
         return found
+    for features in features_forward_expects(_failure(model, examples) or "", info.shape) if not time_first else []:
+        shape = [*info.shape[:-1], features]
+        other = (InputSpec([_info("x", info.dtype, shape, *_axes(time_first), dynamic_axes, None)]),
+                 [_example(shape, info.dtype, None)])
+        if _failure(model, other[1]) is None:
+            if log:
+                log(f"note: forward adds or drops features before its first recurrent layer: it runs on "
+                    f"{features} features, not the {info.shape[-1]} that layer takes; exported x as "
+                    f"[batch, seq, {features}] (pass --input-shape to choose otherwise)")
+            return other
     if len(info.shape) != 3 or info.shape[-1] != 1:
         return spec, examples
     shape = list(info.shape[:2])
@@ -431,6 +459,24 @@ def runnable_signature(
         log("note: the model takes a univariate series (batch, length), not (batch, length, 1); exported input x "
             "as [batch, seq] (pass --input-shape to choose otherwise)")
     return alternative
+
+
+_RNN_SIZE = re.compile(r"input\.size\(-1\) must be equal to input_size\. Expected (\d+), got (\d+)")
+
+
+def features_forward_expects(failure: str, shape: Sequence[int]) -> list[int]:
+    """Feature counts that may reach the first recurrent layer with the size it takes, when ``failure`` is
+    PyTorch's input-size error: given F, the layer saw G and takes E. ``forward`` passing them through
+    (G = F): E. Adding or dropping some (a time-index column): F + E - G. Scaling them (lag differences
+    concatenated): F * E / G. Most likely first; [] when ``failure`` is another error."""
+    m = _RNN_SIZE.search(failure)
+    if not m or len(shape) != 3:
+        return []
+    given, wanted, got = shape[-1], int(m.group(1)), int(m.group(2))
+    found = [given + wanted - got]
+    if (given * wanted) % got == 0:
+        found.append(given * wanted // got)
+    return [n for n in dict.fromkeys(found) if n >= 1 and n != given]
 
 
 def _one_sentence(model: Any, spec: InputSpec, examples: list[Any], log: Any) -> tuple[InputSpec, list[Any]]:

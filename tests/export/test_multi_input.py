@@ -300,3 +300,10 @@ def test_a_lengths_input_among_several_is_swept_with_lengths_that_fit(tmp_path):
     assert s.run({"x": x, "lengths": np.array([6, 1]), "meta": meta})["y"].shape == (2, 3)
     with pytest.raises(InputError, match=r"input 'lengths' holds each sample's length of 'x', 1 to its 6 steps; got 1..7"):
         s.run({"x": x, "lengths": np.array([7, 1]), "meta": meta})
+
+
+def test_input_shape_on_a_two_input_model_points_to_example_inputs(tmp_path):
+    from edgeseq.errors import ExportError
+
+    with pytest.raises(ExportError, match=r"--input-shape describes one input: give the model an example_inputs\(\)"):
+        export(build(), tmp_path / "m.onnx", input_shape=(1, 20, 6))

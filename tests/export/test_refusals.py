@@ -126,6 +126,89 @@ def test_float64_tensors_made_in_forward_get_the_fix_not_a_shape_hint(tmp_path):
     assert not out.exists()
 
 
+class DoubleState(nn.Module):
+    """An nn.LSTM given a float64 initial state: PyTorch's CPU error is 'get_mkldnn_dtype: unsupported data type'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h0 = torch.zeros(1, x.size(0), 8, dtype=torch.double)
+        return self.lstm(x, (h0, torch.zeros_like(h0)))[0][:, -1]
+
+
+class DoubleHead(DoubleState):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # float @ double: "... got: float != double"
+        return self.lstm(x)[0][:, -1] @ torch.ones(8, 2, dtype=torch.double)
+
+
+@pytest.mark.parametrize("cls", [DoubleState, DoubleHead])
+def test_every_wording_of_float64_in_forward_gets_the_fix(tmp_path, cls):
+    with pytest.raises(ExportError, match=r"fails in float32.*dtype=x.dtype") as info:
+        export(cls().eval(), tmp_path / "d.onnx")
+    assert "--input-shape" not in str(info.value)
+
+
+class FixedBatchState(DoubleState):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # a state built for batch 32 only
+        h0 = torch.zeros(1, 32, 8)
+        return self.lstm(x, (h0, torch.zeros_like(h0)))[0][:, -1]
+
+
+def test_a_state_of_one_batch_size_is_refused_at_once_not_sent_to_input_shape(tmp_path):
+    with pytest.raises(UnsupportedModelError, match=r"runs at batch 32 only .*torch.zeros\(layers, 32, hidden\)"):
+        export(FixedBatchState().eval(), tmp_path / "b.onnx")
+
+
+class AddsTimeIndex(nn.Module):
+    """A forecaster that appends a time-index column in forward: x has 4 features, its LSTM takes 5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(5, 8, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.arange(x.size(1), dtype=x.dtype).expand(x.size(0), -1).unsqueeze(-1) / 100
+        return self.lstm(torch.cat([x, t], -1))[0][:, -1]
+
+
+class AddsLagDifferences(AddsTimeIndex):
+    """x and its first differences side by side: x has 4 features, the LSTM takes 8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        diff = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], 1)
+        return self.lstm(torch.cat([x, diff], -1))[0][:, -1]
+
+
+@pytest.mark.parametrize("cls", [AddsTimeIndex, AddsLagDifferences])
+def test_features_added_in_forward_are_found_without_flags(tmp_path, cls):
+    log: list[str] = []
+    result = export(cls().eval(), tmp_path / "f.onnx", log=log.append)
+    assert result.card["inputs"][0]["shape"][-1] == 4
+    assert any("forward adds or drops features before its first recurrent layer" in line for line in log)
+
+
+def test_a_wrong_feature_count_gets_the_count_that_fits(tmp_path):
+    with pytest.raises(ExportError, match=r"Expected 5, got 6; pass --input-shape BATCH,LENGTH,4 \(forward adds"):
+        export(AddsTimeIndex().eval(), tmp_path / "f.onnx", input_shape=(2, 8, 5))
+    with pytest.raises(ExportError, match=r"Expected 5, got 4; pass --input-shape BATCH,LENGTH,5$"):
+        export(_Plain().eval(), tmp_path / "f.onnx", input_shape=(1, 20, 4))
+
+
+class _Plain(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(5, 8, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lstm(x)[0][:, -1]
+
+
 class CharRNN(nn.Module):
     """Udacity's char-RNN: forward(x, hidden) -> (logits over batch*steps, hidden), and init_hidden()."""
 
