@@ -612,8 +612,11 @@ class Session:
         """
         if spec.name not in self._data_names:
             return check_array(x, spec, allow_nonfinite=self.allow_nonfinite, batch_axis=None, seq_axis=None)
+        # a per-sample input without a time axis (forward(x, meta)'s meta: [batch, 3]) has no steps to name
+        seq = self._sa if spec is self._data[0] or (self._sa < len(spec.shape) and isinstance(spec.shape[self._sa], str)) \
+            else None
         return check_array(x, spec, allow_nonfinite=self.allow_nonfinite, vocab_size=self._vocab.get(spec.name),
-                           batch_axis=self._ba, seq_axis=self._sa, offset=offset)
+                           batch_axis=self._ba, seq_axis=seq, offset=offset)
 
     def _vocab_size(self, name: str) -> int | None:
         """Token-id range of input ``name`` from the model card (ids must be in 0..vocab_size-1)."""

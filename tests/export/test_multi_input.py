@@ -307,3 +307,10 @@ def test_input_shape_on_a_two_input_model_points_to_example_inputs(tmp_path):
 
     with pytest.raises(ExportError, match=r"--input-shape describes one input: give the model an example_inputs\(\)"):
         export(build(), tmp_path / "m.onnx", input_shape=(1, 20, 6))
+
+
+def test_a_nan_in_static_data_is_named_by_sample_only(model_path):
+    data = _data(2)
+    data["meta"][1, 2] = np.nan
+    with pytest.raises(InputError, match=r"input 'meta' has NaN/Inf at index \(1, 2\) \(sample 1\);"):
+        Session(model_path, device="cpu").run(data)
