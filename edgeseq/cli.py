@@ -212,7 +212,14 @@ def format_parity_table(report: Any) -> str:
             continue
         sqnr = "inf" if c.sqnr_db == float("inf") else f"{c.sqnr_db:.1f}"
         verdict = "ok" if c.passed else f"FAIL {c.note}".strip()
-        rows.append(f"{c.batch:>5}  {c.length:>6}  {c.output:<7}  {c.max_abs:<11.3g}  {c.max_rel:<11.3g}  {sqnr:<8}  {verdict}")
+        if c.output.startswith("eval:"):  # the task metric's verdict: its numbers are in its note
+            verdict = f"{'ok' if c.passed else 'FAIL'}: {c.note}"
+            rows.append(f"{c.batch:>5}  {c.length:>6}  {'eval':<7}  {'':<11}  {'':<11}  {'':<8}  {verdict}")
+            continue
+        batch, length, output = c.batch, c.length, c.output
+        if c.output.endswith("*") and not c.batch:  # drift-judged files: every case's outputs pooled into one SQNR
+            batch, length, output = "all", "all", f"{c.output[:-1]} (pooled)"
+        rows.append(f"{batch:>5}  {length:>6}  {output:<7}  {c.max_abs:<11.3g}  {c.max_rel:<11.3g}  {sqnr:<8}  {verdict}")
     for line in report.extra.get("metric_lines", []):
         rows.append(line)
     return "\n".join(rows)

@@ -28,6 +28,10 @@ def test_int8_is_judged_by_pooled_sqnr(int8_lstm):
     assert pooled[0].sqnr_db >= TOLERANCES["int8"].min_sqnr_db
     assert all(c.sqnr_db < 200 for c in report.cases if c.output == "y")  # not bit-exact, yet it passes
     assert "SQNR pooled over the sweep >= 15 dB" in criteria(report)
+    from edgeseq.cli import format_parity_table
+
+    table = format_parity_table(report)
+    assert "  all     all  y (pooled)" in table and "    0       0  y*" not in table  # the row says what it is
 
 
 def test_broken_int8_file_fails_check(outlier_lstm, tmp_path):
