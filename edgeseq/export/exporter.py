@@ -271,6 +271,8 @@ def export(
     atol: float | None = None,
     rtol: float | None = None,
     allow_pickle: bool = False,
+    streaming: bool = False,
+    lengths: bool = False,
 ) -> ExportResult:
     """Export a model to ONNX with dynamic batch and sequence axes; never leaves a file that fails parity.
 
@@ -283,9 +285,21 @@ def export(
     every call (state stored on the module, :func:`~edgeseq.export.loading.restore_state_each_call`);
     an ``nn.Module`` you pass keeps that hook after the export.
 
+    ``streaming`` and ``lengths`` are ``edgeseq export --streaming`` / ``--lengths``
+    (:func:`edgeseq.export.stateful.export_with_extras`).
+
     >>> export("models/fashion_lstm.py:build", "fashion.onnx").exporter   # doctest: +SKIP
     'torchscript'
+    >>> export("models/motion_lstm.py:build", "m.onnx", streaming=True).card["state_inputs"][0]  # doctest: +SKIP
+    'lstm.h_in.0'
     """
+    if streaming or lengths:
+        from .stateful import export_with_extras
+
+        return export_with_extras(model_or_ref, output, weights=weights, input_shape=input_shape,
+                                  dynamic_axes=dynamic_axes, time_first=time_first, exporter=exporter, opset=opset,
+                                  check=check, streaming=streaming, lengths=lengths, log=log, atol=atol, rtol=rtol,
+                                  allow_pickle=allow_pickle)
     require("torch", "export")
     onnx = require("onnx", "export")
     say = log or (lambda _msg: None)

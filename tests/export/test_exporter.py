@@ -47,3 +47,11 @@ def test_text_model_takes_int64_tokens_with_vocab(exported):
     card = read_card(exported("text_bilstm"))
     assert card["inputs"][0]["dtype"] == "int64"
     assert card["inputs"][0]["vocab_size"] == 500
+
+
+def test_the_python_export_takes_the_streaming_and_lengths_flags(tmp_path):
+    from edgeseq.export import export as public_export
+    from models.families import FAMILIES
+
+    result = public_export(FAMILIES["gru"](), tmp_path / "s.onnx", streaming=True, lengths=True)
+    assert result.card["state_inputs"] and result.card["lengths_input"] == "lengths"
