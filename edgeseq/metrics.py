@@ -104,8 +104,27 @@ def predictions(outputs: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     return out.argmax(axis=-1)
 
 
-def metric_drop(name: str, reference: float, candidate: float) -> float:
-    """How much worse ``candidate`` is: accuracy points lost, or relative MAE increase."""
+# Below this fraction of the targets' mean magnitude the float model's MAE is "about zero" (an eval set
+# labelled with the float model's own outputs): a relative increase over it would refuse any change at all.
+NEAR_ZERO_MAE = 1e-3
+
+
+def metric_drop(name: str, reference: float, candidate: float, target_scale: float | None = None) -> float:
+    """How much worse ``candidate`` is: accuracy points lost, or the MAE increase relative to the float MAE
+    (to ``target_scale``, the targets' mean absolute value, when the float MAE is about zero)."""
     if name == "accuracy":
         return reference - candidate
-    return (candidate - reference) / max(abs(reference), 1e-12)
+    return (candidate - reference) / max(abs(reference), mae_basis(reference, target_scale), 1e-12)
+
+
+def mae_basis(reference: float, target_scale: float | None) -> float:
+    """What a MAE increase is relative to: the float MAE, or the targets' scale when that MAE is about zero."""
+    if target_scale and abs(reference) < NEAR_ZERO_MAE * target_scale:
+        return float(target_scale)
+    return abs(reference)
+
+
+def target_scale(y: np.ndarray) -> float:
+    """Mean absolute value of regression targets (0 when empty)."""
+    y = np.asarray(y, np.float64)
+    return float(np.mean(np.abs(y))) if y.size else 0.0

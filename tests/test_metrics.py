@@ -55,3 +55,12 @@ def test_binary_labels_must_be_zero_or_one():
 
 def test_float_targets_are_regression():
     assert task_metric(np.array([[1.0], [2.0]]), np.array([1.5, 2.0])) == ("mae", 0.25)
+
+
+def test_a_mae_increase_over_an_exact_float_model_is_read_against_the_targets():
+    from edgeseq.metrics import metric_drop
+
+    assert metric_drop("mae", 0.10, 0.11) == pytest.approx(0.1)  # 10% worse than the float model
+    # labels made from the float model's own outputs: its MAE is ~0, so any change was "+2,700,000 %"
+    assert metric_drop("mae", 1e-8, 0.003, target_scale=0.5) == pytest.approx(0.006, rel=1e-3)
+    assert metric_drop("mae", 1e-8, 0.003) > 1e4  # (without the targets' scale)

@@ -188,7 +188,7 @@ def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callabl
 
     For quantized precisions the metric is also a verdict: a drop beyond the gate fails the report.
     """
-    from ..metrics import binary_threshold, metric_drop, predictions, task_metric
+    from ..metrics import binary_threshold, metric_drop, predictions, target_scale, task_metric
     from ..runtime.io import read_input, read_npz_inputs
 
     with np.load(eval_data, allow_pickle=False) as data:
@@ -219,7 +219,7 @@ def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callabl
     report.extra.setdefault("metric_lines", []).append(line)
     if not is_quantized(precision):
         return
-    drop = metric_drop(name, ref_value, onnx_value)
+    drop = metric_drop(name, ref_value, onnx_value, target_scale(y) if name == "mae" else None)
     limit = max_metric_drop(name, max_drop)
     ok = bool(np.isfinite(onnx_value)) and drop <= limit + 1e-12
     shown = (f"{100 * drop:.2f} points (max {100 * limit:.2f})" if name == "accuracy"

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import binary_threshold, metric_drop, task_metric
+from ..metrics import binary_threshold, mae_basis, metric_drop, target_scale, task_metric
 from ..tolerances import max_metric_drop
 from .data import Dataset
 
@@ -34,6 +34,7 @@ class MetricComparison:
     max_drop: float
     samples: int
     eval_file: str
+    relative_to: str = ""  # for MAE: "" (the float MAE) or "the targets' mean |y|" when the float MAE is ~0
 
     @property
     def passed(self) -> bool:
@@ -43,8 +44,10 @@ class MetricComparison:
         if self.metric == "accuracy":
             return (f"accuracy float {self.float_value:.4f} vs {precision} {self.quantized_value:.4f}: "
                     f"drop {100 * self.drop:.2f} points (max {100 * self.max_drop:.2f}) on {self.samples} samples")
+        basis = (f" of {self.relative_to} (the float MAE is about 0: labels made from its own outputs?)"
+                 if self.relative_to else "")
         return (f"MAE float {self.float_value:.5g} vs {precision} {self.quantized_value:.5g}: "
-                f"{100 * self.drop:+.2f}% (max +{100 * self.max_drop:.2f}%) on {self.samples} samples")
+                f"{100 * self.drop:+.2f}%{basis} (max +{100 * self.max_drop:.2f}%) on {self.samples} samples")
 
     def to_card(self) -> dict[str, Any]:
         d = asdict(self)
@@ -97,9 +100,11 @@ def compare_metric(float_path: str | Path, quant_path: str | Path, data: Dataset
     threshold = binary_threshold(ref)  # a one-output model: probability or logit, read from the float model
     name, ref_value = task_metric(ref, data.y, threshold, data.lengths)
     _, value = task_metric(predict(quant_path, data), data.y, threshold, data.lengths)
-    drop = metric_drop(name, ref_value, value) if math.isfinite(value) else math.inf
+    scale = target_scale(data.y) if name == "mae" else None
+    drop = metric_drop(name, ref_value, value, scale) if math.isfinite(value) else math.inf
+    basis = "the targets' mean |y|" if name == "mae" and mae_basis(ref_value, scale) != abs(ref_value) else ""
     return MetricComparison(name, ref_value, value, drop, max_metric_drop(name, max_drop), len(data),
-                            Path(data.source).name)
+                            Path(data.source).name, basis)
 
 
 def drift_between(reference: np.ndarray, candidate: np.ndarray, inputs: str) -> Drift:
