@@ -63,8 +63,10 @@ def main() -> int:
     result = export(MODEL, OUT, log=lambda m: print("   " + m.replace(str(ROOT) + "/", "")))
     print(f"   exporter: {result.exporter}; {result.seconds:.1f}s")
 
-    step("2/4 parity sweep vs PyTorch (batch 1,3,16 x length 1,2,17,100,1000)")
-    report = check(OUT, MODEL)
+    report = check(OUT, MODEL)  # lengths 1,2,17,100,1000 plus one longer than the export example
+    batches = ",".join(map(str, sorted({c.batch for c in report.cases})))
+    lengths = ",".join(map(str, sorted({c.length for c in report.cases})))
+    step(f"2/4 parity sweep vs PyTorch (batch {batches} x length {lengths})")
     summary = report.summary()
     worst = max(report.cases, key=lambda c: c.max_abs)
     print(f"   {summary['cases']} cases, max abs error {summary['max_abs']:.2e} "
