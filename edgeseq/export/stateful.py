@@ -444,6 +444,49 @@ def verify_streaming(path: str | Path, model: Any, spec: InputSpec, axes: dict[s
     return parity.ParityReport(cases, tol.atol, tol.rtol, "float32", extra={"check": "streaming"})
 
 
+def forgets_early_steps(path: str | Path, model: Any, spec: InputSpec, length: int = STREAM_CHECK_LENGTH,
+                        seed: int = 0) -> str | None:
+    """Why the stream cannot match a model whose answer at ``length`` steps ignores its first step, or None.
+
+    Such a model (a window ``x[:, -16:]`` taken in ``forward``) passes the chunked comparison when the first
+    step's trace in the state has decayed below the tolerance, as it does with untrained weights. Changing
+    step 0 tells: PyTorch's last outputs stay bit-identical, the stream's move.
+    """
+    import torch
+
+    from ..runtime.streaming import StreamingSession
+
+    info = spec.inputs[0]
+    sa = info.seq_axis if info.seq_axis is not None else 1
+    x, *static_arrays = spec.random(2, length, seed=seed)
+    other = x.copy()
+    first = [slice(None)] * x.ndim
+    first[sa] = slice(0, 1)
+    other[tuple(first)] = spec.random(2, length, seed=seed + 1)[0][tuple(first)] * 3
+    static = dict(zip(spec.names[1:], static_arrays))
+    try:
+        with torch.inference_mode():
+            ref = [[t.numpy() for t in parity.flatten_outputs(
+                model(torch.from_numpy(a), *[torch.from_numpy(s) for s in static_arrays]))] for a in (x, other)]
+    except Exception:  # noqa: BLE001 - the chunked check already ran the model; nothing more to learn here
+        return None
+    if not all(np.array_equal(a, b) for a, b in zip(*ref)):
+        return None  # step 0 reaches the answer, as it reaches a stream's state
+    session = StreamingSession(path, device="cpu", threads=1, allow_nonfinite=True)
+    streamed = []
+    for a in (x, other):  # one step at a time: a chunk as long as the window would slice it like forward does
+        session.reset()
+        for t in range(length):
+            outs = session.run_step(np.take(a, [t], axis=sa), **static)
+        streamed.append([np.asarray(outs[n]) for n in session.output_names])
+    moved = max(float(np.abs(a - b).max()) if a.size else 0.0 for a, b in zip(*streamed))
+    scale = max(float(np.abs(r).max()) if r.size else 0.0 for r in ref[0])
+    if moved <= 1e-6 * max(scale, 1.0):
+        return None  # both forget it alike (strongly decaying state): nothing a stream would get wrong
+    return (f"changing step 0 of a {length}-step sequence leaves PyTorch's outputs unchanged but moves the "
+            f"stream's by {moved:.2g}")
+
+
 def verify_streaming_lengths(path: str | Path, model: Any, spec: InputSpec, axes: dict[str, dict[str, int | None]],
                              chunk: int = 3, chunks: int = 4, batch: int = 3, tol: Tolerance | None = None,
                              seed: int = 0) -> parity.ParityReport:
@@ -687,6 +730,12 @@ def _check_extras(path: Path, model: Any, spec: InputSpec, axes: dict[str, dict[
         report = verify_streaming(path, model, spec, axes, tol=tol)
         if not report.passed:
             return None, _streaming_refusal(report, mixing or [])
+        window = forgets_early_steps(path, model, spec)
+        if window:
+            return None, UnsupportedModelError(
+                f"refused --streaming: {window}: the model looks at a window of the latest steps (such as "
+                "x[:, -16:]), while a stream carries every step it was given. Export without --streaming and run "
+                "each window with Session.predict")
     if lengths:
         say(f"checking lengths: a padded batch vs each sample alone ({LENGTHS_CHECK_LENGTH} steps) ...")
         len_report = verify_lengths(path, model, spec, axes, tol=tol)

@@ -242,3 +242,24 @@ def test_not_a_streaming_file_is_a_clear_error(extras):
     path, _ = extras("gru", FAMILIES["gru"], lengths=True)
     with pytest.raises(ModelFileError, match="not a streaming export.*--streaming"):
         StreamingSession(path, device="cpu")
+
+
+class LatestWindow(nn.Module):
+    """Reads only the latest 16 steps (x[:, -16:]): a stream, which carries every step, cannot match it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 32, batch_first=True)
+        self.fc = nn.Linear(32, 1)
+
+    def forward(self, x):
+        return self.fc(self.lstm(x[:, -16:])[0][:, -1])
+
+
+def test_a_model_over_a_window_of_latest_steps_is_refused_even_when_untrained(tmp_path):
+    # untrained weights forget step 0 within 16 steps to ~1e-5, under the chunked check's tolerance
+    torch.manual_seed(0)
+    out = tmp_path / "w.onnx"
+    with pytest.raises(UnsupportedModelError, match="refused --streaming: changing step 0 .* a window of the latest"):
+        export_with_extras(LatestWindow().eval(), out, streaming=True)
+    assert not out.exists()
