@@ -7,6 +7,7 @@ Library code raises :class:`edgeseq.EdgeseqError`; only this module turns it int
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from typing import Any
 
@@ -75,11 +76,13 @@ class _Group(click.Group):
         except EdgeseqError as exc:
             _err(f"Error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
             ctx.exit(1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             # Output files are written atomically; what went to stdout before the interrupt is already out
-            _err("Interrupted; the lines printed so far are complete, the rest was not computed."
-                 if ctx.meta.get("edgeseq.prints_results") else "Interrupted; no partial output was written.")
-            ctx.exit(130)
+            terminated = bool(exc.args) and str(exc.args[0]) == f"signal {signal.SIGTERM}"
+            what = "Terminated" if terminated else "Interrupted"
+            _err(f"{what}; the lines printed so far are complete, the rest was not computed."
+                 if ctx.meta.get("edgeseq.prints_results") else f"{what}; no partial output was written.")
+            ctx.exit(143 if terminated else 130)  # 128 + the signal, as a shell reports it
         except BrokenPipeError:  # e.g. `edgeseq infer ... | head`: the reader left; stop quietly
             import os
 
@@ -258,8 +261,10 @@ def infer(model: str, input_path: str | None, output: str | None, device: str, b
                             ("max_length", "--max-length")):
             if ctx.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE:
                 # silently ignoring it would leave the user waiting for a file that never comes
+                fix = {"input_path": "pipe the steps into stdin instead (< steps.csv)",
+                       "output": "redirect stdout to keep them (> out.jsonl)"}.get(param, "drop it")
                 raise click.UsageError(f"{flag} does not go with --stream, which reads stdin and prints a line per "
-                                       "step; redirect stdout to keep them (> out.jsonl)")
+                                       f"step; {fix}")
         from .runtime.stdin import stream_stdin
 
         stream_stdin(model, sys.stdin, sys.stdout, device=device, threads=threads, reset_on_blank=reset_on_blank,

@@ -177,9 +177,12 @@ def quantize(
             precision = PRECISION[choice.mode]
             settings = _apply(choice.mode, src, candidate, calib, channel, cpu, calibration_method)
             if choice.mode != "fp16" and not QUANTIZED_OPS & set(op_histogram(candidate, nested=True)):
-                kept = "/".join(settings.get("kept_float") or []) or "the recurrent layers"
-                refusals.append(f"{precision}: no layer could be quantized ({kept} has no INT8 kernel in ONNX "
-                                f"Runtime, layers under {modes.MIN_WEIGHTS} weights stay float); use --mode fp16")
+                kept = "/".join(settings.get("kept_float") or [])
+                why = (f"{kept} has no INT8 kernel in ONNX Runtime, layers under {modes.MIN_WEIGHTS} weights stay float"
+                       if kept else f"every layer has fewer than {modes.MIN_WEIGHTS} weights, too few to gain from INT8")
+                fix = ("the float32 file is the smallest this model gets (float16 cannot convert its Loop)"
+                       if weight_profile(src).loops else "use --mode fp16")
+                refusals.append(f"{precision}: no layer could be quantized ({why}); {fix}")
                 if choice is not choices[-1]:  # the last one is the error message itself
                     say(refusals[-1])
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections import Counter
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,8 @@ class StreamPool:
             if a.ndim != len(fixed) or any(isinstance(d, int) and d != n for d, n in zip(fixed, a.shape)):
                 raise InputError(f"{spec.name!r} for one stream must have shape ({', '.join(map(str, fixed))}), "
                                  f"got {a.shape}")
-            out[spec.name] = check_array(a[None], spec, self.stream.allow_nonfinite)[0]
+            out[spec.name] = check_array(a[None], spec, self.stream.allow_nonfinite,
+                                         vocab_size=self.stream.session._vocab.get(spec.name))[0]
         return out
 
     @_locked
@@ -138,19 +140,28 @@ class StreamPool:
         keys = list(inputs)
         active = self._active
         chunks = [self._per_stream(inputs[k], k) for k in keys]
-        if len({c.shape for c in chunks}) > 1:
-            raise InputError(f"all streams in a tick need chunks of one shape; got {sorted({c.shape for c in chunks})}")
+        shapes = Counter(c.shape for c in chunks)
+        if len(shapes) > 1:
+            common = shapes.most_common(1)[0][0]
+            odd = [(k, c.shape) for k, c in zip(keys, chunks) if c.shape != common]
+            raise InputError(f"stream {odd[0][0]!r} sent a chunk of shape {odd[0][1]}, the others {common} "
+                             f"({len(odd)} stream(s) differ); every stream in a tick sends one shape, the model "
+                             f"takes {self._per_stream_shape()} per stream")
         x = np.stack(chunks, axis=self.stream.batch_axis)
         rows = np.fromiter((active[k] for k in keys), np.int64, len(keys))
-        if len(keys) == len(active):
-            if (rows != np.arange(len(rows))).any():  # put the chunks in state-row order
-                x = np.take(x, np.argsort(rows), axis=self.stream.batch_axis)
-            y = self.stream.step(x, **self._stacked)
-            return self._split(y, keys, rows)
-        full = self.stream.state
-        axis = {s.key: s.batch_axis for s in self.stream._slots}
-        sub = {name: np.take(a, rows, axis=axis[name]) for name, a in full.items()}
-        outs, new = self.stream.run_with_state(x, sub, **{n: a[rows] for n, a in self._stacked.items()})
+        try:
+            if len(keys) == len(active):
+                if (rows != np.arange(len(rows))).any():  # put the chunks in state-row order
+                    x = np.take(x, np.argsort(rows), axis=self.stream.batch_axis)
+                y = self.stream.step(x, **self._stacked)
+                return self._split(y, keys, rows)
+            full = self.stream.state
+            axis = {s.key: s.batch_axis for s in self.stream._slots}
+            sub = {name: np.take(a, rows, axis=axis[name]) for name, a in full.items()}
+            outs, new = self.stream.run_with_state(x, sub, **{n: a[rows] for n, a in self._stacked.items()})
+        except InputError:
+            self._name_the_stream(keys, chunks)  # a NaN, a bad id, a wrong width: whose?
+            raise
         for name, a in new.items():
             np.moveaxis(full[name], axis[name], 0)[rows] = np.moveaxis(a, axis[name], 0)
         self.stream.state = full
@@ -195,11 +206,27 @@ class StreamPool:
         self._active = {k: i for i, k in enumerate(new)}
         self.stream.state = state
 
+    def _name_the_stream(self, keys: list[Hashable], chunks: list[np.ndarray]) -> None:
+        """Raise the error of the first stream whose chunk fails the input checks alone, naming its key."""
+        stream = self.stream
+        for key, chunk in zip(keys, chunks):
+            try:
+                check_array(np.expand_dims(chunk, stream.batch_axis), stream.input, stream.allow_nonfinite,
+                            vocab_size=stream._vocab)
+            except InputError as exc:
+                raise InputError(f"stream {key!r}: {exc}") from None
+
+    def _per_stream_shape(self) -> str:
+        dims = [("steps" if a == self.stream.seq_axis else str(d)) for a, d in enumerate(self.input_shape)
+                if a != self.stream.batch_axis]
+        return f"({', '.join(dims)})"
+
     def _per_stream(self, x: Any, key: Hashable) -> np.ndarray:
         x = np.asarray(x)
         rank = len(self.input_shape) - 1  # one stream's chunk: the model input without its batch axis
-        if x.ndim == rank - 1:
-            x = x[None]  # one step
+        if x.ndim == rank - 1:  # one step: its time axis goes where the model has it (channels first: last)
+            sa, ba = self.stream.seq_axis, self.stream.batch_axis
+            x = np.expand_dims(x, sa - 1 if sa > ba else sa)
         if x.ndim != rank:
             raise InputError(f"stream {key!r}: expected a chunk of rank {rank} (steps, ...) or one step of rank "
                              f"{rank - 1}; got shape {x.shape}")

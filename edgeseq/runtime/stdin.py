@@ -17,8 +17,6 @@ from ..errors import InputError, ModelFileError
 from .checks import TensorSpec
 from .streaming import StreamingSession
 
-_SPLIT = re.compile(r"[,\s]+")
-
 
 def parse_step(text: str, lineno: int) -> list[float]:
     """One time step from a line: ``1.0,2,3`` / ``1 2 3`` or a JSON array ``[1.0, 2, 3]``."""
@@ -27,12 +25,19 @@ def parse_step(text: str, lineno: int) -> list[float]:
             values = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"stdin line {lineno}: invalid JSON array ({exc.msg})") from None
-        values = np.asarray(values).ravel().tolist() if isinstance(values, list) else None
-        if values is None or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            raise InputError(f"stdin line {lineno}: expected a JSON array of numbers")
+        # one flat list of numbers: true/false or a nested list is a mistake, not a value
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                   for v in values):
+            raise InputError(f"stdin line {lineno}: expected one flat JSON array of numbers, like [0.5, 1, 2]")
         return values
     out = []
-    for cell in _SPLIT.split(text.strip(", ")):
+    body = text.strip()
+    body = body[:-1] if body.endswith(",") else body  # one trailing comma, as some loggers write
+    cells = body.split(",") if "," in body else body.split()  # comma-separated, else whitespace-separated
+    for cell in cells:
+        cell = cell.strip()
+        if not cell:
+            raise InputError(f"stdin line {lineno}: an empty cell (two commas in a row?); every value must be a number")
         try:
             out.append(float(cell))
         except ValueError:
@@ -101,7 +106,6 @@ def stream_stdin(model: str | Path, stdin: TextIO | Iterable[str], stdout: TextI
 
 def _without_index(message: str) -> str:
     """'input 'x' has NaN at index (0, 0, 5) (sample 0, step 0); ...' -> '... has NaN in value 6; ...'."""
-    import re
 
     return re.sub(r"at index \(0, 0, (\d+)\) \(sample 0, step 0\)", lambda m: f"in value {int(m.group(1)) + 1}", message)
 

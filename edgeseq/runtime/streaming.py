@@ -71,6 +71,15 @@ class _Plan:
         self.bindings: list[Any] = []
 
 
+def _state_array(value: Any, slot: _StateSlot) -> np.ndarray:
+    """One state tensor as an array of the file's dtype; InputError for what cannot be one."""
+    try:
+        return np.asarray(value, dtype=slot.spec.dtype)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"state {slot.key!r} must be numbers, an array of shape like {slot.spec.shape}: "
+                         f"{str(exc).splitlines()[0][:80]}") from None
+
+
 class StreamingSession:
     """Step a ``--streaming`` export chunk by chunk; the state carries over to the next call.
 
@@ -115,6 +124,7 @@ class StreamingSession:
         self.input = data[0]
         self.static_inputs = data[1:]  # per-sample data without a time axis, given to every step by name
         self._dtype = np.dtype(self.input.dtype)
+        self._vocab: int | None = self.session._vocab.get(self.input.name)  # token ids must be 0..vocab-1
         self.allow_nonfinite = allow_nonfinite
         specs = {i.name: i for i in self.session.inputs}
         self._slots = []
@@ -183,12 +193,13 @@ class StreamingSession:
     def state(self) -> dict[str, np.ndarray]:
         """A copy of the carried state {"<layer>.h": (layers, batch, hidden), ...}; {} before the first step
         (assigning {} back is ``reset()``)."""
-        if not self._started:
-            return {}
-        current = self._values[self._parity]
-        if self._device[0] == "cpu":
-            return {s.key: self._host[self._parity][i].copy() for i, s in enumerate(self._slots)}
-        return {s.key: np.concatenate([v.numpy() for v in current[i]], axis=0) for i, s in enumerate(self._slots)}
+        with self._exclusive():  # a step in another thread writes these buffers: refuse, never a torn copy
+            if not self._started:
+                return {}
+            current = self._values[self._parity]
+            if self._device[0] == "cpu":
+                return {s.key: self._host[self._parity][i].copy() for i, s in enumerate(self._slots)}
+            return {s.key: np.concatenate([v.numpy() for v in current[i]], axis=0) for i, s in enumerate(self._slots)}
 
     @state.setter
     def state(self, value: Mapping[str, Any]) -> None:
@@ -199,7 +210,12 @@ class StreamingSession:
         if set(value) != want:
             got = ", ".join(map(str, value)) or "none"
             raise InputError(f"state needs exactly the keys {', '.join(self.state_names)}; got {got}")
-        arrays = {s.key: np.asarray(value[s.key], dtype=s.spec.dtype) for s in self._slots}
+        arrays = {s.key: _state_array(value[s.key], s) for s in self._slots}
+        if not self.allow_nonfinite:
+            bad = [k for k, a in arrays.items() if not np.isfinite(a).all()]
+            if bad:
+                raise InputError(f"state {bad[0]!r} holds NaN/Inf (a corrupted save?); restore a clean state or "
+                                 "reset(), or pass allow_nonfinite=True")
         batch = None
         for s in self._slots:
             a = arrays[s.key]
@@ -264,7 +280,7 @@ class StreamingSession:
                              f"({detail})")
         out = {}
         for spec in self.static_inputs:
-            a = check_array(static[spec.name], spec, self.allow_nonfinite)
+            a = check_array(static[spec.name], spec, self.allow_nonfinite, vocab_size=self.session._vocab.get(spec.name))
             if a.shape[0] != batch:
                 raise InputError(f"input {spec.name!r} has batch {a.shape[0]}, the chunk has {batch}")
             out[spec.name] = a
@@ -278,8 +294,10 @@ class StreamingSession:
             plan = self._plans.get(x.shape) if type(x) is np.ndarray and x.dtype == self._dtype else None
             if plan is not None and self._check_finite and not np.isfinite(x).all():
                 plan = None  # the full check below names the bad value
+            if plan is not None and self._vocab is not None and (x.min() < 0 or x.max() >= self._vocab):
+                plan = None  # (an id outside the embedding: -1 would read its last row)
             if plan is None:
-                x = check_array(x, self.input, self.allow_nonfinite)
+                x = check_array(x, self.input, self.allow_nonfinite, vocab_size=self._vocab)
                 self._ensure_batch(x.shape[self.batch_axis])
                 plan = self._plans.get(x.shape) or self._plan(x.shape)
         np.copyto(plan.x, x)
@@ -300,7 +318,7 @@ class StreamingSession:
 
     def _run_static_plan(self, x: Any, static: Mapping[str, Any]) -> tuple[_Plan, np.ndarray]:
         """(plan, checked chunk) for a chunk with per-sample inputs besides the sequence, those copied in."""
-        x = check_array(x, self.input, self.allow_nonfinite)
+        x = check_array(x, self.input, self.allow_nonfinite, vocab_size=self._vocab)
         batch = x.shape[self.batch_axis]
         values = self._checked_static(static, batch)
         self._ensure_batch(batch)
@@ -324,11 +342,14 @@ class StreamingSession:
 
         >>> outs, state = s.run_with_state(chunk, None)          # doctest: +SKIP
         """
-        x = check_array(x, self.input, self.allow_nonfinite)
+        x = check_array(x, self.input, self.allow_nonfinite, vocab_size=self._vocab)
         batch = x.shape[self.batch_axis]
         feed: dict[str, Any] = {self.input.name: x, **self._checked_static(static, batch)}
+        if state is not None and set(state) != set(self.state_names):
+            got = ", ".join(map(str, state)) or "none"
+            raise InputError(f"state needs exactly the keys {', '.join(self.state_names)}; got {got}")
         for s in self._slots:
-            value = s.fresh(batch) if state is None else np.asarray(state[s.key], s.spec.dtype)
+            value = s.fresh(batch) if state is None else _state_array(state[s.key], s)
             if value.shape != s.shape(batch):
                 raise InputError(f"state {s.key!r} must have shape {s.shape(batch)}, got {value.shape}")
             feed.update({i: np.ascontiguousarray(v) for (i, _o), v in zip(s.parts, s.split(value))})

@@ -88,11 +88,42 @@ def test_pool_errors(gru_stream):
     with pytest.raises(InputError, match="have not joined"):
         pool.step({"ghost": np.zeros(12)})
     b = pool.join()
-    with pytest.raises(InputError, match="chunks of one shape"):
-        pool.step({a: np.zeros((2, 12)), b: np.zeros((3, 12))})
+    pool.join("c")
+    with pytest.raises(InputError, match=r"stream 'c' sent a chunk of shape \(3, 12\), the others \(2, 12\).*takes "
+                                         r"\(steps, 12\) per stream"):
+        pool.step({a: np.zeros((2, 12)), b: np.zeros((2, 12)), "c": np.zeros((3, 12))})
+    bad = np.zeros(12, np.float32)
+    bad[4] = np.nan
+    before = pool.stream.state
+    with pytest.raises(InputError, match=r"^stream 'c': input 'x' has NaN/Inf"):  # which of the streams, by key
+        pool.step({a: np.zeros(12), "c": bad})
+    np.testing.assert_array_equal(pool.stream.state["gru.h"], before["gru.h"])  # the tick was refused whole
+    pool.leave("c")
     with pytest.raises(InputError, match="one row per stream"):
         pool.step_all(np.zeros((5, 1, 12), np.float32))
     pool.leave(a)
     pool.leave(b)
     with pytest.raises(InputError, match="no streams"):
         pool.step_all(np.zeros((0, 1, 12), np.float32))
+
+
+def test_a_channels_first_stream_takes_one_step_of_its_channels(extras):
+    import torch
+    from torch import nn
+
+    class ChannelsFirst(nn.Module):  # x: (batch, 4, seq), transposed for the LSTM
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(4, 8, batch_first=True)
+
+        def forward(self, x):
+            return self.lstm(x.transpose(1, 2))[0][:, -1]
+
+    torch.manual_seed(0)
+    path = extras("channels_first", ChannelsFirst, streaming=True)[0]
+    x = np.random.default_rng(0).standard_normal((2, 4, 6)).astype(np.float32)
+    pool = StreamPool(path, device="cpu")
+    a, b = pool.join(), pool.join()
+    for t in range(6):
+        ys = pool.step({a: x[0, :, t], b: x[1, :, t]})  # one step: (channels,)
+    np.testing.assert_allclose(np.stack([ys[a], ys[b]]), StreamingSession(path, device="cpu").step(x), atol=1e-6)

@@ -53,6 +53,9 @@ def test_without_reset_flag_blank_lines_are_skipped(gru_stream):
     ("1,2,x" + ",1" * 9, r"line 1: 'x' is not a number"),
     ("[1, 2", r"line 1: invalid JSON array"),
     ("1,2,3,4,5,nan" + ",1" * 6, r"line 1: input 'x' has NaN/Inf in value 6"),
+    ("1,," + ",".join(["1"] * 10), r"line 1: an empty cell"),  # was read as 11 values, shifting the features
+    ("[true" + ",1" * 11 + "]", r"line 1: expected one flat JSON array of numbers"),  # was read as 1
+    ("[[" + ",".join(["1"] * 12) + "]]", r"line 1: expected one flat JSON array of numbers"),
 ])
 def test_bad_lines_name_the_line(gru_stream, line, match):
     with pytest.raises(InputError, match=match):

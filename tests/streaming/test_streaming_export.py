@@ -263,3 +263,51 @@ def test_a_model_over_a_window_of_latest_steps_is_refused_even_when_untrained(tm
     with pytest.raises(UnsupportedModelError, match="refused --streaming: changing step 0 .* a window of the latest"):
         export_with_extras(LatestWindow().eval(), out, streaming=True)
     assert not out.exists()
+
+
+class CharModel(nn.Module):
+    """A character language model: Embedding(20) + LSTM, a logit per step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.fc = nn.Linear(16, 20)
+
+    def forward(self, x):
+        return self.fc(self.lstm(self.emb(x))[0])
+
+
+def test_streams_refuse_token_ids_outside_the_embedding(extras):
+    from edgeseq.runtime.pool import StreamPool
+
+    torch.manual_seed(0)
+    path = extras("char", CharModel, streaming=True)[0]
+    s = StreamingSession(path, device="cpu")
+    s.step(np.array([[3]]))  # the plan for (1, 1) is cached: the fast path must check ids too
+    for bad in (-1, 20):  # -1 would silently read the embedding's last row
+        with pytest.raises(InputError, match=f"token id {bad}"):
+            s.step(np.array([[bad]]))
+    pool = StreamPool(path, device="cpu")
+    k = pool.join("k")
+    with pytest.raises(InputError, match="^stream 'k': .*token id -1"):
+        pool.step({k: np.array([-1])})
+
+
+def test_state_is_guarded_like_a_step(extras):
+    path, _ = extras("gru", FAMILIES["gru"], streaming=True)
+    s = StreamingSession(path, device="cpu")
+    s.step(np.zeros((1, 2, 12), np.float32))
+    saved = s.state
+    s._busy.acquire()  # as if another thread were inside step(): reading now could copy half-written buffers
+    try:
+        with pytest.raises(InputError, match="already in use by another thread"):
+            _ = s.state
+    finally:
+        s._busy.release()
+    with pytest.raises(InputError, match="state 'gru.h' holds NaN/Inf"):
+        s.state = {"gru.h": np.full_like(saved["gru.h"], np.nan)}
+    with pytest.raises(InputError, match="state 'gru.h' must be numbers"):
+        s.state = {"gru.h": "abc"}
+    with pytest.raises(InputError, match="state needs exactly the keys gru.h; got none"):
+        s.run_with_state(np.zeros((1, 2, 12), np.float32), {})
