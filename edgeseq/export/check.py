@@ -245,17 +245,27 @@ def _several_inputs_outputs(session: Any, run_ref: Callable[..., list[np.ndarray
 
 def reference_outputs(run_ref: Callable[..., list[np.ndarray]], x: np.ndarray, lengths: np.ndarray | None,
                       batch_size: int = 256) -> np.ndarray:
-    """First output of the reference on x; samples with lengths run unpadded, grouped by length."""
+    """First output of the reference on x; samples with lengths run unpadded, grouped by length.
+
+    A per-step output comes back at the padded length, each sample's last valid step held over its padding
+    (as :meth:`Session.predict` gives it), so the two line up step for step.
+    """
     if lengths is None:
         return np.concatenate([run_ref([x[i : i + batch_size]])[0] for i in range(0, len(x), batch_size)])
-    result: np.ndarray | None = None
+    pieces: list[tuple[np.ndarray, int, np.ndarray]] = []
     for length in np.unique(lengths):
         idx = np.flatnonzero(lengths == length)
         for i in range(0, len(idx), batch_size):
             part = idx[i : i + batch_size]
-            y = run_ref([x[part, : int(length)]])[0]
-            if result is None:
-                result = np.empty((len(x), *y.shape[1:]), y.dtype)
-            result[part] = y
-    assert result is not None
+            pieces.append((part, int(length), run_ref([x[part, : int(length)]])[0]))
+    steps = x.shape[1]
+    per_step = all(y.ndim >= 2 and y.shape[1] == n for _, n, y in pieces) and (
+        pieces[0][2].ndim >= 3 or len({n for _, n, _ in pieces}) > 1)
+    first = pieces[0][2]
+    shape = (len(x), steps, *first.shape[2:]) if per_step else (len(x), *first.shape[1:])
+    result = np.empty(shape, first.dtype)
+    for part, n, y in pieces:
+        if per_step and n < steps:
+            y = np.concatenate([y, np.repeat(y[:, n - 1 : n], steps - n, axis=1)], axis=1)
+        result[part] = y
     return result
