@@ -203,7 +203,7 @@ def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callabl
         batch = read_input(eval_data)
         batch.x = np.require(batch.x, requirements=["W"])  # torch.from_numpy warns on read-only arrays
         onnx_out = session.predict(batch.x, lengths=batch.lengths)
-        ref_out = reference_outputs(run_ref, batch.x, batch.lengths)
+        ref_out = reference_outputs(run_ref, batch.x, batch.lengths, batch_axis=session._batch_axis())
         x, lengths = batch.x, batch.lengths
     length = int(x.shape[1]) if x.ndim > 1 else 1
     threshold = binary_threshold(ref_out)  # a one-output model: probability or logit, read from PyTorch's outputs
@@ -244,25 +244,33 @@ def _several_inputs_outputs(session: Any, run_ref: Callable[..., list[np.ndarray
 
 
 def reference_outputs(run_ref: Callable[..., list[np.ndarray]], x: np.ndarray, lengths: np.ndarray | None,
-                      batch_size: int = 256) -> np.ndarray:
+                      batch_size: int = 256, batch_axis: int = 0) -> np.ndarray:
     """First output of the reference on x; samples with lengths run unpadded, grouped by length.
 
     A per-step output comes back at the padded length, each sample's last valid step held over its padding
-    (as :meth:`Session.predict` gives it), so the two line up step for step.
+    (as :meth:`Session.predict` gives it), so the two line up step for step. ``batch_axis`` 1: ``x`` is a
+    time-first model's ``(steps, samples, ...)``; the result has samples first.
     """
+    def run(part: np.ndarray, steps: int) -> np.ndarray:
+        chunk = x[:steps, part] if batch_axis == 1 else x[part, :steps]
+        y = run_ref([np.ascontiguousarray(chunk)])[0]
+        if batch_axis == 1 and y.ndim >= 2 and y.shape[0] != len(part) and y.shape[1] == len(part):
+            y = np.swapaxes(y, 0, 1)  # (steps, samples, ...) outputs: samples first, like the labels
+        return y
+
+    n, steps = (x.shape[1], x.shape[0]) if batch_axis == 1 else (len(x), x.shape[1])
     if lengths is None:
-        return np.concatenate([run_ref([x[i : i + batch_size]])[0] for i in range(0, len(x), batch_size)])
+        return np.concatenate([run(np.arange(i, min(n, i + batch_size)), steps) for i in range(0, n, batch_size)])
     pieces: list[tuple[np.ndarray, int, np.ndarray]] = []
     for length in np.unique(lengths):
         idx = np.flatnonzero(lengths == length)
         for i in range(0, len(idx), batch_size):
             part = idx[i : i + batch_size]
-            pieces.append((part, int(length), run_ref([x[part, : int(length)]])[0]))
-    steps = x.shape[1]
+            pieces.append((part, int(length), run(part, int(length))))
     per_step = all(y.ndim >= 2 and y.shape[1] == n for _, n, y in pieces) and (
         pieces[0][2].ndim >= 3 or len({n for _, n, _ in pieces}) > 1)
     first = pieces[0][2]
-    shape = (len(x), steps, *first.shape[2:]) if per_step else (len(x), *first.shape[1:])
+    shape = (n, steps, *first.shape[2:]) if per_step else (n, *first.shape[1:])
     result = np.empty(shape, first.dtype)
     for part, n, y in pieces:
         if per_step and n < steps:

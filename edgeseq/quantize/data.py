@@ -65,7 +65,10 @@ def load_dataset(path: str | Path, need_labels: bool = False) -> Dataset:
     if need_labels:
         if y is None:
             raise InputError(f"{path}: an eval set needs labels; save it with numpy.savez(path, x=..., y=...)")
-        if len(y) != len(batch.x) or y.dtype.kind not in "biuf":
+        # samples along axis 0, or along axis 1 in a time-first model's (steps, samples, ...) data
+        per_sample = len(y) == len(batch.x) or (len(y) == batch.x.shape[1] and (
+            batch.lengths is None or len(batch.lengths) == len(y)))
+        if not per_sample or y.dtype.kind not in "biuf":
             raise InputError(f"{path}: 'y' must hold one number per sample of 'x' ({len(batch.x)}); "
                              f"got shape {y.shape} dtype {y.dtype}")
     return Dataset(batch.x, y, batch.lengths, str(path))

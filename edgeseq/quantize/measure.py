@@ -103,7 +103,7 @@ def compare_metric(float_path: str | Path, quant_path: str | Path, data: Dataset
     scale = target_scale(data.y) if name == "mae" else None
     drop = metric_drop(name, ref_value, value, scale) if math.isfinite(value) else math.inf
     basis = "the targets' mean |y|" if name == "mae" and mae_basis(ref_value, scale) != abs(ref_value) else ""
-    return MetricComparison(name, ref_value, value, drop, max_metric_drop(name, max_drop), len(data),
+    return MetricComparison(name, ref_value, value, drop, max_metric_drop(name, max_drop), len(data.y),
                             Path(data.source).name, basis)
 
 

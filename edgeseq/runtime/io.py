@@ -263,14 +263,19 @@ def _check_fits_memory(path: Path, nbytes: int, what: str = "the array") -> None
 
 
 def _check_lengths(path: Path, lengths: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``lengths`` checked against ``x``: one per sample along axis 0 (batch first), or along axis 1 for a
+    time-first model's data, (steps, samples, ...), when only that reading fits."""
     lengths = np.asarray(lengths)
-    if lengths.dtype.kind not in "iu" or lengths.ndim != 1 or len(lengths) != len(x):
+    time_first = (x.ndim >= 2 and lengths.ndim == 1 and len(lengths) != len(x) and len(lengths) == x.shape[1]
+                  and lengths.size > 0 and lengths.max() <= x.shape[0])
+    samples, steps = (x.shape[1], x.shape[0]) if time_first else (len(x), x.shape[1] if x.ndim > 1 else 0)
+    if lengths.dtype.kind not in "iu" or lengths.ndim != 1 or len(lengths) != samples:
         raise _fail(path, f"'lengths' must be 1-D integers, one per sample ({len(x)}); "
                           f"got shape {lengths.shape} dtype {lengths.dtype}")
     if x.ndim < 2:
         raise _fail(path, f"'lengths' needs 'x' with a sequence axis, got shape {x.shape}")
-    if lengths.size and (lengths.min() < 1 or lengths.max() > x.shape[1]):
-        raise _fail(path, f"'lengths' must be between 1 and the padded length {x.shape[1]}; "
+    if lengths.size and (lengths.min() < 1 or lengths.max() > steps):
+        raise _fail(path, f"'lengths' must be between 1 and the padded length {steps}; "
                           f"got {lengths.min()}..{lengths.max()}")
     return lengths.astype(np.int64)
 

@@ -280,3 +280,30 @@ def test_a_packed_per_step_output_is_cut_at_the_longest_sample_as_pytorch_cuts_i
         np.testing.assert_allclose(one[i, n:], np.repeat(want[i, n - 1 : n], 12 - n, axis=0), atol=1e-5, rtol=1e-5)
     many = s.predict(np.repeat(x, 100, axis=0), lengths=np.repeat(lengths, 100))
     np.testing.assert_allclose(many[::100], one, atol=1e-6, rtol=1e-6)
+
+
+def test_eval_sets_of_a_time_first_model_are_read_in_its_layout(tmp_path):
+    """x saved as the model takes it, (steps, samples), with a label and a length per sample."""
+    model, out = _seeded(Sentiment), tmp_path / "s.onnx"
+    export(model, out)
+    rng = np.random.default_rng(0)
+    steps, n = 9, 40
+    lengths = rng.integers(1, steps + 1, n)
+    x = np.zeros((steps, n), np.int64)
+    for i, k in enumerate(lengths):
+        x[:k, i] = rng.integers(1, 50, k)
+    with torch.inference_mode():
+        logits = [model(torch.from_numpy(x[:k, i : i + 1]), torch.tensor([k])).item() for i, k in enumerate(lengths)]
+    np.savez(tmp_path / "eval.npz", x=x, y=(np.array(logits) > 0).astype(np.int64), lengths=lengths)
+    q = CliRunner().invoke(main, ["quantize", str(out), "-o", str(tmp_path / "q.onnx"), "--mode", "fp16",
+                                  "--eval", str(tmp_path / "eval.npz")])
+    assert q.exit_code == 0, q.output
+    assert "accuracy float 1.0000" in q.output and f"on {n} samples" in q.output
+    checked = CliRunner().invoke(main, ["check", str(out), "--against", f"{__file__}:_sentiment", "--batch-sizes", "1",
+                                        "--lengths", "3", "--eval", str(tmp_path / "eval.npz")])
+    assert checked.exit_code == 0, checked.output
+    assert "accuracy PyTorch 1.0000 vs ONNX 1.0000" in checked.output
+
+
+def _sentiment() -> nn.Module:
+    return _seeded(Sentiment)
