@@ -125,7 +125,10 @@ def add_lengths_input(proto: Any, name: str = LENGTHS_INPUT, data_input: str | N
 def verify_lengths(path: str | Path, model: Any, spec: InputSpec, axes: dict[str, dict[str, int | None]],
                    length: int = LENGTHS_CHECK_LENGTH, tol: Tolerance | None = None, seed: int = 0
                    ) -> parity.ParityReport:
-    """A padded batch (random values in the padding) with lengths vs each sample alone, unpadded, in PyTorch."""
+    """A zero-padded batch with lengths vs each sample alone, unpadded, in PyTorch.
+
+    Zeros, as ``Session.predict`` pads and as the lengths contract says: a text model that masks its
+    pooling with ``x != 0`` (padding id 0) is exact, and one that reads the padding still differs."""
     import torch
 
     from ..runtime.session import Session
@@ -136,7 +139,11 @@ def verify_lengths(path: str | Path, model: Any, spec: InputSpec, axes: dict[str
     ba = info.batch_axis if info.batch_axis is not None else 0
     lengths = np.array([length, 1, max(2, length // 2), length - 1], np.int64)
     arrays = spec.random(len(lengths), length, seed=seed)  # the sequence, then any per-sample inputs (forward(x, meta))
-    x = arrays[0]
+    x = arrays[0].copy()
+    steps = np.arange(x.shape[sa]).reshape([-1 if a == sa else 1 for a in range(x.ndim)])
+    per_sample = lengths.reshape([-1 if a == ba else 1 for a in range(x.ndim)])
+    x[np.broadcast_to(steps >= per_sample, x.shape)] = 0  # the padding
+    arrays = [x, *arrays[1:]]
     session = Session(path, device="cpu", threads=1, allow_nonfinite=True)
     names = [o.name for o in session.outputs if o.name not in set(session.card.get("state_outputs", []))]
     got = session.run({**dict(zip(spec.names, arrays)), session.card["lengths_input"]: lengths})

@@ -114,10 +114,37 @@ def test_infer_jsonl_of_different_lengths_uses_the_lengths_input(extras, tmp_pat
     np.testing.assert_allclose(result.outputs, want, **TOL)
 
 
+class ShiftsThenConvolves(nn.Module):
+    """A Linear with a bias before a centred Conv1d: zero padding becomes the bias, which the conv reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.conv = nn.Conv1d(4, 8, 3, padding=1)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+
+    def forward(self, x):
+        h = self.conv(self.proj(x).transpose(1, 2)).transpose(1, 2)
+        return self.lstm(h)[0][:, -1]
+
+
 def test_model_that_reads_the_padding_elsewhere_is_refused(tmp_path):
+    torch.manual_seed(0)
     with pytest.raises(UnsupportedModelError, match=r"refused --lengths: padded steps still change output 'y'.*'conv' \(Conv1d\)"):
-        export_with_extras(FAMILIES["conv1d_lstm"](), tmp_path / "x.onnx", lengths=True)
+        export_with_extras(ShiftsThenConvolves().eval(), tmp_path / "x.onnx", input_shape=[2, 8, 4], lengths=True)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_centred_conv_over_zero_padding_sees_what_it_sees_alone(extras):
+    """Its own zero padding at the end of a sample equals the batch's: --lengths is exact (it was refused when
+    the check filled the padding with random values, which no caller feeds: lengths mark zero-padded steps)."""
+    path, model = extras("conv1d_lstm", FAMILIES["conv1d_lstm"], lengths=True)
+    rng = np.random.default_rng(5)
+    seqs = [rng.standard_normal((n, 6)).astype(np.float32) for n in (9, 3, 6)]
+    got = Session(path, device="cpu").predict(seqs)
+    with torch.inference_mode():
+        want = np.concatenate([model(torch.from_numpy(s[None])).numpy() for s in seqs])
+    np.testing.assert_allclose(got, want, **TOL)
 
 
 def test_streaming_and_lengths_together(extras):
