@@ -203,7 +203,10 @@ def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callabl
         batch = read_input(eval_data)
         batch.x = np.require(batch.x, requirements=["W"])  # torch.from_numpy warns on read-only arrays
         onnx_out = session.predict(batch.x, lengths=batch.lengths)
-        ref_out = reference_outputs(run_ref, batch.x, batch.lengths, batch_axis=session._batch_axis())
+        if session._unbatched:  # one sequence per call: each sample alone, outputs stacked as predict does
+            ref_out = reference_each(run_ref, batch.x, batch.lengths)
+        else:
+            ref_out = reference_outputs(run_ref, batch.x, batch.lengths, batch_axis=session._batch_axis())
         x, lengths = batch.x, batch.lengths
     length = int(x.shape[1]) if x.ndim > 1 else 1
     threshold = binary_threshold(ref_out)  # a one-output model: probability or logit, read from PyTorch's outputs
@@ -241,6 +244,17 @@ def _several_inputs_outputs(session: Any, run_ref: Callable[..., list[np.ndarray
         onnx_parts.append(session.run(part, outputs=[out])[out])
         ref_parts.append(run_ref(list(part.values()))[0])
     return np.concatenate(onnx_parts), np.concatenate(ref_parts)
+
+
+def reference_each(run_ref: Callable[..., list[np.ndarray]], x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
+    """First output of a one-sequence-per-call reference on each sample of ``x`` (cut to its length), stacked;
+    outputs of different lengths end in their last row, repeated (as :meth:`Session.predict` gives them)."""
+    outs = [run_ref([np.ascontiguousarray(x[i, : int(lengths[i])] if lengths is not None else x[i])])[0]
+            for i in range(len(x))]
+    if any(o.shape != outs[0].shape for o in outs):
+        longest = max(len(o) for o in outs)
+        outs = [np.concatenate([o, np.repeat(o[-1:], longest - len(o), axis=0)]) for o in outs]
+    return np.stack(outs)
 
 
 def reference_outputs(run_ref: Callable[..., list[np.ndarray]], x: np.ndarray, lengths: np.ndarray | None,

@@ -288,10 +288,20 @@ class Session:
         """A model without a batch axis (one sequence per call): each sequence alone, outputs stacked along a
         new first axis; outputs of different lengths end in their last row, repeated (as predict pads)."""
         spec = self._data[0]
-        if lengths is not None:
-            raise InputError(f"input {spec.name!r} takes one sequence per call (no batch axis), so there is no "
-                             "padding to mark: give the sequences as a list, each at its own length")
+        if lengths is not None:  # a padded array of sequences (an eval set): each cut to its own length
+            arr = np.asarray(untorch(x)) if not isinstance(x, (list, tuple)) else None
+            if arr is None or arr.ndim != spec.rank + 1:
+                raise InputError(f"input {spec.name!r} takes one sequence per call (no batch axis): give the "
+                                 "sequences as a list, each at its own length, or a padded array with lengths")
+            lengths = np.asarray(lengths)
+            if lengths.shape != (len(arr),) or lengths.dtype.kind not in "iu" or lengths.min() < 1 \
+                    or lengths.max() > arr.shape[1]:
+                raise InputError(f"lengths must be {len(arr)} integers between 1 and the padded length "
+                                 f"{arr.shape[1]}; got shape {lengths.shape}")
+            x = [arr[i, : int(n)] for i, n in enumerate(lengths)]
         if isinstance(x, (list, tuple)):
+            if not x:
+                raise InputError(f"input {spec.name!r}: no sequences given")
             seqs = list(x)
         else:
             arr = np.asarray(untorch(x))

@@ -68,13 +68,46 @@ def test_predict_runs_each_sentence_of_a_list_alone(tagger):
     np.testing.assert_allclose(got[1, 2:], np.repeat(got[1, 1:2], 2, axis=0))  # padded with its last row
 
 
+def test_a_padded_array_with_lengths_runs_each_sentence_cut_to_its_length(tagger):
+    model, path = tagger
+    s = Session(path, device="cpu")
+    padded = np.array([[1, 2, 3, 4], [5, 6, 0, 0]])
+    got = s.predict(padded, lengths=[4, 2])  # an eval set's layout: the padding is never tagged
+    np.testing.assert_allclose(got[1, :2], _tags(model, padded[1, :2]), atol=1e-5, rtol=1e-5)
+    with pytest.raises(InputError, match="lengths must be 2 integers between 1 and the padded length 4"):
+        s.predict(padded, lengths=[5, 2])
+
+
 def test_lengths_and_wrong_ranks_get_clear_errors(tagger):
     _, path = tagger
     s = Session(path, device="cpu")
     with pytest.raises(InputError, match="one sequence per call"):
-        s.predict(np.zeros((2, 4), np.int64), lengths=[4, 2])
+        s.predict([np.zeros(4, np.int64)], lengths=[4])
     with pytest.raises(InputError, match=r"takes one sequence per call, shape \[seq\]; got shape \(1, 2, 3\)"):
         s.predict(np.zeros((1, 2, 3), np.int64))
+    with pytest.raises(InputError, match="no sequences given"):
+        s.predict([])
+
+
+def test_eval_sets_with_lengths_gate_and_check_a_one_sentence_model(tagger, tmp_path):
+    model, path = tagger
+    x = np.array([[1, 2, 3, 4], [5, 6, 0, 0], [7, 0, 0, 0]])
+    lengths = np.array([4, 2, 1])
+    y = np.full(x.shape, -100)
+    for i, n in enumerate(lengths):
+        y[i, :n] = _tags(model, x[i, :n]).argmax(-1)
+    np.savez(tmp_path / "eval.npz", x=x, y=y, lengths=lengths)
+    q = CliRunner().invoke(main, ["quantize", str(path), "-o", str(tmp_path / "q.onnx"), "--mode", "fp16",
+                                  "--eval", str(tmp_path / "eval.npz")])
+    assert q.exit_code == 0 and "accuracy float 1.0000" in q.output, q.output
+    c = CliRunner().invoke(main, ["check", str(path), "--against", f"{__file__}:_tagger", "--lengths", "3",
+                                  "--eval", str(tmp_path / "eval.npz")])
+    assert c.exit_code == 0 and "accuracy PyTorch 1.0000 vs ONNX 1.0000" in c.output, c.output
+
+
+def _tagger() -> nn.Module:
+    torch.manual_seed(0)
+    return LSTMTagger().eval()
 
 
 def test_infer_jsonl_tags_each_line(tagger, tmp_path):
