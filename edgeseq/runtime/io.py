@@ -300,7 +300,7 @@ def _read_csv(path: Path) -> InputBatch:
     if not rows:
         raise _fail(path, "has no data rows")
     start = 0
-    if all(_not_number(c) for c in rows[0]):
+    if all(_not_number(c) for c in rows[0]) or _pandas_header(rows):
         start = 1  # a header line
     if len(rows) <= start:
         raise _fail(path, "has a header but no data rows")
@@ -316,6 +316,19 @@ def _read_csv(path: Path) -> InputBatch:
         hint = ("; its first column counts 0, 1, 2, ... like a pandas index: if that is not a feature, "
                 "save with df.to_csv(path, index=False)")
     return InputBatch(x, hint=hint)
+
+
+def _pandas_header(rows: list[list[str]]) -> bool:
+    """Whether the first row is pandas' header for integer column names: "0,1,2,..." (``index=False``) or
+    ",0,1,..." (with the index column), over data that is not all whole numbers. Read as data, it was a
+    first time step of 0, 1, 2, ... that nothing reported."""
+    first = [c.strip() for c in rows[0]]
+    names = first[1:] if first and first[0] == "" else first
+    if len(names) < 2 or names != [str(i) for i in range(len(names))]:
+        return False
+    if first[0] == "":
+        return True  # an empty first cell is never data
+    return any(not c.strip().lstrip("-").isdigit() for row in rows[1:] for c in row)
 
 
 def _not_number(cell: str) -> bool:
@@ -337,7 +350,11 @@ def _read_jsonl(path: Path) -> InputBatch:
         raise _fail(path, "is not a UTF-8 text file; JSONL needs one JSON array per line") from None
     if not seqs:
         raise _fail(path, "has no sequences")
-    return pad_sequences(seqs)
+    batch = pad_sequences(seqs)
+    if seqs[0].ndim >= 2:  # for a token model this is one nesting too many: say what a line is
+        batch.hint = ("; a .jsonl line is one sequence: [id, id, ...] of token ids, or [[f1, f2, ...], ...] "
+                      "of steps of features")
+    return batch
 
 
 def _jsonl_sequence(path: Path, lineno: int, line: str, first: np.ndarray | None) -> np.ndarray:
@@ -354,6 +371,8 @@ def _jsonl_sequence(path: Path, lineno: int, line: str, first: np.ndarray | None
         obj = obj["x"]
     if not isinstance(obj, list):
         raise _fail(path, f"{where}: expected a JSON array of time steps, got {type(obj).__name__}")
+    if ("true" in line or "false" in line) and _holds_bool(obj):  # numpy would read true as 1
+        raise _fail(path, f"{where}: true/false is not a number; write 1/0")
     try:
         arr = np.asarray(obj)
     except (ValueError, TypeError, OverflowError, RecursionError):
@@ -369,6 +388,10 @@ def _jsonl_sequence(path: Path, lineno: int, line: str, first: np.ndarray | None
     if first is not None and arr.shape[1:] != first.shape[1:]:
         raise _fail(path, f"{where}: steps have shape {arr.shape[1:]}, but the first sequence has {first.shape[1:]}")
     return arr
+
+
+def _holds_bool(obj: Any) -> bool:
+    return isinstance(obj, bool) or (isinstance(obj, list) and any(_holds_bool(v) for v in obj))
 
 
 def pad_sequences(seqs: list[np.ndarray], axis: int = 0) -> InputBatch:
