@@ -43,6 +43,7 @@ from .signature import (
     features_forward_expects,
     fixed_batch_refusal,
     forward_parameter_names,
+    longest_length,
     merged_axes,
     merged_axes_message,
     name_input_dims,
@@ -344,6 +345,10 @@ def export(
             f"fixed sequence length of {spec.example_length}")
     else:
         check_not_frozen(model, spec)
+    limit = None if only else longest_length(model, spec)
+    if limit:
+        say(f"note: the model runs on at most {limit[0]} steps (PyTorch fails at {limit[0] + 1}: {limit[1][:120]}); "
+            "recorded in the file, where Session refuses longer sequences with that reason")
     order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
     attempts: list[str] = []
     hints: list[str] = []  # per failed parity gate: the float32-rounding hint, or ''
@@ -436,6 +441,8 @@ def export(
             if by:
                 say(f"graph cleanup ({by}): {raw_nodes} -> {node_count(proto)} nodes")
             card = build_card(spec, outputs, name, version, source, report, time_first)
+            if limit:
+                card["max_steps"] = limit[0]
             loops = "scripted" if scripted else "projected" if traced is not model else None
             axes = _complete_card(card, proto, model, spec, outputs, loops, say)
             card["graph_cleanup"] = cleanup_record(raw_nodes, proto, [by] if by else [])

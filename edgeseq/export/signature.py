@@ -137,6 +137,30 @@ def runs_at_one_length_only(model: Any, spec: InputSpec) -> str | None:
     return errors[0]
 
 
+LONG_PROBE = 1024  # steps: a model that fails there but runs at its example length has a longest length
+
+
+def longest_length(model: Any, spec: InputSpec) -> tuple[int, str] | None:
+    """(the most steps the model runs on, PyTorch's error one step beyond) when it fails at
+    :data:`LONG_PROBE` steps, else None. A learned position table (``nn.Embedding(32, d)`` over
+    ``arange(x.size(1))``) runs up to its row count only; the file inherits that limit, which
+    ``Session`` then states instead of ONNX Runtime's Gather error."""
+    info = spec.inputs[0]
+    if len(spec.inputs) != 1 or info.seq_axis is None or info.seq_axis not in info.dynamic:
+        return None
+    runs = max(spec.example_length, 1)
+    if _error_at(model, spec, 1, LONG_PROBE) is None or _error_at(model, spec, 1, runs) is not None:
+        return None
+    fails = LONG_PROBE
+    while fails - runs > 1:  # bisect: ~10 runs of at most LONG_PROBE steps at batch 1
+        mid = (runs + fails) // 2
+        if _error_at(model, spec, 1, mid) is None:
+            runs = mid
+        else:
+            fails = mid
+    return runs, str(_error_at(model, spec, 1, runs + 1))
+
+
 def check_batch_not_fixed(model: Any, spec: InputSpec) -> None:
     """Refuse a model that runs at the example's batch size only (PyTorch fails at two others).
 

@@ -126,6 +126,8 @@ class Session:
         # axis names that several inputs share (``batch`` in ``x`` and ``tgt``): run() checks they agree
         self._shared_dims = [(dim, at) for dim, at in places.items() if len({name for name, _ in at}) > 1]
         self._output_names = [o.name for o in self.outputs]
+        steps = card.get("max_steps")  # the model's own longest length (a learned position table), if any
+        self._max_steps: int | None = steps if isinstance(steps, int) and not isinstance(steps, bool) else None
         ins = card.get("inputs") or [{}]
         # inputs that hold each sample's length of a sequence input (forward(x, lengths, meta)): run() checks 1..steps
         axes_of = {e.get("name"): e.get("seq_axis") for e in ins if isinstance(e, dict)}
@@ -232,6 +234,8 @@ class Session:
         if missing:
             raise InputError(f"missing input(s) {', '.join(missing)}; the model takes {', '.join(s.describe() for s in self.inputs)}")
         prepared = {n: self.check_input(v, specs[n]) for n, v in feed.items()}
+        if self._max_steps is not None and self._data and self._data[0].name in prepared:
+            self.check_length(self._data[0], prepared[self._data[0].name].shape[self._sa])
         self._check_shared_dims(prepared)
         for name, of, axis in self._lengths_of:
             value, steps = prepared.get(name), prepared[of].shape[axis] if of in prepared else None
@@ -403,7 +407,7 @@ class Session:
                 return None
         n = shape[self._ba]
         steps = shape[self._sa] if self._sa < len(shape) else 1
-        if steps > self.max_length or (n > 1 and n > self._rows(batch_size, steps)):  # one sample always fits
+        if steps > min(self.max_length, self._max_steps or steps) or (n > 1 and n > self._rows(batch_size, steps)):
             return None
         kind = x.dtype.kind
         if kind == "f":
@@ -608,7 +612,11 @@ class Session:
         return lengths.astype(np.int64)
 
     def check_length(self, spec: TensorSpec, steps: int) -> None:
-        """Refuse sequences longer than ``max_length`` steps (memory grows with length)."""
+        """Refuse sequences longer than ``max_length`` steps (memory grows with length), or than the model takes."""
+        if self._max_steps is not None and steps > self._max_steps and spec is self._data[0]:
+            raise InputError(f"input {spec.name!r} has sequences of {steps} steps; this model takes at most "
+                             f"{self._max_steps} (its forward fails beyond, e.g. a learned table of "
+                             f"{self._max_steps} positions): split or truncate them")
         if steps > self.max_length:
             raise InputError(
                 f"input {spec.name!r} has sequences of {steps} steps, over the limit of {self.max_length} "

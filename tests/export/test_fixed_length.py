@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import nn
 
 from edgeseq import Session
 from edgeseq.card import read_card
@@ -106,3 +107,37 @@ def test_a_batch_fixed_in_forward_is_refused_with_the_fix(tmp_path):
     with pytest.raises(UnsupportedModelError, match=r"runs at batch 32 only .*build it from the input \(x.size\(0\)\)"):
         export(_FixedBatchState().eval(), tmp_path / "m.onnx", input_shape=(32, 10, 4))
     assert not (tmp_path / "m.onnx").exists()
+
+
+class LearnedPositions(nn.Module):
+    """Token + learned position embeddings (a table of 32 rows over arange(length)), then a GRU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(50, 8)
+        self.pos = nn.Embedding(32, 8)
+        self.rnn = nn.GRU(8, 8, batch_first=True)
+
+    def forward(self, x):
+        return self.rnn(self.tok(x) + self.pos(torch.arange(x.size(1))))[1][-1]
+
+
+def test_a_models_own_longest_length_is_found_recorded_and_stated(tmp_path):
+    torch.manual_seed(0)
+    out, log = tmp_path / "p.onnx", []
+    result = export(LearnedPositions().eval(), out, log=log.append)
+    assert result.card["max_steps"] == 32
+    assert any(line.startswith("note: the model runs on at most 32 steps") for line in log)
+    s = Session(out, device="cpu")
+    assert s.predict(np.ones((2, 32), np.int64)).shape == (2, 8)
+    with pytest.raises(InputError, match="has sequences of 33 steps; this model takes at most 32"):
+        s.predict(np.ones((1, 33), np.int64))  # was ONNX Runtime's Gather error
+    with pytest.raises(InputError, match="takes at most 32"):
+        s.run({"x": np.ones((1, 40), np.int64)})
+    checked = CliRunner().invoke(main, ["check", str(out), "--against", f"{__file__}:_positions"])
+    assert checked.exit_code == 0 and "skipped" not in checked.output, checked.output
+
+
+def _positions() -> nn.Module:
+    torch.manual_seed(0)
+    return LearnedPositions().eval()
