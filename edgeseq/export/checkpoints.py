@@ -163,10 +163,15 @@ def load_weights(model: Any, weights: str | Path, log: Callable[[str], None] | N
         if isinstance(state, torch.nn.Module):
             state = state.state_dict()
     else:
+        if path.stat().st_size == 0:
+            raise ModelLoadError(f"{path}: the file is empty; save the weights with torch.save(model.state_dict(), path)")
+        if _is_torchscript_archive(path):  # (torch.load would warn about it, then refuse it as pickled objects)
+            raise ModelLoadError(f"{path}: is a TorchScript model, not weights; export it directly: "
+                                 f"edgeseq export {path} -o model.onnx")
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
-            text = str(exc)
+            text = str(exc).strip() or type(exc).__name__
             if "weights_only" in text or "Unpickl" in text or "GLOBAL" in text:
                 classes = pickled_classes(path)
                 what = f" ({', '.join(classes[:3])})" if classes else ""
@@ -250,3 +255,15 @@ def _key_mismatch(missing: list[str], unexpected: list[str]) -> str:
         parts.append(f"the file's {few(unexpected)} not in the model")
     hint = "; check that the factory builds the same architecture (layer names, sizes) as the one trained"
     return "; ".join(parts) + hint
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    """Whether ``path`` is a zip written by ``torch.jit.save`` (it holds ``constants.pkl`` and code/)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)

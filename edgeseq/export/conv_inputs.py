@@ -36,10 +36,34 @@ def frame_channels(model: Any, first_only: bool = True) -> int | None:
 
 
 def conv1d_channels(model: Any) -> int | None:
-    """``in_channels`` of the first ``nn.Conv1d`` the model registers; None without one."""
+    """``in_channels`` of the first ``nn.Conv1d`` the model registers (in a TorchScript file too); None without one."""
     import torch.nn as nn
 
-    return next((int(m.in_channels) for m in model.modules() if isinstance(m, nn.Conv1d)), None)
+    for m in model.modules():
+        if isinstance(m, nn.Conv1d):
+            return int(m.in_channels)
+        if getattr(m, "original_name", None) == "Conv1d":  # scripted/traced: weight (out, in / groups, k)
+            groups = getattr(m, "groups", 1)
+            return int(m.weight.shape[1]) * int(groups if isinstance(groups, int) else 1)
+    return None
+
+
+def channels_first_reading(model: Any, shape: Sequence[int], dynamic_axes: Sequence[int] | None,
+                           log: Callable[[str], None] | None) -> tuple[InputSpec, list[Any]] | None:
+    """``--input-shape B,C,T`` for a model whose first Conv1d takes C channels: time is the last axis, not the
+    second (read as time, the channels would be exported as a fixed length of C). None when it does not apply."""
+    from .signature import _example, _failure, _info
+
+    channels = conv1d_channels(model)
+    if channels is None or len(shape) != 3 or shape[1] != channels or shape[2] == channels:
+        return None
+    examples = [_example(list(shape), "float32", None)]
+    if _failure(model, examples) is not None:
+        return None
+    if log:
+        log(f"note: --input-shape {','.join(map(str, shape))} reads as (batch, {channels} channels, {shape[2]} steps) "
+            f"for the model's first Conv1d; exported input x as [batch, {channels}, seq]")
+    return InputSpec([_info("x", "float32", list(shape), 0, 2, dynamic_axes, None)]), examples
 
 
 def channels_first_example(model: Any, dynamic_axes: Sequence[int] | None,

@@ -11,12 +11,13 @@ and checkpoints holding Python objects (an ``argparse.Namespace`` of settings, s
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import sys
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ def load_model(ref: str, weights: str | Path | None = None, log: Callable[[str],
         model = load_keras(ref)
     elif ":" not in Path(ref).name and Path(ref).is_file():  # a saved model file, not file.py:factory
         model = load_exported_program(ref) if is_exported_program(ref) else load_torchscript(ref, allow_pickle)
+        if isinstance(model, torch.nn.Module):
+            model = unwrapped(model, log)  # a whole pickled nn.DataParallel(model)
     else:
         name, args, kwargs = split_call(ref)
         factory = resolve_factory(name)
@@ -54,6 +57,12 @@ def load_model(ref: str, weights: str | Path | None = None, log: Callable[[str],
         except TypeError as exc:
             raise ModelLoadError(f"{ref}: calling the factory failed ({exc}); give its arguments in the reference, "
                                  f"as literals: '{name}{_signature_hint(factory)}'") from None
+        except SystemExit as exc:
+            raise ModelLoadError(f"{ref}: the factory called sys.exit({exc.code!r}); build the model without "
+                                 "exiting") from None
+        except Exception as exc:  # noqa: BLE001 - the user's own code failed: one line, not our traceback
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ModelLoadError(f"{ref}: the factory raised {type(exc).__name__}: {first}") from None
         if not isinstance(model, torch.nn.Module):
             raise ModelLoadError(f"{ref}: the factory returned {type(model).__name__}, expected a torch.nn.Module")
         model = unwrapped(model, log)
@@ -168,10 +177,49 @@ def load_torchscript(path: str | Path, allow_pickle: bool = False) -> Any:
         raise ModelLoadError(f"{path}: not a model file; give path/to/file.py:factory, package.module:factory, a "
                              "TorchScript file (torch.jit.save) or a Keras .keras/.h5 file")
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError with long texts
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ModelLoadError(f"{path}: not a loadable TorchScript file ({first})") from None
+    fixed = constant_state_batch(module)
+    if fixed is not None:  # refused before anything runs it at another batch size
+        from ..errors import UnsupportedModelError
+
+        raise UnsupportedModelError(
+            f"refused: the model runs at batch {fixed} only: its TorchScript graph builds a recurrent layer's initial "
+            f"state with a fixed batch of {fixed} (torch.zeros(layers, {fixed}, hidden)), and a traced file does not "
+            "check the batch, so another one would read out of bounds; build the state from the input "
+            "(x.size(0)) or pass none, and save the model again")
+    return module
+
+
+_RECURRENT = ("aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu")
+
+
+def constant_state_batch(module: Any) -> int | None:
+    """The batch size baked into a TorchScript graph's initial recurrent state (``aten::zeros`` of constant
+    sizes feeding an ``aten::lstm``/``gru``), else None. Running such a traced graph at another batch crashes
+    the process in PyTorch itself (no size check is left in it), so this is read from the graph instead."""
+    try:
+        graph = module.inlined_graph
+        for node in graph.nodes():
+            if node.kind() not in _RECURRENT:
+                continue
+            hx = list(node.inputs())[1]
+            states = list(hx.node().inputs()) if hx.node().kind() == "prim::ListConstruct" else [hx]
+            for state in states:
+                made = state.node()
+                if made.kind() != "aten::zeros":
+                    continue
+                sizes = list(made.inputs())[0].node()
+                if sizes.kind() == "prim::ListConstruct" and all(i.node().kind() == "prim::Constant"
+                                                                  for i in sizes.inputs()):
+                    dims = [i.toIValue() for i in sizes.inputs()]
+                    if len(dims) == 3 and isinstance(dims[1], int):
+                        return int(dims[1])
+    except Exception:  # noqa: BLE001 - an unfamiliar graph: no opinion
+        return None
+    return None
 
 
 def is_exported_program(path: str | Path) -> bool:
@@ -301,7 +349,10 @@ def _import_module(name: str) -> Any:
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     try:
-        return importlib.import_module(name)
+        with _own_argv(name):
+            return importlib.import_module(name)
+    except SystemExit as exc:
+        raise ModelLoadError(_exited(name, exc)) from None
     except ModuleNotFoundError as exc:
         if exc.name and name.startswith(exc.name):
             raise ModelLoadError(f"cannot import module {name!r}: {exc}; use 'path/to/file.py:factory' for a file") from None
@@ -324,22 +375,42 @@ def _import_file(target: str) -> Any:
         sys.path.insert(0, str(root))
     name = ".".join(parts)
     try:
-        if len(parts) > 1:
-            return importlib.import_module(name)
-        spec = importlib.util.spec_from_file_location(f"edgeseq_user_{path.stem}", path)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
+        with _own_argv(target):
+            if len(parts) > 1:
+                return importlib.import_module(name)
+            spec = importlib.util.spec_from_file_location(f"edgeseq_user_{path.stem}", path)
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+            return module
     except ModelLoadError:
         raise
+    except SystemExit as exc:
+        raise ModelLoadError(_exited(target, exc)) from None
     except SyntaxError as exc:
         raise ModelLoadError(f"{target}: syntax error at line {exc.lineno}: {exc.msg}") from None
     except ImportError as exc:
         raise ModelLoadError(f"{target}: import failed: {exc}") from None
     except Exception as exc:
         raise ModelLoadError(f"{target}: running the file failed: {type(exc).__name__}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _own_argv(target: str) -> Iterator[None]:
+    """While a model file is imported, ``sys.argv`` is just its name: a file that parses the command line at
+    import (argparse at top level) reads no arguments instead of edgeseq's own."""
+    saved = sys.argv
+    sys.argv = [target]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _exited(target: str, exc: SystemExit) -> str:
+    return (f"{target}: the file exited while being imported (sys.exit({exc.code!r}), or argparse missing required "
+            "arguments); move that code under if __name__ == \"__main__\":")
 
 
 def accepts_lengths(model: Any) -> bool:

@@ -44,8 +44,14 @@ def vocab_size(model: Any) -> int | None:
 
     for module in model.modules():
         if isinstance(module, nn.Embedding) or getattr(module, "original_name", None) == "Embedding":
-            return int(module.num_embeddings)
+            return embedding_rows(module)
     return None
+
+
+def embedding_rows(module: Any) -> int:
+    """An embedding's row count; a traced TorchScript one keeps no ``num_embeddings``, only its weight."""
+    rows = getattr(module, "num_embeddings", None)
+    return int(rows) if rows is not None else int(module.weight.shape[0])
 
 
 def check_supported(model: Any, projections: bool = True) -> None:
@@ -448,6 +454,12 @@ def runnable_signature(
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
     info = spec.inputs[0]
     guessed = input_shape is None and declared_examples(model) is None
+    if input_shape is not None and not time_first and len(spec.inputs) == 1 and info.dtype.startswith("float"):
+        from .conv_inputs import channels_first_reading
+
+        found = channels_first_reading(model, list(input_shape), dynamic_axes, log)
+        if found is not None:
+            return found
     if not guessed or len(spec.inputs) != 1 or _failure(model, examples) is None:
         return spec, examples
     # the guess fails: try the other readings of the first layer
@@ -535,7 +547,7 @@ def _token_range(model: Any, examples: list[Any], i: int) -> int | None:
     id the model takes there (an encoder-decoder's target has its own vocabulary), else the example's max + 1."""
     import torch
 
-    sizes = sorted({int(m.num_embeddings) for m in model.modules()
+    sizes = sorted({embedding_rows(m) for m in model.modules()
                     if isinstance(m, torch.nn.Embedding) or getattr(m, "original_name", None) == "Embedding"},
                    reverse=True)
     t = examples[i]
@@ -585,7 +597,7 @@ def _features_of(layer: Any) -> int:
     # traced TorchScript modules keep weights but not size attributes: (4H, F) for an LSTM, (out, F) for a Linear
     for name in ("weight_ih_l0", "weight_ih", "weight"):
         weight = getattr(layer, name, None)
-        if weight is not None and getattr(weight, "dim", lambda: 0)() >= 2 and getattr(layer, "original_name", "") != "Conv1d":
+        if weight is not None and getattr(weight, "dim", lambda: 0)() >= 2:  # a Conv1d's (out, in, k) too
             return int(weight.shape[1])
     raise ExportError("cannot infer the feature count; pass --input-shape B,T,F")
 

@@ -239,3 +239,20 @@ def test_a_spectrogram_without_its_channel_axis_is_found_too(tmp_path):
     assert list(s.inputs[0].shape) == ["batch", 40, "seq"]
     x = np.random.default_rng(0).standard_normal((2, 40, 75)).astype(np.float32)
     np.testing.assert_allclose(s.predict(x), _torch(model, x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_an_input_shape_of_channels_then_steps_keeps_time_dynamic(tmp_path, traced):
+    """--input-shape 2,6,50: the 6 is the Conv1d's channels; read as time it was exported at a fixed length of 6."""
+    from edgeseq.export import export
+
+    torch.manual_seed(0)
+    model = ChannelsFirst(6).eval()
+    subject = torch.jit.trace(model, torch.randn(2, 6, 50)) if traced else model
+    log: list[str] = []
+    export(subject, tmp_path / "cf.onnx", input_shape=(2, 6, 50), log=log.append)
+    assert any("reads as (batch, 6 channels, 50 steps)" in m for m in log)
+    s = Session(tmp_path / "cf.onnx", device="cpu")
+    assert list(s.inputs[0].shape) == ["batch", 6, "seq"]
+    x = np.random.default_rng(1).standard_normal((1, 6, 23)).astype(np.float32)
+    np.testing.assert_allclose(s.predict(x), _torch(model, x), atol=1e-5, rtol=1e-4)

@@ -346,3 +346,62 @@ def test_a_model_quantized_in_pytorch_is_refused_with_the_float_route(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "already quantized in PyTorch" in result.stderr and "edgeseq quantize" in result.stderr
     assert not out.exists()
+
+
+def test_weights_files_that_are_not_weights_say_what_they_are(tmp_path):
+    model = FAMILIES["gru"]()
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="empty.pt: the file is empty"):
+        load_weights(model, tmp_path / "empty.pt")
+    torch.jit.script(model).save(str(tmp_path / "scripted.pt"))
+    with pytest.raises(ModelLoadError, match="is a TorchScript model, not weights; export it directly"):
+        load_weights(model, tmp_path / "scripted.pt")
+
+
+def test_model_files_that_parse_argv_exit_or_raise_at_load(tmp_path):
+    net = "import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n" \
+          "        self.rnn = torch.nn.GRU(4, 8, batch_first=True)\n    def forward(self, x):\n" \
+          "        return self.rnn(x)[0][:, -1]\n"
+    (tmp_path / "argv.py").write_text("import argparse\nargs = argparse.ArgumentParser().parse_args()\n" + net)
+    assert isinstance(load_model(f"{tmp_path}/argv.py:Net"), torch.nn.Module)  # it sees no arguments of ours
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(0)\n" + net)
+    with pytest.raises(ModelLoadError, match=r"exited while being imported \(sys.exit\(0\)"):
+        load_model(f"{tmp_path}/exits.py:Net")
+    (tmp_path / "raises.py").write_text(net + "def build():\n    raise ValueError('hidden must be > 0')\n")
+    with pytest.raises(ModelLoadError, match="the factory raised ValueError: hidden must be > 0"):
+        load_model(f"{tmp_path}/raises.py:build")
+
+
+def test_torchscript_files_traced_from_token_or_fixed_batch_models(tmp_path):
+    class Tokens(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(30, 4)
+            self.rnn = torch.nn.GRU(4, 8, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(self.emb(x))[0][:, -1]
+
+    class FixedBatch(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.LSTM(4, 8, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x, (torch.zeros(1, 2, 8), torch.zeros(1, 2, 8)))[0][:, -1]
+
+    from edgeseq.errors import UnsupportedModelError
+    from edgeseq.export import export
+
+    torch.jit.trace(Tokens().eval(), torch.randint(0, 30, (2, 6))).save(str(tmp_path / "tok.pt"))
+    assert export(str(tmp_path / "tok.pt"), tmp_path / "tok.onnx").card["inputs"][0]["vocab_size"] == 30
+    torch.jit.trace(FixedBatch().eval(), torch.randn(2, 6, 4)).save(str(tmp_path / "fixed.pt"))
+    # running it at batch 3 would crash the process inside PyTorch: refused from its graph, before any run
+    with pytest.raises(UnsupportedModelError, match="runs at batch 2 only: its TorchScript graph builds"):
+        load_model(str(tmp_path / "fixed.pt"))
+
+
+def test_a_pickled_dataparallel_model_is_unwrapped(tmp_path):
+    torch.save(torch.nn.DataParallel(FAMILIES["gru"]()), tmp_path / "dp.pt")
+    model = load_model(str(tmp_path / "dp.pt"), allow_pickle=True)
+    assert not isinstance(model, torch.nn.DataParallel)
