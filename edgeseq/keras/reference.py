@@ -21,6 +21,12 @@ def keras_reference(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     try:
         import keras
     except ImportError as exc:
+        backend = os.environ.get("KERAS_BACKEND", "torch")
+        missing = getattr(exc, "name", None) or ""
+        if missing and missing != "keras" and not missing.startswith("keras."):  # keras is there, its backend is not
+            raise MissingDependencyError(
+                f"keras cannot start its {backend!r} backend (KERAS_BACKEND={backend}): {missing} is not installed; "
+                "run with KERAS_BACKEND=torch (torch is installed with edgeseq's export extra)") from None
         raise MissingDependencyError(
             "keras is needed to run the original Keras model; install it with: pip install keras"
         ) from exc

@@ -130,3 +130,16 @@ def test_unzipped_keras_folder(zoo, tmp_path) -> None:
     with torch.no_grad():
         got = load_keras(folder)(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, saved.keras_out(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_backend_that_is_not_installed_is_named(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("keras")
+    code = ("from edgeseq.keras.reference import keras_reference\n"
+            "try:\n    keras_reference('m.keras')\nexcept Exception as e:\n    print(e)\n")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}  # neither jax nor tensorflow is installed here
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
+    assert "keras cannot start its 'jax' backend" in out and "KERAS_BACKEND=torch" in out
