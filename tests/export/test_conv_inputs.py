@@ -241,6 +241,7 @@ def test_a_spectrogram_without_its_channel_axis_is_found_too(tmp_path):
     np.testing.assert_allclose(s.predict(x), _torch(model, x), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")  # torch.jit's own
 @pytest.mark.parametrize("traced", [False, True])
 def test_an_input_shape_of_channels_then_steps_keeps_time_dynamic(tmp_path, traced):
     """--input-shape 2,6,50: the 6 is the Conv1d's channels; read as time it was exported at a fixed length of 6."""

@@ -348,6 +348,8 @@ def test_a_model_quantized_in_pytorch_is_refused_with_the_float_route(tmp_path):
     assert not out.exists()
 
 
+@TORCHSCRIPT_WARNINGS[0]
+@TORCHSCRIPT_WARNINGS[1]
 def test_weights_files_that_are_not_weights_say_what_they_are(tmp_path):
     model = FAMILIES["gru"]()
     (tmp_path / "empty.pt").write_bytes(b"")
@@ -372,6 +374,8 @@ def test_model_files_that_parse_argv_exit_or_raise_at_load(tmp_path):
         load_model(f"{tmp_path}/raises.py:build")
 
 
+@TORCHSCRIPT_WARNINGS[0]
+@TORCHSCRIPT_WARNINGS[1]
 def test_torchscript_files_traced_from_token_or_fixed_batch_models(tmp_path):
     class Tokens(torch.nn.Module):
         def __init__(self) -> None:
