@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import re
 import tempfile
 import time
 import unittest.mock
@@ -49,6 +48,7 @@ from .signature import (
     name_input_dims,
     name_output_dims,
     output_axes,
+    rnn_input_sizes,
     runnable_signature,
     runs_at_one_length_only,
     state_batch,
@@ -478,11 +478,6 @@ def export(
     raise ExportError("no exporter produced a correct file: " + " | ".join(attempts) + hint)
 
 
-def _size_the_layer_got(first: str) -> int | None:
-    m = re.search(r"Expected \d+, got (\d+)", first)
-    return int(m.group(1)) if m else None
-
-
 _FLOAT64 = ("Double", "double", "float64", "get_mkldnn_dtype")
 
 
@@ -516,7 +511,8 @@ def _example_failure(exc: BaseException, model: Any, spec: InputSpec, examples: 
     elif features:  # the first recurrent layer got another size; forward may add features (a time index, lags)
         dims = _shape_hint(spec).split(" ", 1)[0].split(",")
         hint = ",".join([*dims[:-1], str(features[0])])
-        if spec.inputs[0].shape[-1] != _size_the_layer_got(first):
+        sizes = rnn_input_sizes(first)
+        if sizes and spec.inputs[0].shape[-1] != sizes[1]:
             hint += " (forward adds or drops features before its first recurrent layer)"
     return ExportError(f"the model fails on its example input {[tuple(e.shape) for e in examples]}: "
                        f"{type(exc).__name__}: {first}; pass --input-shape {hint}{traced}")

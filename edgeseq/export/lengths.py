@@ -122,6 +122,12 @@ def add_lengths_input(proto: Any, name: str = LENGTHS_INPUT, data_input: str | N
     return len(nodes)
 
 
+def sample_of_others(spec: InputSpec, arrays: list[np.ndarray], i: int) -> list[np.ndarray]:
+    """Sample ``i`` of each input after the sequence (``forward(x, meta)``'s ``meta``), its batch axis kept."""
+    return [np.take(a, [i], axis=info.batch_axis) if info.batch_axis is not None else a
+            for a, info in zip(arrays[1:], spec.inputs[1:])]
+
+
 def verify_lengths(path: str | Path, model: Any, spec: InputSpec, axes: dict[str, dict[str, int | None]],
                    length: int = LENGTHS_CHECK_LENGTH, tol: Tolerance | None = None, seed: int = 0
                    ) -> parity.ParityReport:
@@ -150,8 +156,7 @@ def verify_lengths(path: str | Path, model: Any, spec: InputSpec, axes: dict[str
     cases: list[parity.ParityCase] = []
     for i, n_steps in enumerate(lengths):
         sample = np.take(np.take(x, [i], axis=ba), range(int(n_steps)), axis=sa)
-        others = [np.take(a, [i], axis=other.batch_axis) if other.batch_axis is not None else a
-                  for a, other in zip(arrays[1:], spec.inputs[1:])]
+        others = sample_of_others(spec, arrays, i)
         with torch.inference_mode():
             tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in (sample, *others)]
             ref = [t.numpy() for t in parity.flatten_outputs(model(*tensors))]

@@ -500,15 +500,21 @@ def runnable_signature(
 _RNN_SIZE = re.compile(r"input\.size\(-1\) must be equal to input_size\. Expected (\d+), got (\d+)")
 
 
+def rnn_input_sizes(failure: str) -> tuple[int, int] | None:
+    """(size the recurrent layer takes, size it got) from PyTorch's input-size error, else None."""
+    m = _RNN_SIZE.search(failure)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 def features_forward_expects(failure: str, shape: Sequence[int]) -> list[int]:
     """Feature counts that may reach the first recurrent layer with the size it takes, when ``failure`` is
     PyTorch's input-size error: given F, the layer saw G and takes E. ``forward`` passing them through
     (G = F): E. Adding or dropping some (a time-index column): F + E - G. Scaling them (lag differences
     concatenated): F * E / G. Most likely first; [] when ``failure`` is another error."""
-    m = _RNN_SIZE.search(failure)
-    if not m or len(shape) != 3:
+    sizes = rnn_input_sizes(failure)
+    if sizes is None or len(shape) != 3:
         return []
-    given, wanted, got = shape[-1], int(m.group(1)), int(m.group(2))
+    given, (wanted, got) = shape[-1], sizes
     found = [given + wanted - got]
     if (given * wanted) % got == 0:
         found.append(given * wanted // got)

@@ -47,6 +47,7 @@ from .lengths import (
     add_lengths_input,
     check_lengths_layers,
     lengths_refusal,
+    sample_of_others,
     verify_lengths,
 )
 from .loading import model_and_source
@@ -515,8 +516,7 @@ def verify_streaming_lengths(path: str | Path, model: Any, spec: InputSpec, axes
             mine = np.take(np.take(part, [b], axis=ba), range(int(steps[k, b])), axis=sa)
             own[b].append(mine)
             whole = np.concatenate(own[b], axis=sa)
-            others = [np.take(a, [b], axis=other.batch_axis) if other.batch_axis is not None else a
-                      for a, other in zip(static_arrays, spec.inputs[1:])]
+            others = sample_of_others(spec, [x, *static_arrays], b)
             with torch.inference_mode():
                 tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in (whole, *others)]
                 ref = [t.numpy() for t in parity.flatten_outputs(model(*tensors))]
@@ -611,8 +611,7 @@ def export_with_extras(
     if len(spec.inputs) != 1 and timed:
         own = [i.name for i in spec.inputs[1:] if i.own_length]
         why = (f"{', '.join(own)} has a length of its own (an encoder-decoder's target?); export it without the flag"
-               if own else f"{', '.join(timed)} also has a time axis" if timed else
-               f"--lengths takes one-input models; this one takes {', '.join(spec.names)}")
+               if own else f"{', '.join(timed)} also has a time axis")
         flag = "--streaming" if streaming else "--lengths"
         raise UnsupportedModelError(f"refused {flag}: it needs one sequence input, and {why}")
     if spec.inputs[0].batch_axis is None or spec.inputs[0].seq_axis is None:

@@ -22,6 +22,7 @@ from typing import Any
 from ..card import op_histogram, read_card, set_card
 from ..errors import InputError, ModelFileError, QuantizationError, require
 from ..metrics import is_classification
+from ..runtime.checks import positive_int
 from ..runtime.io import atomic_path
 from ..runtime.ort import open_model_file
 from ..tolerances import max_metric_drop, tolerance_for
@@ -121,8 +122,7 @@ def quantize(
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if target not in ("cpu", "cuda"):
         raise InputError(f"unknown target {target!r}; use cpu or cuda")
-    if isinstance(calibration_samples, bool) or not isinstance(calibration_samples, int) or calibration_samples < 1:
-        raise InputError(f"calibration_samples must be a positive whole number, got {calibration_samples!r}")
+    positive_int(calibration_samples, "calibration_samples")
     if max_drop is not None:  # checked now, not after the first candidate is built
         max_metric_drop("mae", max_drop)
     if calibration_method not in modes.CALIBRATION_METHODS:

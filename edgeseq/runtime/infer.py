@@ -41,7 +41,7 @@ class InferResult:
 def _same_file(a: str | Path, b: str | Path) -> bool:
     """Whether two paths name one file (hard links and other spellings included)."""
     try:
-        return Path(a).resolve() == Path(b).resolve() or Path(a).samefile(b)
+        return Path(a).samefile(b)
     except OSError:  # the output does not exist yet
         return False
 

@@ -106,7 +106,6 @@ def stream_stdin(model: str | Path, stdin: TextIO | Iterable[str], stdout: TextI
 
 def _without_index(message: str) -> str:
     """'input 'x' has NaN at index (0, 0, 5) (sample 0, step 0); ...' -> '... has NaN in value 6; ...'."""
-
     return re.sub(r"at index \(0, 0, (\d+)\) \(sample 0, step 0\)", lambda m: f"in value {int(m.group(1)) + 1}", message)
 
 

@@ -206,10 +206,7 @@ class StreamingSession:
         if not value:  # what `state` gives before the first step: restoring it starts over
             self.reset()
             return
-        want = set(self.state_names)
-        if set(value) != want:
-            got = ", ".join(map(str, value)) or "none"
-            raise InputError(f"state needs exactly the keys {', '.join(self.state_names)}; got {got}")
+        self._check_state_keys(value)
         arrays = {s.key: _state_array(value[s.key], s) for s in self._slots}
         if not self.allow_nonfinite:
             bad = [k for k, a in arrays.items() if not np.isfinite(a).all()]
@@ -232,6 +229,11 @@ class StreamingSession:
             for i, s in enumerate(self._slots):
                 self._write(self._parity, i, np.ascontiguousarray(arrays[s.key]))
             self._started = True
+
+    def _check_state_keys(self, value: Mapping[str, Any]) -> None:
+        if set(value) != set(self.state_names):
+            got = ", ".join(map(str, value)) or "none"
+            raise InputError(f"state needs exactly the keys {', '.join(self.state_names)}; got {got}")
 
     def reset(self) -> None:
         """Start over: zero state, batch size taken from the next call."""
@@ -345,9 +347,8 @@ class StreamingSession:
         x = check_array(x, self.input, self.allow_nonfinite, vocab_size=self._vocab)
         batch = x.shape[self.batch_axis]
         feed: dict[str, Any] = {self.input.name: x, **self._checked_static(static, batch)}
-        if state is not None and set(state) != set(self.state_names):
-            got = ", ".join(map(str, state)) or "none"
-            raise InputError(f"state needs exactly the keys {', '.join(self.state_names)}; got {got}")
+        if state is not None:
+            self._check_state_keys(state)
         for s in self._slots:
             value = s.fresh(batch) if state is None else _state_array(state[s.key], s)
             if value.shape != s.shape(batch):
