@@ -57,6 +57,7 @@ class StreamPool:
         self._active: dict[Hashable, int] = {}  # stream key -> state row, as of the last tick
         self._members: dict[Hashable, None] = {}  # ordered set: membership after pending joins/leaves
         self._zero: set[Hashable] = set()
+        self._restore: dict[Hashable, dict[str, np.ndarray]] = {}  # states given by set_state, applied at the next tick
         self._dirty = False
         self._counter = 0
 
@@ -113,20 +114,55 @@ class StreamPool:
     @_locked
     def leave(self, key: Hashable) -> None:
         """Remove a stream; its state is dropped."""
-        if key not in self._members:
-            raise InputError(f"stream {key!r} is not in the pool")
+        self._require(key)
         del self._members[key]
         self._static.pop(key, None)
         self._zero.discard(key)
+        self._restore.pop(key, None)
         self._dirty = True
 
     @_locked
     def reset(self, key: Hashable) -> None:
         """Start ``key`` over from the start state (zeros or the learned initial state)."""
+        self._require(key)
+        self._zero.add(key)
+        self._restore.pop(key, None)
+        self._dirty = True
+
+    @_locked
+    def get_state(self, key: Hashable) -> dict[str, np.ndarray]:
+        """A copy of one stream's state, laid out as :attr:`StreamingSession.state` with a batch of 1.
+
+        Save it to resume the stream later, in this pool or another process's (:meth:`set_state`), or
+        in a :class:`StreamingSession`.
+
+        >>> saved = pool.get_state("user-7"); pool.leave("user-7")          # doctest: +SKIP
+        >>> pool.join("user-7"); pool.set_state("user-7", saved)           # doctest: +SKIP
+        """
+        self._require(key)
+        slots = self.stream._slots
+        if key in self._restore:
+            return {name: a.copy() for name, a in self._restore[key].items()}
+        if key in self._zero or key not in self._active:
+            return {s.key: s.fresh(1) for s in slots}
+        full, row = self.stream.state, self._active[key]
+        return {s.key: np.take(full[s.key], [row], axis=s.batch_axis) for s in slots}
+
+    @_locked
+    def set_state(self, key: Hashable, state: Mapping[str, Any]) -> None:
+        """Continue ``key`` from ``state`` (one stream's, as :meth:`get_state` returns it) at its next tick."""
+        self._require(key)
+        try:
+            arrays, _ = self.stream.checked_state(state, batch=1)
+        except InputError as exc:
+            raise InputError(f"stream {key!r}: {exc} (one stream's state, as get_state() returns it)") from None
+        self._restore[key] = {name: a.copy() for name, a in arrays.items()}
+        self._zero.discard(key)
+        self._dirty = True
+
+    def _require(self, key: Hashable) -> None:
         if key not in self._members:
             raise InputError(f"stream {key!r} is not in the pool")
-        self._zero.add(key)
-        self._dirty = True
 
     @_locked
     def step(self, inputs: Mapping[Hashable, Any]) -> dict[Hashable, np.ndarray]:
@@ -201,8 +237,12 @@ class StreamPool:
                 dst, src = zip(*keep)
                 rows = np.moveaxis(current[slot.key], slot.batch_axis, 0)[list(src)]
                 np.moveaxis(a, slot.batch_axis, 0)[list(dst)] = rows
+            for j, k in enumerate(new):
+                if k in self._restore:
+                    np.moveaxis(a, slot.batch_axis, 0)[j] = np.moveaxis(self._restore[k][slot.key], slot.batch_axis, 0)[0]
             state[slot.key] = a
         self._zero.clear()
+        self._restore.clear()
         self._active = {k: i for i, k in enumerate(new)}
         self.stream.state = state
 

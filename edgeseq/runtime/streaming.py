@@ -206,6 +206,18 @@ class StreamingSession:
         if not value:  # what `state` gives before the first step: restoring it starts over
             self.reset()
             return
+        arrays, batch = self.checked_state(value)
+        with self._exclusive():
+            self._allocate(batch)
+            for i, s in enumerate(self._slots):
+                self._write(self._parity, i, np.ascontiguousarray(arrays[s.key]))
+            self._started = True
+
+    def checked_state(self, value: Mapping[str, Any], batch: int | None = None) -> tuple[dict[str, np.ndarray], int]:
+        """``value`` as arrays of the file's dtype and its batch size; InputError for what the file cannot take.
+
+        ``batch`` (when given) is the batch size the state must have.
+        """
         self._check_state_keys(value)
         arrays = {s.key: _state_array(value[s.key], s) for s in self._slots}
         if not self.allow_nonfinite:
@@ -213,7 +225,6 @@ class StreamingSession:
             if bad:
                 raise InputError(f"state {bad[0]!r} holds NaN/Inf (a corrupted save?); restore a clean state or "
                                  "reset(), or pass allow_nonfinite=True")
-        batch = None
         for s in self._slots:
             a = arrays[s.key]
             if a.ndim != len(s.spec.shape):
@@ -224,11 +235,7 @@ class StreamingSession:
         assert batch is not None
         if batch < 1:
             raise InputError("state has an empty batch")
-        with self._exclusive():
-            self._allocate(batch)
-            for i, s in enumerate(self._slots):
-                self._write(self._parity, i, np.ascontiguousarray(arrays[s.key]))
-            self._started = True
+        return arrays, batch
 
     def _check_state_keys(self, value: Mapping[str, Any]) -> None:
         if set(value) != set(self.state_names):

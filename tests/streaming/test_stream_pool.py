@@ -127,3 +127,60 @@ def test_a_channels_first_stream_takes_one_step_of_its_channels(extras):
     for t in range(6):
         ys = pool.step({a: x[0, :, t], b: x[1, :, t]})  # one step: (channels,)
     np.testing.assert_allclose(np.stack([ys[a], ys[b]]), StreamingSession(path, device="cpu").step(x), atol=1e-6)
+
+
+def test_a_stream_saved_from_one_pool_resumes_in_another(gru_stream):
+    """get_state/set_state move one stream between pools (or processes) mid-sequence without changing its outputs."""
+    rng = np.random.default_rng(5)
+    data = {k: rng.standard_normal((12, 12)).astype(np.float32) for k in "abc"}
+    first = StreamPool(gru_stream, device="cpu")
+    for k in "abc":
+        first.join(k)
+    out = {k: [] for k in data}
+    for t in range(7):
+        for k, y in first.step({k: data[k][t] for k in data}).items():
+            out[k].append(y)
+    saved = first.get_state("b")
+    assert all(a.shape[1] == 1 for a in saved.values())
+    second = StreamPool(gru_stream, device="cpu")
+    second.join("other")
+    second.join("b")
+    second.set_state("b", saved)
+    assert {k: a.tolist() for k, a in second.get_state("b").items()} == {k: a.tolist() for k, a in saved.items()}
+    for t in range(7, 12):
+        out["b"].append(second.step({"b": data["b"][t], "other": data["a"][t]})["b"])
+    np.testing.assert_allclose(np.stack(out["b"]), np.stack(solo(gru_stream, data["b"])), atol=1e-6)
+    # and into a StreamingSession, whose state has the same layout with a batch of 1
+    s = StreamingSession(gru_stream, device="cpu")
+    s.state = first.get_state("c")
+    tail = [s.step(step[None, None])[0] for step in data["c"][7:]]
+    np.testing.assert_allclose(np.stack(out["c"] + tail), np.stack(solo(gru_stream, data["c"])), atol=1e-6)
+
+
+def test_get_state_of_a_new_or_reset_stream_is_the_start_state(gru_stream):
+    pool = StreamPool(gru_stream, device="cpu")
+    a = pool.join()
+    assert all(not v.any() for v in pool.get_state(a).values())
+    pool.step({a: np.ones(12, np.float32)})
+    assert any(v.any() for v in pool.get_state(a).values())
+    pool.reset(a)
+    assert all(not v.any() for v in pool.get_state(a).values())
+
+
+def test_set_state_errors_name_the_stream_and_the_shape(gru_stream):
+    pool = StreamPool(gru_stream, device="cpu")
+    a, b = pool.join(), pool.join()
+    pool.step_all(np.ones((2, 1, 12), np.float32))
+    whole = pool.stream.state  # both streams: a batch of 2
+    with pytest.raises(InputError, match=r"stream 0: state .* must have shape .*get_state\(\) returns it"):
+        pool.set_state(a, whole)
+    with pytest.raises(InputError, match="exactly the keys"):
+        pool.set_state(a, {})
+    bad = {k: np.full_like(v, np.nan) for k, v in pool.get_state(b).items()}
+    with pytest.raises(InputError, match="NaN"):
+        pool.set_state(b, bad)
+    with pytest.raises(InputError, match="not in the pool"):
+        pool.get_state("nobody")
+    pool.set_state(a, pool.get_state(b))
+    pool.leave(a)  # a pending state is dropped with its stream
+    assert pool.keys == [b]
