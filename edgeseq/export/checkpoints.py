@@ -11,6 +11,8 @@ too; without it they are refused, naming the classes the pickle holds (read from
 
 from __future__ import annotations
 
+import io
+import itertools
 import sys
 import zipfile
 from collections.abc import Callable
@@ -30,22 +32,44 @@ def pickled_classes(path: str | Path) -> list[str]:
     >>> pickled_classes("whole_model.pt")   # doctest: +SKIP
     ['zoo.AttnPool']
     """
-    import pickletools
-
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
                 data = zf.read(next(n for n in zf.namelist() if n.endswith("data.pkl")))
-        else:  # a legacy (pre-1.6) or plain pickle file
+        else:  # a legacy (pre-1.6) file: several pickles in a row (magic, version, sys info, the object), or one
             data = Path(path).read_bytes()
     except (zipfile.BadZipFile, OSError, StopIteration, KeyError):
         return []
+    found: list[str] = []
+    stream = io.BytesIO(data)
+    for _ in range(4 if is_legacy_torch_save(path) else 1):
+        found += _globals_of_one_pickle(stream)
+    return [g for g in dict.fromkeys(found) if g.startswith("torch.nn.") or not g.startswith(_PLAIN_GLOBALS)]
+
+
+# the first pickle of a legacy (``_use_new_zipfile_serialization=False``) torch.save file: protocol 2, its magic number
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def is_legacy_torch_save(path: str | Path) -> bool:
+    """Whether ``path`` was written by ``torch.save(..., _use_new_zipfile_serialization=False)`` (PyTorch < 1.6's format)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC
+    except OSError:
+        return False
+
+
+def _globals_of_one_pickle(stream: io.BytesIO) -> list[str]:
+    """The globals that the pickle starting at ``stream``'s position names; leaves the stream after it."""
+    import pickletools
+
     found: list[str] = []
     pushed: list[str | None] = []  # strings pushed (directly or from the memo), for STACK_GLOBAL
     memo: dict[int, str | None] = {}
     last: str | None = None
     try:
-        for op, arg, _pos in pickletools.genops(data):
+        for op, arg, _pos in pickletools.genops(stream):
             name = op.name
             if name == "GLOBAL":
                 found.append(str(arg).replace(" ", "."))
@@ -68,7 +92,7 @@ def pickled_classes(path: str | Path) -> list[str]:
                 last = None
     except Exception:  # noqa: BLE001 - a damaged pickle: report what was read
         pass
-    return [g for g in dict.fromkeys(found) if g.startswith("torch.nn.") or not g.startswith(_PLAIN_GLOBALS)]
+    return found
 
 
 def factory_hint(qualname: str) -> str:
@@ -212,6 +236,8 @@ def load_weights(model: Any, weights: str | Path, log: Callable[[str], None] | N
 # Lightning modules holding the network as ``self.model`` ("model.").
 STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "net", "network", "weights")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+# wrappers stack (torch.compile of a DataParallel model saves "_orig_mod.module."): chains of up to three
+_PREFIX_CHAINS = ("", *dict.fromkeys("".join(c) for n in (1, 2, 3) for c in itertools.product(WRAPPER_PREFIXES, repeat=n)))
 
 
 def find_state_dict(state: dict, expected: set[str], tensor_type: type) -> tuple[dict, str]:
@@ -231,7 +257,7 @@ def find_state_dict(state: dict, expected: set[str], tensor_type: type) -> tuple
         tensors = {k: v for k, v in inner.items() if isinstance(k, str) and isinstance(v, tensor_type)}
         if not tensors or len(tensors) != len(inner):
             continue
-        for prefix in ("", *WRAPPER_PREFIXES):
+        for prefix in _PREFIX_CHAINS:
             if not all(k.startswith(prefix) for k in tensors):
                 continue
             keys = {k[len(prefix):]: v for k, v in tensors.items()}

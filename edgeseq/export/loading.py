@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError, require
-from .checkpoints import factory_hint, load_pickled_model, load_weights, pickled_classes
+from .checkpoints import factory_hint, is_legacy_torch_save, load_pickled_model, load_weights, pickled_classes
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -163,7 +163,7 @@ def load_torchscript(path: str | Path, allow_pickle: bool = False) -> Any:
     except (zipfile.BadZipFile, OSError):
         names = []
     if not any("/code/" in n for n in names):
-        if any(n.endswith("data.pkl") for n in names):
+        if any(n.endswith("data.pkl") for n in names) or is_legacy_torch_save(path):
             classes = pickled_classes(path)
             if not classes:
                 raise ModelLoadError(f"{path}: a checkpoint of weights, not a model; give the model as "

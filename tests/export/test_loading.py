@@ -34,6 +34,9 @@ def _layouts(state: dict) -> dict[str, tuple[object, str]]:
                             "using checkpoint['state_dict'], keys without 'model.'"),
         "DataParallel": ({f"module.{k}": v for k, v in state.items()}, "keys without 'module.'"),
         "torch.compile": ({f"_orig_mod.{k}": v for k, v in state.items()}, "keys without '_orig_mod.'"),
+        "compiled DataParallel": ({f"_orig_mod.module.{k}": v for k, v in state.items()},
+                                  "keys without '_orig_mod.module.'"),
+        "legacy format": ({"state": 1, "model": state}, "using checkpoint['model']"),
     }
 
 
@@ -42,7 +45,7 @@ def test_checkpoint_layouts_load_exactly(layout, tmp_path):
     trained = _trained()
     saved, said = _layouts(trained.state_dict())[layout]
     path = tmp_path / "ckpt.pt"
-    torch.save(saved, path)
+    torch.save(saved, path, _use_new_zipfile_serialization=layout != "legacy format")
     model, log = FAMILIES["gru"](), []
     load_weights(model, path, log.append)
     for k, v in trained.state_dict().items():
@@ -212,9 +215,11 @@ def test_a_weights_file_given_as_the_model_says_how_to_pass_it(tmp_path):
 
 
 # ------------------------------------------------------------------ pickled models and checkpoints (--allow-pickle)
-def test_a_whole_pickled_model_is_refused_naming_its_class_then_exported_with_allow_pickle(tmp_path):
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy-format"])
+def test_a_whole_pickled_model_is_refused_naming_its_class_then_exported_with_allow_pickle(tmp_path, zipped):
     saved = tmp_path / "whole.pt"
-    torch.save(FAMILIES["gru"](), saved)  # torch.save(model): the class is models.families.GRUClassifier
+    # torch.save(model): the class is models.families.GRUClassifier; legacy: PyTorch < 1.6's format, still writable
+    torch.save(FAMILIES["gru"](), saved, _use_new_zipfile_serialization=zipped)
     out = tmp_path / "m.onnx"
     refused = CliRunner().invoke(main, ["export", str(saved), "-o", str(out)])
     assert refused.exit_code == 1 and not out.exists()
