@@ -162,6 +162,23 @@ def load_pickled_model(path: Path) -> Any:
     return obj
 
 
+def pickled_instance_of(path: str | Path, cls: Any) -> Any:
+    """The ``cls`` instance a trusted ``torch.save(model)`` file holds (also under a checkpoint key), else None.
+
+    For a class whose constructor needs arguments: unpickling restores the saved object without calling
+    it.  A class saved from a training script (``__main__.Net``) is looked up in ``cls``'s module.
+    """
+    if not isinstance(cls, type) or not Path(path).is_file():
+        return None
+    try:
+        obj = _torch_load_trusted(Path(path), sys.modules.get(cls.__module__))
+    except ModelLoadError:
+        return None
+    if isinstance(obj, dict):
+        obj = next((obj[k] for k in (*STATE_KEYS, *obj) if isinstance(obj.get(k), cls)), obj)
+    return obj if isinstance(obj, cls) else None
+
+
 def load_weights(model: Any, weights: str | Path, log: Callable[[str], None] | None = None,
                  allow_pickle: bool = False) -> None:
     """Load a state dict into ``model`` safely (never unpickles arbitrary objects unless ``allow_pickle``).

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError, require
-from .checkpoints import factory_hint, is_legacy_torch_save, load_pickled_model, load_weights, pickled_classes
+from .checkpoints import (
+    factory_hint,
+    is_legacy_torch_save,
+    load_pickled_model,
+    load_weights,
+    pickled_classes,
+    pickled_instance_of,
+)
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -55,8 +62,18 @@ def load_model(ref: str, weights: str | Path | None = None, log: Callable[[str],
         try:
             model = factory(*args, **kwargs)
         except TypeError as exc:
+            whole = pickled_instance_of(weights, factory) if allow_pickle and weights is not None else None
+            if whole is not None:  # a class that needs arguments, saved whole: the pickle already built it
+                if log:
+                    log(f"model: the {factory.__name__} pickled whole in {Path(weights).name}, as saved")
+                return unwrapped(whole, log).eval()
+            saved_whole = ""
+            if weights is not None and not allow_pickle and isinstance(factory, type) and any(
+                    c.rsplit(".", 1)[-1] == factory.__name__ for c in pickled_classes(weights)):
+                saved_whole = (f", or, if you trust {Path(weights).name}, add --allow-pickle to use the "
+                               f"{factory.__name__} saved whole in it")
             raise ModelLoadError(f"{ref}: calling the factory failed ({exc}); give its arguments in the reference, "
-                                 f"as literals: '{name}{_signature_hint(factory)}'") from None
+                                 f"as literals: '{name}{_signature_hint(factory)}'{saved_whole}") from None
         except SystemExit as exc:
             raise ModelLoadError(f"{ref}: the factory called sys.exit({exc.code!r}); build the model without "
                                  "exiting") from None

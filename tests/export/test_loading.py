@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -263,6 +265,33 @@ def test_a_model_pickled_from_a_training_script_loads_through_its_class(tmp_path
     script.write_text("from models.families import GRUClassifier\n\nclass Net(GRUClassifier):\n    pass\n")
     model = load_model(f"{script}:Net", weights=path, allow_pickle=True)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+
+
+def test_a_class_that_needs_arguments_saved_whole_from_a_script_is_used_as_saved(tmp_path, monkeypatch):
+    """train.py's Net(features, hidden), torch.save(model) as __main__.Net: train.py:Net --weights it --allow-pickle."""
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text("import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, features, hidden):\n"
+                      "        super().__init__()\n        self.gru = nn.GRU(features, hidden, batch_first=True)\n"
+                      "        self.fc = nn.Linear(hidden, 3)\n\n    def forward(self, x):\n"
+                      "        return self.fc(self.gru(x)[0][:, -1])\n")
+    spec = importlib.util.spec_from_file_location("__main__", script)
+    main_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main_module)
+    monkeypatch.setattr(sys.modules["__main__"], "Net", main_module.Net, raising=False)
+    trained = main_module.Net(5, 7)
+    path = tmp_path / "model.pt"
+    torch.save({"epoch": 2, "model": trained}, path)
+    monkeypatch.delattr(sys.modules["__main__"], "Net")
+    with pytest.raises(ModelLoadError, match=r"Net\(features=\.\.\., hidden=\.\.\.\)', or, if you trust model\.pt, "
+                       r"add --allow-pickle"):
+        load_model(f"{script}:Net", weights=path)
+    log: list[str] = []
+    model = load_model(f"{script}:Net", weights=path, allow_pickle=True, log=log.append)
+    assert type(model).__name__ == "Net" and not model.training
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+    assert log == ["model: the Net pickled whole in model.pt, as saved"]
 
 
 # ---------------------------------------------------------------------- torch.export programs (.pt2)
