@@ -199,7 +199,11 @@ def check(model: str, against: str, weights: str | None, batch_sizes: str, lengt
             _err(f"Error: no case could be compared: {report.cases[0].note}; is --against the model {model} was "
                  "exported from, with the same inputs?")
             sys.exit(1)
-        from .export.parity import rounding_hint
+        from .export.parity import never_compared, rounding_hint
+
+        if not failing:
+            _err(f"Error: parity not proven: {never_compared(report)}")
+            sys.exit(1)
 
         hint = rounding_hint(report) or report.extra.get("hint", "")
         _err(f"Error: parity FAILED in {failing} case(s) ({criteria(report)}){hint}")

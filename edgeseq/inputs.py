@@ -155,21 +155,59 @@ class InputSpec:
         fields_ = set(InputInfo.__dataclass_fields__)
         return cls([InputInfo(**{k: v for k, v in e.items() if k in fields_}) for e in entries])
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The only batch size the first input accepts, when its batch axis is not dynamic (else None)."""
+        first = self.inputs[0]
+        if first.batch_axis is None or first.batch_axis >= len(first.shape) or first.batch_axis in first.dynamic:
+            return None
+        return int(first.shape[first.batch_axis])
+
     @classmethod
     def from_session_inputs(cls, inputs: list[Any], time_first: bool = False, example_length: int = 8) -> InputSpec:
-        """Best-effort spec for an ONNX file without a card: symbolic dims become batch/seq."""
+        """Best-effort spec for an ONNX file without a card, from its axis names.
+
+        The first input's axes are (batch, seq, ...) (``time_first``: (seq, batch, ...)); another input's
+        batch and sequence axes are the ones named like those (a hand-exported ``h0: [1, batch, 20]`` has
+        its batch on axis 1 and no sequence axis).  Unnamed dims count as their position's.
+
+        >>> from types import SimpleNamespace as T
+        >>> spec = InputSpec.from_session_inputs([T(name="x", dtype="float32", shape=["batch", "seq", 6]),
+        ...                                      T(name="h0", dtype="float32", shape=[1, "batch", 20])])
+        >>> [a.shape for a in spec.random(batch=3, length=5)]
+        [(3, 5, 6), (1, 3, 20)]
+        """
+        batch_pos, seq_pos = (1, 0) if time_first else (0, 1)
+        first_dims = list(inputs[0].shape) if inputs else []
+
+        def name_at(axis: int) -> str | None:
+            dim = first_dims[axis] if axis < len(first_dims) else None
+            return dim if isinstance(dim, str) and dim else None
+
+        batch_name, seq_name = name_at(batch_pos), name_at(seq_pos)
         infos = []
-        for spec in inputs:
+        for index, spec in enumerate(inputs):
+            dims = list(spec.shape)
+            batch_axis: int | None = batch_pos
+            seq_axis: int | None = seq_pos if len(dims) > 1 else None
+            if index > 0 and batch_name is not None:  # the first input's names say where the others' axes are
+                batch_axis = dims.index(batch_name) if batch_name in dims else None
+                named = [a for a, d in enumerate(dims) if isinstance(d, str) and d and a != batch_axis]
+                seq_axis = (dims.index(seq_name) if seq_name in dims
+                            else (named[0] if named else None))  # a length of its own (a decoder's target)
+            if batch_axis is not None and batch_axis >= len(dims):
+                batch_axis = None
             shape, dynamic = [], {}
-            batch_axis, seq_axis = (1, 0) if time_first else (0, 1)
-            for axis, dim in enumerate(spec.shape):
+            for axis, dim in enumerate(dims):
                 if isinstance(dim, int) and dim > 0:
                     shape.append(dim)
                 else:
                     shape.append(2 if axis == batch_axis else example_length)
                     dynamic[axis] = str(dim)
             dtype = np.dtype(spec.dtype).name
-            infos.append(InputInfo(spec.name, dtype, shape, batch_axis, seq_axis if len(shape) > 1 else None, dynamic))
+            info = InputInfo(spec.name, dtype, shape, batch_axis, seq_axis, dynamic)
+            info.dynamic = dynamic  # as the file says: fixed axes stay fixed (not filled in as batch/seq)
+            infos.append(info)
         return cls(infos)
 
 

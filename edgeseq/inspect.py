@@ -16,7 +16,7 @@ from .card import op_histogram, read_card
 
 def describe(path: str | Path) -> dict[str, Any]:
     from .runtime.checks import spec_of
-    from .runtime.ort import create_inference_session, open_model_file
+    from .runtime.ort import create_inference_session, model_bytes, open_model_file
     from .runtime.providers import resolve_device
 
     path = open_model_file(path)
@@ -29,7 +29,7 @@ def describe(path: str | Path) -> dict[str, Any]:
                            key=lambda kv: (-kv[1], kv[0])))
     return {
         "path": str(path),
-        "size_kib": path.stat().st_size / 1024,
+        "size_kib": model_bytes(path) / 1024,
         "inputs": tensors(sess.get_inputs()),
         "outputs": tensors(sess.get_outputs()),
         "operators": top,

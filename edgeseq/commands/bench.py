@@ -32,6 +32,7 @@ def bench(model: str, against: str | None, weights: str | None, batch_sizes: str
     Example: edgeseq bench motion.onnx --against models/motion_lstm.py:build --lengths 100
     """
     from ..benchmark import bench_file, format_report, report_json
+    from ..errors import InputError
     from ..inputs import parse_int_list
     from ..runtime.io import atomic_path, read_input
 
@@ -47,3 +48,6 @@ def bench(model: str, against: str | None, weights: str | None, batch_sizes: str
     if json_out:
         with atomic_path(json_out) as tmp:
             tmp.write_text(json.dumps(report_json(report), indent=2) + "\n")
+    if report.cases and all(c.skipped for c in report.cases):  # a CI step must not read this as a measurement
+        raise InputError(f"nothing was timed: every case was skipped ({report.cases[0].skipped}); give --batch-sizes "
+                         "and --lengths the file takes, or --input with real data")

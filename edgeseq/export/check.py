@@ -55,8 +55,11 @@ def check(
 
     session = Session(onnx_path, device=device)
     spec = parity.spec_of_session(session)
-    # a file exported at one length (the model runs at that length only) is checked there
-    lengths = [spec.fixed_length] if spec.fixed_length else sorted(set(lengths) | {1, 2 * spec.example_length + 1})
+    carded = bool(session.card.get("inputs"))
+    # a file edgeseq exported at one length (the model runs at that length only) is checked there; another
+    # exporter's file is swept anyway, to see whether it froze a length the model does not have
+    lengths = ([spec.fixed_length] if spec.fixed_length and carded
+               else sorted(set(lengths) | {1, 2 * spec.example_length + 1}))
     most = session.card.get("max_steps")  # the model's own longest length: longer cases would only be skipped
     if isinstance(most, int) and not isinstance(most, bool):
         lengths = sorted({min(n, most) for n in lengths})
@@ -101,6 +104,7 @@ def check(
                                     precision, progress=progress)
     report.min_sqnr_db = tol.min_sqnr_db
     report.provider = session.providers[0]
+    report.every_batch = True
     if not tol.elementwise:
         _judge_pooled_drift(report, pairs, names, tol)
         warning = vnni_mismatch(session.card.get("quantization", {}).get("settings"))
@@ -108,9 +112,34 @@ def check(
             report.extra.setdefault("metric_lines", []).append(f"warning: {warning}")
     if eval_data is not None:
         _compare_metrics(report, session, run_ref, eval_data, precision, max_drop)
-    if not report.passed and weights is None and isinstance(against, (str, Path)) and not is_keras_ref(str(against)):
+    if not carded:
+        _name_frozen_axes(report, spec, session.data_inputs()[0])
+    if not report.passed and "hint" not in report.extra and weights is None and isinstance(against, (str, Path)) and not is_keras_ref(str(against)):
         report.extra["hint"] = missing_weights_hint(session.card, str(against), model, allow_pickle)
     return report
+
+
+def _name_frozen_axes(report: parity.ParityReport, spec: Any, first: Any) -> None:
+    """Say so where ONNX Runtime failed at a batch or length that the file's first input fixes and PyTorch ran."""
+    info = spec.inputs[0]
+    fixed = {"length": spec.fixed_length, "batch": spec.fixed_batch}
+    frozen = set()
+    for case in report.failures:
+        if not case.note.startswith("ONNX Runtime failed"):
+            continue
+        off = [what for what, size in fixed.items() if size is not None and getattr(case, what) != size]
+        if off:
+            takes = " and ".join(f"{what} {fixed[what]}" for what in off)
+            ran = ", ".join(f"{what} {getattr(case, what)}" for what in off)
+            case.note = f"the file takes {takes} only; PyTorch ran at {ran}: frozen at export"
+            frozen.update(off)
+    if frozen:
+        shape = ", ".join(str(d) for d in first.shape)
+        which = " and ".join(sorted(frozen))
+        was = "were" if len(frozen) > 1 else "was"
+        report.extra["hint"] = (f"; the file's input {info.name!r} is fixed at [{shape}] while the PyTorch model runs "
+                                f"at other sizes: its {which} {was} frozen when it was exported; export it with "
+                                "`edgeseq export` for dynamic axes")
 
 
 def missing_weights_hint(card: dict[str, Any], against: str, model: Any, allow_pickle: bool = False) -> str:
@@ -185,6 +214,27 @@ def _judge_pooled_drift(report: parity.ParityReport, pairs: list[tuple[list[np.n
         report.cases.append(parity.ParityCase(0, 0, f"{name}*", max_abs, max_rel, sqnr, ok, note=note))
 
 
+def _eval_labels(path: str | Path) -> np.ndarray:
+    """The ``y`` of an eval set ``.npz``; InputError in one line for anything else."""
+    from ..errors import InputError
+
+    fix = "save it with numpy.savez(path, x=..., y=...)"
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not hasattr(data, "files"):
+            raise InputError(f"{path}: --eval takes an .npz holding x and y (labels); {fix}")
+        with data:
+            if "y" not in data.files:
+                raise InputError(f"{path}: an eval set needs labels, and this one holds only {', '.join(data.files)}; "
+                                 f"{fix}, or drop --eval")
+            return data["y"]
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - not an .npz, damaged, pickled objects
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"{path}: not a readable eval set ({first}); {fix}") from None
+
+
 def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callable[..., list[np.ndarray]],
                      eval_data: str | Path, precision: str = "float32", max_drop: float | None = None) -> None:
     """Add the task metric of PyTorch and ONNX on an eval set (x, y[, lengths]) to the report.
@@ -194,8 +244,7 @@ def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callabl
     from ..metrics import binary_threshold, metric_drop, predictions, target_scale, task_metric
     from ..runtime.io import read_input, read_npz_inputs
 
-    with np.load(eval_data, allow_pickle=False) as data:
-        y = data["y"]
+    y = _eval_labels(eval_data)
     inputs = session.data_inputs()
     if len(inputs) > 1:  # several inputs, each an array of the .npz named after it
         arrays = read_npz_inputs(eval_data, [i.name for i in inputs])

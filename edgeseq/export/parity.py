@@ -56,11 +56,20 @@ class ParityReport:
     min_sqnr_db: float | None = None
     provider: str = "CPUExecutionProvider"
     extra: dict[str, Any] = field(default_factory=dict)
+    every_batch: bool = False  # passing needs a compared case at every batch size of the sweep (``edgeseq check``)
 
     @property
     def passed(self) -> bool:
         checked = [c for c in self.cases if not c.skipped]
-        return bool(checked) and all(c.passed for c in checked)
+        return bool(checked) and all(c.passed for c in checked) and not (
+            self.every_batch and self.batches_never_compared)
+
+    @property
+    def batches_never_compared(self) -> list[int]:
+        """Batch sizes of the sweep at which PyTorch ran no length: not a limit of sequence models (a
+        model takes any batch), so the sweep's inputs did not fit the model and nothing was proven there."""
+        checked = {c.batch for c in self.cases if not c.skipped}
+        return sorted({c.batch for c in self.cases if c.skipped} - checked)
 
     @property
     def failures(self) -> list[ParityCase]:
@@ -268,6 +277,8 @@ def gate(report: ParityReport, what: str = "ONNX file", hint: bool = True) -> No
     if report.passed:
         return
     fails = report.failures
+    if not fails and report.every_batch and report.batches_never_compared and any(not c.skipped for c in report.cases):
+        raise ParityError(f"{what}: {never_compared(report)}")
     if not fails:
         raise ParityError(f"{what}: no case could be checked (every shape was rejected by the PyTorch model)")
     worst = max(fails, key=lambda c: (c.max_abs if math.isfinite(c.max_abs) else 1e300))
@@ -276,6 +287,14 @@ def gate(report: ParityReport, what: str = "ONNX file", hint: bool = True) -> No
         f"{what} does not match PyTorch: output {worst.output!r} at batch {worst.batch}, length {worst.length}: "
         f"{detail} ({len(fails)} failing case(s)){rounding_hint(report) if hint else ''}"
     )
+
+
+def never_compared(report: ParityReport) -> str:
+    """Why a sweep with a batch size that PyTorch ran at no length proves nothing there."""
+    batches = report.batches_never_compared
+    note = next(c.note for c in report.cases if c.skipped and c.batch == batches[0])
+    return (f"nothing was compared at batch {', '.join(map(str, batches))} ({note}); a sequence model takes any "
+            "batch, so the sweep's inputs do not fit the model (inputs whose batch axis is not where expected?)")
 
 
 def rounding_hint(report: ParityReport) -> str:

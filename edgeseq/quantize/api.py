@@ -24,7 +24,7 @@ from ..errors import InputError, ModelFileError, QuantizationError, require
 from ..metrics import is_classification
 from ..runtime.checks import positive_int
 from ..runtime.io import atomic_path
-from ..runtime.ort import open_model_file
+from ..runtime.ort import model_bytes, open_model_file
 from ..tolerances import max_metric_drop, tolerance_for
 from . import modes
 from .auto import Choice, choose, weight_profile
@@ -186,7 +186,7 @@ def quantize(
                 if choice is not choices[-1]:  # the last one is the error message itself
                     say(refusals[-1])
                 continue
-            if candidate.stat().st_size >= src.stat().st_size:
+            if model_bytes(candidate) >= model_bytes(src):
                 why = (f"{_kib(candidate)} is not smaller than the float32 file's {_kib(src)} (the graph, not its "
                        "weights, is most of this file)")
                 if mode != "auto":  # asked for by name: written, but not without saying so
@@ -223,7 +223,7 @@ def quantize(
             card = _quantized_card(float_card, src, choice, precision, settings, metric, measured, auto=mode == "auto")
             _write(candidate, output, card, src)
             notes = [n for n in [settings.get("note"), f"auto: {choice.reason}" if mode == "auto" else None] if n]
-            return QuantizeResult(output, choice.mode, precision, card, src.stat().st_size, output.stat().st_size,
+            return QuantizeResult(output, choice.mode, precision, card, model_bytes(src), model_bytes(output),
                                   metric, measured, notes, time.perf_counter() - start)
     if all("no layer could be quantized" in r for r in refusals):
         raise QuantizationError("nothing written: " + " | ".join(refusals))
@@ -236,7 +236,7 @@ def quantize(
 
 
 def _kib(path: Path) -> str:
-    return f"{path.stat().st_size / 1024:.0f} KiB"
+    return f"{model_bytes(path) / 1024:.0f} KiB"
 
 
 def _other_input_names(path: Path) -> list[str]:
@@ -309,7 +309,7 @@ def _quantized_card(float_card: dict[str, Any], src: Path, choice: Choice, preci
     section: dict[str, Any] = {
         "mode": choice.mode,
         "settings": {k: v for k, v in settings.items() if k != "note"},
-        "float_model": {"file": src.name, "sha256": sha256(src), "bytes": src.stat().st_size},
+        "float_model": {"file": src.name, "sha256": sha256(src), "bytes": model_bytes(src)},
         "metrics": metric.to_card() if metric is not None else None,
         "drift": measured.to_card(),
         "onnxruntime": onnxruntime.__version__,

@@ -142,5 +142,5 @@ def random_dataset(path: str | Path, seed: int = 0) -> Dataset:
     from ..runtime.session import Session
 
     spec = spec_of_session(Session(path, device="cpu"))
-    arrays = spec.random(DRIFT_RANDOM_BATCH, max(spec.example_length, 1), seed=seed)
+    arrays = spec.random(spec.fixed_batch or DRIFT_RANDOM_BATCH, max(spec.example_length, 1), seed=seed)
     return Dataset(arrays[0], None, None, "random", dict(zip(spec.names[1:], arrays[1:])))

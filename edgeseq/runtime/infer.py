@@ -83,13 +83,14 @@ def infer_file(
         log(f"note: the model has {len(names)} outputs ({', '.join(names)}); this writes the first, {names[0]!r}; "
             "give -o FILE.npz to write them all")
     names = names if every_output else names[:1]
+    axes = [session.batch_axis_of(n) for n in names]
     if len(data) != 1:
         total, pieces = _plan_several(session, data, input_path, batch_size, names, progress, log)
-        outputs, written = _deliver(pieces, names, total, output, text_out)
+        outputs, written = _deliver(pieces, names, total, output, text_out, axes)
     elif session._unbatched:  # one sequence per call: each line (row) of the input alone
         seqs = _sequences(input_path, data[0])
         y = session.predict(seqs)
-        outputs, written = _deliver(iter([[y]]), names[:1], len(seqs), output, text_out)
+        outputs, written = _deliver(iter([[y]]), names[:1], len(seqs), output, text_out, [0])
         total = len(seqs)
     else:
         spec = data[0]
@@ -104,7 +105,7 @@ def infer_file(
                 for start, x, _ in chunks():
                     session.check_input(x, spec, offset=start)
             outputs, written = _deliver(_run(session, chunks, batch_size, progress, total, names), names, total,
-                                        output, text_out)
+                                        output, text_out, axes)
     return InferResult(outputs, total, session.providers[0], time.perf_counter() - started, written,
                        session.device_reason)
 
@@ -119,27 +120,34 @@ def _sequences(input_path: str | Path, spec: TensorSpec) -> list[np.ndarray]:
 
 
 def _deliver(pieces: Iterator[list[np.ndarray]], names: list[str], total: int, output: str | Path | None,
-             text_out: TextIO | None) -> tuple[np.ndarray | None, str | None]:
-    """Write the pieces (one array per name) to ``output`` or ``text_out``, or return them joined:
-    (outputs, written path). ``.npz`` holds every name; other files and text get the first."""
+             text_out: TextIO | None, axes: list[int]) -> tuple[np.ndarray | None, str | None]:
+    """Write the pieces (one array per name, samples along ``axes``) to ``output`` or ``text_out``, or return
+    them joined: (outputs, written path). ``.npz`` holds every name; other files and text get the first."""
     if output is not None and Path(output).suffix.lower() == ".npz":
         parts = list(pieces)
-        return None, write_npz(output, {n: np.concatenate([p[k] for p in parts], axis=0) for k, n in enumerate(names)})
+        return None, write_npz(output, {n: np.concatenate([p[k] for p in parts], axis=axes[k])
+                                        for k, n in enumerate(names)})
+    axis = axes[0]
     if output is not None:
         with open_output(output, total) as writer:
-            for ys in pieces:
-                writer.write(ys[0])
+            if axis == 0:  # written as it comes
+                for ys in pieces:
+                    writer.write(ys[0])
+            else:  # samples along another axis (a time-first model's (steps, batch, ...)): joined, then written
+                whole = np.concatenate([ys[0] for ys in pieces], axis=axis)
+                writer.total = whole.shape[0]  # the file's first axis
+                writer.write(whole)
         return None, str(output)
     collected: list[np.ndarray] = []
     for ys in pieces:
         if text_out is not None:
-            text_out.write(format_lines(ys[0]) + "\n")
+            text_out.write(format_lines(np.moveaxis(ys[0], axis, 0)) + "\n")  # a line per sample
         else:
             collected.append(ys[0])
     if text_out is not None:
         text_out.flush()
         return None, None
-    return np.concatenate(collected, axis=0), None
+    return np.concatenate(collected, axis=axis), None
 
 
 def _plan(source: InputSource, spec: TensorSpec, session: Session,
@@ -210,11 +218,11 @@ def _plan_several(session: Session, data: list[TensorSpec], input_path: str | Pa
     if others and log is not None:
         log(f"note: {input_path}: ignored array(s) {', '.join(others)}, which are not inputs of the model")
     lengths = arrays.pop(lengths_name) if lengths_name and lengths_name in arrays else None
-    batch_axis = session._batch_axis()
-    sizes = {n: a.shape[batch_axis] if a.ndim > batch_axis else None for n, a in arrays.items()}
+    axes = {n: session.batch_axis_of(n) for n in arrays}
+    sizes = {n: a.shape[axes[n]] if a.ndim > axes[n] else None for n, a in arrays.items()}
     if len(set(sizes.values())) != 1 or None in sizes.values():
-        listed = ", ".join(f"{n} {tuple(a.shape)}" for n, a in arrays.items())
-        raise InputError(f"{input_path}: the inputs need the same number of samples along axis {batch_axis}; got {listed}")
+        listed = ", ".join(f"{n} {tuple(a.shape)} (samples on axis {axes[n]})" for n, a in arrays.items())
+        raise InputError(f"{input_path}: the inputs need the same number of samples; got {listed}")
     total = next(iter(sizes.values()))
     for spec in data:  # every value checked before anything is written
         arrays[spec.name] = session.check_input(arrays[spec.name], spec)
@@ -222,7 +230,7 @@ def _plan_several(session: Session, data: list[TensorSpec], input_path: str | Pa
         if lengths.shape != (total,):
             raise InputError(f"{input_path}: 'lengths' needs one value per sample, shape ({total},); got {lengths.shape}")
         arrays[lengths_name] = lengths  # its range is checked by Session.run
-    axes = {n: 0 if n == lengths_name else batch_axis for n in arrays}
+        axes[lengths_name] = 0
 
     def runs() -> Iterator[list[np.ndarray]]:
         for start in range(0, total, batch_size):
@@ -237,10 +245,10 @@ def _plan_several(session: Session, data: list[TensorSpec], input_path: str | Pa
 
 def _run(session: Session, chunks: Callable[[], Iterator[Chunk]], batch_size: int,
          progress: Callable[[int, int], None] | None, total: int, names: list[str]) -> Iterator[list[np.ndarray]]:
-    done = 0
+    done, axis = 0, session.batch_axis_of(names[0])
     for start, x, lengths in chunks():
         for ys in session.iter_outputs(x, lengths, batch_size, offset=start, outputs=names):
-            done += len(ys[0])
+            done += ys[0].shape[axis] if ys[0].ndim else 1
             yield ys
         if progress is not None:
             progress(done, total)

@@ -31,6 +31,14 @@ def open_model_file(path: str | Path) -> Path:
     return path
 
 
+def model_bytes(path: str | Path) -> int:
+    """Size of an ONNX file with the external data files it names (torch's dynamo exporter writes weights to
+    ``model.onnx.data``), each counted once."""
+    path = Path(path)
+    extra = {p.resolve() for p in check_model_file(path) if p.is_file()}
+    return path.stat().st_size + sum(p.stat().st_size for p in extra)
+
+
 def default_threads(workload: str = "batch") -> int:
     """Intra-op threads when none are given, per workload; measured in bench/README.md ("threads").
 

@@ -187,6 +187,23 @@ class Session:
         """Name of the graph input that takes per-sample lengths, if the file has one."""
         return self._lengths_name
 
+    def batch_axis_of(self, name: str) -> int:
+        """The axis along which input or output ``name`` holds samples: the one named like the first input's batch
+        axis (a hand-exported ``h_n: [1, batch, 20]`` has it at 1), else the model card's, else the layout's."""
+        spec = self._specs.get(name) or next((o for o in self.outputs if o.name == name), None)
+        if spec is None:
+            raise InputError(f"unknown input or output {name!r}")
+        if name == self._lengths_name:
+            return 0
+        first = self._data[0].shape if self._data else ()
+        batch = first[self._ba] if self._ba < len(first) else None
+        if isinstance(batch, str) and batch in spec.shape:
+            return spec.shape.index(batch)
+        axes = (self.card.get("output_axes") or {}).get(name)
+        if isinstance(axes, dict) and isinstance(axes.get("batch_axis"), int):
+            return int(axes["batch_axis"])
+        return self._ba if self._ba < len(spec.shape) else 0
+
     def data_inputs(self) -> list[TensorSpec]:
         """Inputs without the lengths input and the carried state of a streaming export."""
         return list(self._data)
@@ -607,7 +624,7 @@ class Session:
         fixed = self._data[0].shape[self._seq_axis()] if self._data else None
         if isinstance(fixed, int) and (lengths != fixed).any():  # a file exported at one length
             i = int(np.flatnonzero(lengths != fixed)[0])
-            raise InputError(f"this model runs at {fixed} steps only (it was built for that length); sample {i} has "
+            raise InputError(f"this file runs at {fixed} steps only (its length axis is fixed); sample {i} has "
                              f"{int(lengths[i])} steps")
         return lengths.astype(np.int64)
 

@@ -73,3 +73,61 @@ def test_iter_outputs_with_ragged_sequences(model):
         want_logits, want_weights = _torch(net, seq[None])
         np.testing.assert_allclose(logits[i], want_logits[0], atol=1e-5)
         np.testing.assert_allclose(weights[i, : len(seq)], want_weights[0], atol=1e-5)
+
+
+class StateOut(nn.Module):
+    """Returns (per-step logits, h_n, c_n): h_n and c_n hold samples on axis 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(6, 10, batch_first=True)
+        self.fc = nn.Linear(10, 2)
+
+    def forward(self, x):
+        out, (h, c) = self.lstm(x)
+        return self.fc(out), h, c
+
+
+class TimeFirstTagger(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(6, 10)
+        self.fc = nn.Linear(10, 2)
+
+    def forward(self, x):  # (steps, batch, 6) -> (steps, batch, 2)
+        return self.fc(self.lstm(x)[0])
+
+
+def test_infer_joins_each_output_along_its_own_batch_axis_past_one_chunk(tmp_path):
+    """300 samples in chunks of 256: h_n (1, batch, 10) was joined on axis 0 and infer crashed."""
+    torch.manual_seed(0)
+    net = StateOut().eval()
+    path = tmp_path / "s.onnx"
+    export(net, path, input_shape=(2, 8, 6))
+    x = np.random.default_rng(0).standard_normal((300, 8, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    result = CliRunner().invoke(main, ["infer", str(path), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz")])
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "y.npz") as got:
+        for (name, y), want in zip(got.items(), _torch(net, x)):
+            np.testing.assert_allclose(y, want, atol=1e-5, err_msg=name)
+
+
+def test_infer_writes_a_time_first_models_per_step_output_past_one_chunk(tmp_path):
+    torch.manual_seed(0)
+    net = TimeFirstTagger().eval()
+    path = tmp_path / "tf.onnx"
+    export(net, path, input_shape=(8, 2, 6), time_first=True)
+    x = np.random.default_rng(1).standard_normal((8, 300, 6)).astype(np.float32)  # 300 samples side by side
+    np.save(tmp_path / "x.npy", x)
+    with torch.inference_mode():
+        want = net(torch.from_numpy(x)).numpy()
+    for out in ("y.npy", "y.npz"):
+        result = CliRunner().invoke(main, ["infer", str(path), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+        got = np.load(tmp_path / out)
+        np.testing.assert_allclose(got if out.endswith(".npy") else got["y"], want, atol=1e-5)
+    printed = CliRunner().invoke(main, ["infer", str(path), "-i", str(tmp_path / "x.npy")])
+    lines = printed.stdout.splitlines()
+    assert len(lines) == 300  # a line per sample, each its (steps, 2)
+    np.testing.assert_allclose(np.array(__import__("json").loads(lines[299])), want[:, 299], atol=1e-5)
