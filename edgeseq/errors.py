@@ -16,6 +16,10 @@ class InputError(EdgeseqError, ValueError):
     """Input data has the wrong shape, dtype, values or file format."""
 
 
+class OutOfMemoryError(EdgeseqError, MemoryError):
+    """ONNX Runtime could not allocate memory for a run: the request, not its data, is too big."""
+
+
 class ModelFileError(EdgeseqError):
     """An ONNX file is missing, unreadable, invalid or unsafe."""
 

@@ -101,6 +101,9 @@ def check_shape(x: Any, spec: TensorSpec) -> np.ndarray:
                 f"(shape {tuple(x.shape)}; expected [{', '.join(map(str, spec.shape))}])"
             )
     if any(d == 0 for d in x.shape):
+        named = [str(d) for d in spec.shape]
+        if x.ndim and x.shape[0] == 0 and named[0] in ("batch", "N"):
+            raise InputError(f"input {spec.name!r} has no samples (shape {tuple(x.shape)}): nothing to run")
         raise InputError(f"input {spec.name!r} has an empty axis (shape {tuple(x.shape)}); every sequence needs at least one step")
     return x
 

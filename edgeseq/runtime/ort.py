@@ -6,11 +6,12 @@ and load errors said in one line.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from ..card import read_card
-from ..errors import ModelFileError, ProviderError
+from ..errors import EdgeseqError, InputError, ModelFileError, OutOfMemoryError, ProviderError
 from .checks import positive_int
 from .providers import DeviceChoice
 from .safety import check_model_file
@@ -102,3 +103,19 @@ def _loads_on_cpu(path: Path, threads: int | None) -> bool:
     return True
 
 
+
+
+_NO_MEMORY = re.compile(r"Failed to allocate memory|bad_alloc|out of memory|ALLOC_FAILED", re.IGNORECASE)
+
+
+def run_failure(exc: BaseException, what: str) -> EdgeseqError:
+    """ONNX Runtime's error from a run as one line: :class:`OutOfMemoryError` when it could not allocate (the
+    caller can retry smaller), else :class:`InputError` (a shape or value the graph refused)."""
+    text = str(exc).strip()
+    if _NO_MEMORY.search(text):
+        size = re.search(r"size (\d+)", text)
+        wanted = f" ({int(size.group(1)) / 2**20:.0f} MiB more)" if size else ""
+        return OutOfMemoryError(f"{what}: out of memory{wanted}; run fewer samples at a time (batch_size=, "
+                                "--batch-size) or split long sequences")
+    msg = (text.splitlines() or [type(exc).__name__])[0][:300]
+    return InputError(f"{what}: {msg}")

@@ -204,8 +204,17 @@ class StreamPool:
         return self._split(outs[self.stream.output_names[0]], keys, np.arange(len(keys)))
 
     @_locked
-    def step_all(self, x: Any) -> np.ndarray:
-        """Advance every stream: ``x`` is laid out like the model input with streams in :attr:`keys` order."""
+    def step_all(self, x: Any, keys: Any = None) -> np.ndarray:
+        """Advance every stream: ``x`` is laid out like the model input with streams in :attr:`keys` order.
+
+        Pass the ``keys`` you laid ``x`` out by when other threads may join or leave: a pool whose streams
+        changed since then refuses the tick instead of giving one stream's rows to another.
+
+        >>> keys = pool.keys; y = pool.step_all(rows_for(keys), keys=keys)      # doctest: +SKIP
+        """
+        if keys is not None and list(keys) != list(self._members):
+            raise InputError(f"the pool's streams changed since these keys were read ({len(list(keys))} given, "
+                             f"{len(self._members)} in the pool now); read pool.keys again and lay x out by them")
         self._apply_membership()
         if not self._active:
             raise InputError("the pool has no streams; join() some first")

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..card import card_from_metadata, forward_takes_lengths
-from ..errors import InputError
+from ..card import card_from_metadata, forward_takes_lengths, recurrent_bytes_per_step
+from ..errors import EdgeseqError, InputError
 from .checks import TensorSpec, check_array, check_shape, positive_int, spec_of, untorch
-from .ort import create_inference_session, open_model_file
+from .ort import create_inference_session, open_model_file, run_failure
 from .providers import DeviceChoice, Placement, placement_of, resolve_device, settle_choice
 
 # Memory of a recurrent run grows with batch x steps (ONNX Runtime keeps every step's gates and outputs):
@@ -29,6 +29,12 @@ STEP_BUDGET = 1 << 18  # samples x steps per run; predict() runs fewer samples a
 # run, 119 ms at 73.
 CPU_RUN_SAMPLE_STEPS = 2048
 CPU_MIN_ROWS = 64
+# ...and on the CPU at most this many bytes of kept gates and outputs per run (card.recurrent_bytes_per_step), so
+# that a few long sequences do not grow ONNX Runtime's arena, which keeps its peak for the life of the session.
+# fashion_lstm (5120 bytes per sample-step), 8 x 20000 steps: 13 samples per run peaked 491 MB over the start, 1
+# sample 73 MB; at 1000 steps 13 to 64 samples per run take the same time, at 5000 steps 4 samples are 10% slower
+# than 16 and 2 are 40% slower (bench/README.md, "Run size and length-sorted runs").
+CPU_RUN_BYTES = 128 << 20
 LENGTH_WINDOW_RUNS = 32  # variable lengths: samples sorted by length within windows of this many runs
 
 
@@ -77,8 +83,8 @@ class Session:
         max_length: int = MAX_LENGTH,
         memory_arena: bool = True,
     ) -> None:
-        self._init_args = (path, device, threads, batch_size, allow_nonfinite, io_binding, max_length, memory_arena)
         self.path = open_model_file(path)
+        self._init_args = (str(self.path.absolute()), device, threads, memory_arena)  # a copy loads this file wherever
         self.max_length = positive_int(max_length, "max_length")
         self.threads = positive_int(threads, "threads")
         self.batch_size = positive_int(batch_size, "batch_size")
@@ -96,12 +102,15 @@ class Session:
         self.inputs: list[TensorSpec] = [spec_of(i) for i in self._sess.get_inputs()]
         self.outputs: list[TensorSpec] = [spec_of(o) for o in self._sess.get_outputs()]
         self.card: dict[str, Any] = card_from_metadata(self._sess.get_modelmeta().custom_metadata_map)
+        self._step_bytes = recurrent_bytes_per_step(self.path)  # memory a run keeps per sample and step
         self._index()
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickled (multiprocessing workers, ``copy.deepcopy``) as its arguments: the copy loads the same file
-        path again, so the file must be reachable where it is unpickled."""
-        return (type(self), self._init_args)
+        """Pickled (multiprocessing workers, ``copy.deepcopy``) as its arguments and current settings: the copy
+        loads the same file (its absolute path, as of construction) again, so the file must be reachable there."""
+        path, device, threads, memory_arena = self._init_args
+        return (type(self), (path, device, threads, self.batch_size, self.allow_nonfinite, self.io_binding,
+                             self.max_length, memory_arena))
 
     def _index(self) -> None:
         """Cache what every call needs from the card and the graph (read once, at load: each card
@@ -262,9 +271,8 @@ class Session:
         names = list(outputs) if outputs else self._output_names
         try:
             values = self._sess.run(names, prepared)
-        except Exception as exc:  # ORT's own runtime errors (shape mismatch inside the graph etc.)
-            msg = str(exc).strip().splitlines()[0][:300]
-            raise InputError(f"ONNX Runtime rejected the input: {msg}") from None
+        except Exception as exc:  # ORT's own runtime errors (shape mismatch inside the graph, no memory, ...)
+            raise run_failure(exc, "ONNX Runtime rejected the input") from None
         return dict(zip(names, values))
 
     def _check_shared_dims(self, prepared: Mapping[str, np.ndarray]) -> None:
@@ -288,8 +296,9 @@ class Session:
         ``x`` may also be a list of sequences of different lengths (each ``(steps, features)``):
         they are padded and given their lengths, as if each ran alone; outputs with a time axis
         come back at the longest length, each sample's last valid step repeated over its padding.
-        Long sequences run fewer samples at a time (at most :data:`STEP_BUDGET` samples x steps),
-        so memory stays bounded; sequences over ``max_length`` steps are refused.
+        Long sequences run fewer samples at a time (on the CPU at most :data:`CPU_RUN_BYTES` of kept
+        state per run), so memory stays bounded; sequences over ``max_length`` steps are refused.
+        An empty batch gives an empty result.
         A Session may be shared by threads: ``predict`` and ``run`` keep no state between calls.
 
         >>> s.predict([np.zeros((5, 6), np.float32), np.zeros((9, 6), np.float32)]).shape  # doctest: +SKIP
@@ -298,12 +307,27 @@ class Session:
         if self._unbatched:
             return self._predict_each(x, lengths)
         if isinstance(x, (list, tuple)):
+            if not x:
+                raise InputError(f"input {self._data[0].name!r}: no sequences given (an empty list)")
             x, lengths = self._pad_ragged(x, lengths)
+        if (type(x) is np.ndarray and len(self._data) == 1 and x.ndim == self._data[0].rank and x.ndim > self._ba
+                and x.shape[self._ba] == 0):
+            return self._empty_result(x)
         y = self._predict_one_run(x, lengths, batch_size)
         if y is not None:
             return y
         chunks = list(self.iter_predict(x, lengths, batch_size))
         return np.concatenate(chunks, axis=0) if len(chunks) > 1 else chunks[0]
+
+    def _empty_result(self, x: np.ndarray) -> np.ndarray:
+        """predict() of a batch of no samples: the first output with no samples, shaped by one run of zeros."""
+        one = list(x.shape)
+        one[self._ba] = 1
+        try:
+            y = self.predict(np.zeros(one, x.dtype))
+        except InputError as exc:  # a wrong width, an empty time axis: said of the array given
+            raise InputError(str(exc).replace(str(tuple(one)), str(tuple(x.shape)))) from None
+        return np.take(y, np.arange(0), axis=self.batch_axis_of(self._output_names[0]))
 
     def _predict_each(self, x: Any, lengths: Any = None) -> np.ndarray:
         """A model without a batch axis (one sequence per call): each sequence alone, outputs stacked along a
@@ -393,20 +417,21 @@ class Session:
 
     @contextlib.contextmanager
     def _ort_errors(self, first: int, last: int) -> Iterator[None]:
-        """ONNX Runtime's own errors (a bad value deep in the graph, out of memory, ...) as one InputError."""
+        """ONNX Runtime's own errors (a bad value deep in the graph, out of memory, ...) in one line (run_failure)."""
         try:
             yield
-        except InputError:
+        except EdgeseqError:
             raise
         except Exception as exc:
-            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise InputError(f"ONNX Runtime failed on samples {first}..{last}: {msg}") from None
+            raise run_failure(exc, f"ONNX Runtime failed on samples {first}..{last}") from None
 
     def _rows(self, batch_size: int | None, steps: int) -> int:
         """Samples per run for sequences of ``steps``: the batch size, capped by memory and (CPU) by cache."""
         rows = min(positive_int(batch_size, "batch_size") or self.batch_size, STEP_BUDGET // max(1, steps))
         if not self.device_choice.is_cuda:
             rows = min(rows, max(CPU_MIN_ROWS, CPU_RUN_SAMPLE_STEPS // max(1, steps)))
+            if self._step_bytes:
+                rows = min(rows, CPU_RUN_BYTES // (self._step_bytes * max(1, steps)))
         return max(1, rows)
 
     def _predict_one_run(self, x: Any, lengths: Any, batch_size: int | None) -> np.ndarray | None:
@@ -444,8 +469,7 @@ class Session:
         try:
             y = self._run_one(feed, self._output_names[0])
         except Exception as exc:  # as in iter_predict: ORT's own errors
-            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise InputError(f"ONNX Runtime failed on samples 0..{n - 1}: {msg}") from None
+            raise run_failure(exc, f"ONNX Runtime failed on samples 0..{n - 1}") from None
         time_axis = self._fast_time_axis
         if lengths is not None and time_axis is not None and self._pads_like_pytorch:
             # a packed model's file ends at the longest sample with zeros after each one's length, as

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import InputError, ModelFileError
 from .checks import TensorSpec, check_array
-from .ort import default_threads
+from .ort import default_threads, run_failure
 from .session import Session, initial_state
 
 _MAX_PLANS = 8  # cached bindings per distinct chunk shape
@@ -318,9 +318,8 @@ class StreamingSession:
             plan.lengths.fill(x.shape[self.seq_axis])
         try:
             self._ort.run_with_iobinding(plan.bindings[self._parity])
-        except Exception as exc:  # ORT's runtime errors (shape mismatch inside the graph etc.)
-            msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"ONNX Runtime rejected the chunk of shape {x.shape}: {msg}") from None
+        except Exception as exc:  # ORT's runtime errors (shape mismatch inside the graph, no memory, ...)
+            raise run_failure(exc, f"ONNX Runtime rejected the chunk of shape {x.shape}") from None
         self._parity ^= 1
         self._started = True
         return plan
@@ -367,8 +366,7 @@ class StreamingSession:
         try:
             values = self._ort.run(names, feed)
         except Exception as exc:  # ORT's runtime errors, as in _run
-            msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"ONNX Runtime rejected the chunk of shape {x.shape}: {msg}") from None
+            raise run_failure(exc, f"ONNX Runtime rejected the chunk of shape {x.shape}") from None
         outs = dict(zip(self.output_names, values))
         rest, new = values[len(self.output_names):], {}
         for s in self._slots:

@@ -151,3 +151,65 @@ def test_lengths_with_a_ragged_list_is_explained(lstm_path):
     seqs = [np.zeros((5, 28), np.float32), np.zeros((3, 28), np.float32)]
     with pytest.raises(InputError, match="carries its own lengths: drop lengths="):
         s.predict(seqs, lengths=[5, 3])
+
+
+def test_a_pickled_session_keeps_its_current_settings_and_finds_its_file_from_elsewhere(lstm_path, tmp_path,
+                                                                                          monkeypatch):
+    import os
+    import pickle
+    import shutil
+
+    shutil.copy(lstm_path, tmp_path / "m.onnx")
+    monkeypatch.chdir(tmp_path)
+    s = Session("m.onnx", device="cpu")  # a relative path
+    s.allow_nonfinite, s.batch_size = True, 8
+    monkeypatch.chdir(os.path.dirname(os.path.abspath(os.sep)))
+    copy = pickle.loads(pickle.dumps(s))
+    assert copy.allow_nonfinite and copy.batch_size == 8
+    x = np.full((1, 5, 28), np.nan, np.float32)
+    assert copy.predict(x).shape == (1, 10)  # allowed, as in the original (which would refuse it by default)
+
+
+def test_an_empty_batch_gives_an_empty_result(lstm_path):
+    s = Session(lstm_path, device="cpu")
+    y = s.predict(np.zeros((0, 9, 28), np.float32))
+    assert y.shape == (0,) + s.predict(np.zeros((1, 9, 28), np.float32)).shape[1:] and y.dtype == np.float32
+    with pytest.raises(InputError, match=r"axis 2 must be 28, got 5 \(shape \(0, 9, 5\)"):
+        s.predict(np.zeros((0, 9, 5), np.float32))
+    with pytest.raises(InputError, match="no sequences given"):
+        s.predict([])
+    with pytest.raises(InputError, match="has no samples"):
+        s.run({"x": np.zeros((0, 9, 28), np.float32)})
+
+
+def test_out_of_memory_is_its_own_error_with_the_fix():
+    from edgeseq.errors import OutOfMemoryError
+    from edgeseq.runtime.ort import run_failure
+
+    ort_text = ("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running LSTM node. Name:'/lstm/LSTM' "
+                "Status Message: .../bfc_arena.cc:359 void* onnxruntime::BFCArena::AllocateRawInternal(size_t, bool, "
+                "onnxruntime::Stream*, bool, onnxruntime::WaitNotificationFn) Failed to allocate memory for requested "
+                "buffer of size 327680000")
+    error = run_failure(RuntimeError(ort_text), "ONNX Runtime failed on samples 0..7")
+    assert isinstance(error, OutOfMemoryError) and isinstance(error, MemoryError) and isinstance(error, EdgeseqError)
+    assert not isinstance(error, ValueError)  # a service must not answer "bad request" for it
+    assert str(error) == ("ONNX Runtime failed on samples 0..7: out of memory (312 MiB more); run fewer samples at a "
+                          "time (batch_size=, --batch-size) or split long sequences")
+    other = run_failure(RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions\nmore"), "run")
+    assert isinstance(other, InputError) and str(other) == "run: [ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions"
+
+
+def test_long_sequences_run_few_samples_at_a_time_on_the_cpu(exported):
+    """The run size follows the memory ONNX Runtime keeps per sample and step, read from the LSTM nodes."""
+    from edgeseq.card import recurrent_bytes_per_step
+    from edgeseq.runtime.session import CPU_RUN_BYTES
+
+    path = exported("stacked_lstm")  # two LSTM layers of 64: (4 gates + output) x 64 x 4 bytes each
+    assert recurrent_bytes_per_step(path) == 2 * 5 * 64 * 4
+    assert recurrent_bytes_per_step(exported("bigru")) == 2 * 2 * (3 + 1) * 32 * 4  # 2 layers x 2 directions of 32
+    s = Session(path, device="cpu")
+    filled = CPU_RUN_BYTES // (2 * 5 * 64 * 4)  # sample-steps that fill the budget
+    assert s._rows(None, filled // 3) == 3 and s._rows(None, filled * 2) == 1
+    assert s._rows(None, 28) == 73  # short sequences: the cache rule (2048 sample-steps, at least 64 samples)
+    x = np.random.default_rng(0).standard_normal((3, filled // 2, 28)).astype(np.float32)
+    np.testing.assert_allclose(s.predict(x), np.concatenate([s.predict(x[i : i + 1]) for i in range(3)]), atol=1e-6)

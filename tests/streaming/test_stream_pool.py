@@ -184,3 +184,15 @@ def test_set_state_errors_name_the_stream_and_the_shape(gru_stream):
     pool.set_state(a, pool.get_state(b))
     pool.leave(a)  # a pending state is dropped with its stream
     assert pool.keys == [b]
+
+
+def test_step_all_with_the_keys_it_was_laid_out_by_refuses_a_changed_pool(gru_stream):
+    pool = StreamPool(gru_stream, device="cpu")
+    pool.join("a")
+    pool.join("b")
+    keys = pool.keys
+    pool.leave("a")  # another thread, between reading keys and the tick
+    pool.join("c")
+    with pytest.raises(InputError, match="the pool's streams changed since these keys were read"):
+        pool.step_all(np.ones((2, 1, 12), np.float32), keys=keys)
+    assert pool.step_all(np.ones((2, 1, 12), np.float32), keys=pool.keys).shape[0] == 2
