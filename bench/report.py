@@ -320,6 +320,8 @@ def readme_section(summary: dict[str, Any]) -> str:
         "",
         "![latency vs sequence length](bench/results/latency_vs_length.png)",
         "",
+        "![speed-up over PyTorch](bench/results/speedup.png)",
+        "",
     ])
 
 

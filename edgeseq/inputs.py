@@ -213,9 +213,10 @@ class InputSpec:
 
 def parse_shape(text: str) -> list[int]:
     """Parse ``"1,10,4"`` into ``[1, 10, 4]``."""
+    parts = text.replace("x", ",").split(",")
     try:
-        shape = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
-    except ValueError:
+        shape = [int(p) for p in parts]
+    except ValueError:  # "2,30,x", "2,,30": a part that is not a number is a typo, never dropped
         raise InputError(f"--input-shape {text!r}: expected comma-separated integers like 1,100,6") from None
     if not shape or any(d < 1 for d in shape):
         raise InputError(f"--input-shape {text!r}: every dimension must be a positive integer")

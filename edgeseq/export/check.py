@@ -58,10 +58,20 @@ def check(
     carded = bool(session.card.get("inputs"))
     # a file edgeseq exported at one length (the model runs at that length only) is checked there; another
     # exporter's file is swept anyway, to see whether it froze a length the model does not have
-    lengths = ([spec.fixed_length] if spec.fixed_length and carded
-               else sorted(set(lengths) | {1, 2 * spec.example_length + 1}))
+    notes: list[str] = []
+    asked = sorted(set(lengths))
+    if spec.fixed_length and carded:
+        lengths = [spec.fixed_length]
+        if asked != lengths:
+            notes.append(f"note: the file runs at {spec.fixed_length} steps only (its model does), so it was checked "
+                         f"there, not at {','.join(map(str, asked))}")
+    else:
+        lengths = sorted(set(lengths) | {1, 2 * spec.example_length + 1})
     most = session.card.get("max_steps")  # the model's own longest length: longer cases would only be skipped
     if isinstance(most, int) and not isinstance(most, bool):
+        if any(n > most for n in lengths):
+            notes.append(f"note: the model takes at most {most} steps (recorded at export), so longer lengths were "
+                         f"checked at {most}")
         lengths = sorted({min(n, most) for n in lengths})
     precision = session.card.get("precision", "float32")
     base = tolerance_for(precision)
@@ -105,6 +115,8 @@ def check(
     report.min_sqnr_db = tol.min_sqnr_db
     report.provider = session.providers[0]
     report.every_batch = True
+    if notes:
+        report.extra.setdefault("metric_lines", []).extend(notes)
     if not tol.elementwise:
         _judge_pooled_drift(report, pairs, names, tol)
         warning = vnni_mismatch(session.card.get("quantization", {}).get("settings"))

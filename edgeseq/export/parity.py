@@ -305,6 +305,10 @@ def rounding_hint(report: ParityReport) -> str:
     worst = max(c.max_abs for c in fails)
     scale = max(c.scale for c in fails)
     suggest = 10 ** math.ceil(math.log10(worst * 2))
+    if report.atol < tolerance_for(report.precision).atol:  # the caller asked for less than the default
+        return (f"; every mismatch is below {ROUNDING_OF_SCALE:g} of the largest output (|y| up to {scale:.3g}): "
+                f"float32 rounding, not a wrong graph; --atol {report.atol:g} is stricter than float32 arithmetic "
+                f"can hold here (--atol {suggest:g} would pass)")
     return (f"; every mismatch is below {ROUNDING_OF_SCALE:g} of the largest output (|y| up to {scale:.3g}): "
             f"that is float32 rounding at this scale, not a wrong graph. If outputs this large are expected, "
             f"pass --atol {suggest:g}")

@@ -53,6 +53,8 @@ def test_the_length_is_fixed_in_the_file_and_said(tmp_path):
         session.predict([x[0], x[1, :13]])
     report = check(out, build())
     assert report.passed and {c.length for c in report.cases} == {20}
+    assert report.extra["metric_lines"] == ["note: the file runs at 20 steps only (its model does), so it was checked "
+                                            "there, not at 1,2,17,100,1000"]
     shown = CliRunner().invoke(main, ["inspect", str(out)])
     assert "sequence length: fixed at 20" in shown.output
 

@@ -18,6 +18,25 @@ def test_rounding_sized_failures_get_the_hint():
     assert "|y| up to 50" in hint and "pass --atol 0.001" in hint
 
 
+def test_a_tolerance_stricter_than_the_default_is_named_as_the_cause():
+    strict = ParityReport([ParityCase(3, 10, "y", max_abs=2e-8, passed=False, scale=0.354)], atol=1e-9, rtol=0)
+    hint = rounding_hint(strict)
+    assert "--atol 1e-09 is stricter than float32 arithmetic can hold here (--atol 1e-07 would pass)" in hint
+    assert "If outputs this large" not in hint
+
+
+def test_input_shape_parts_that_are_not_numbers_are_refused_not_dropped():
+    import pytest
+
+    from edgeseq.errors import InputError
+    from edgeseq.inputs import parse_shape
+
+    assert parse_shape("2,30,5") == parse_shape("2x30x5") == parse_shape(" 2, 30 ,5") == [2, 30, 5]
+    for typo in ("2,30,x", "2,,30,5", "2,30,", "1,10,x,1"):
+        with pytest.raises(InputError, match="expected comma-separated integers"):
+            parse_shape(typo)
+
+
 def test_a_real_mismatch_gets_no_hint():
     small = ParityCase(3, 10, "y", max_abs=4e-4, passed=False, scale=50.0)
     assert rounding_hint(_report(small, ParityCase(1, 17, "y", max_abs=0.3, passed=False, scale=50.0))) == ""
