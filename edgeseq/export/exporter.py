@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import tempfile
 import time
 import unittest.mock
@@ -169,6 +170,9 @@ def _reset_rnn_dispatch_cache(torch: Any) -> None:
         cache = getattr(op, "_dispatch_cache", None)
         if cache is not None:
             cache.clear()
+
+
+_UNSUPPORTED_OP = re.compile(r"Exporting the operator '([^']+)' to ONNX opset version (\d+) is not supported")
 
 
 def _error_text(exc: BaseException) -> str:
@@ -459,6 +463,14 @@ def export(
                 onnx.save(proto, str(tmp_out))
             say(f"wrote {out_path} ({out_path.stat().st_size / 1024:.0f} KiB) with the {name} exporter")
             return ExportResult(out_path, name, card, report, attempts, time.perf_counter() - start)
+    missing_op = next((m for a in attempts if (m := _UNSUPPORTED_OP.search(a))), None)
+    if missing_op:  # the cause; a frozen length from the other exporter is its side effect
+        op, version = missing_op.group(1), missing_op.group(2)
+        raise UnsupportedModelError(
+            f"refused: PyTorch's ONNX export has no form for operator {op!r} at opset {version}, which the model "
+            f"uses; rewrite that step with operators ONNX has, or try another --opset"
+            f"{' (the dynamo exporter got past it but froze the sequence length)' if frozen else ''} "
+            f"[{' | '.join(attempts)}]")
     if frozen:
         raise ExportError(
             f"refused: the sequence length is frozen or unrolled in the exported graph (exported at length "

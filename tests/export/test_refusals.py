@@ -289,3 +289,24 @@ def test_python_values_among_the_outputs_are_refused_by_name(tmp_path):
     with pytest.raises(UnsupportedModelError, match=r"forward returns Python values.*output 1 is int"):
         export(DecodesInPython(), out)
     assert not out.exists()
+
+
+class SpectrumHead(nn.Module):
+    """No loop over time, but torch.fft.rfft, which the TorchScript exporter has no ONNX form for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.rfft(self.lstm(x)[0], dim=1).abs()
+
+
+def test_an_operator_with_no_onnx_form_is_named_first_not_blamed_on_a_frozen_length(tmp_path):
+    out = tmp_path / "m.onnx"
+    with pytest.raises(UnsupportedModelError) as info:
+        export(SpectrumHead(), out, input_shape=(2, 8, 4))
+    assert str(info.value).startswith("refused: PyTorch's ONNX export has no form for operator 'aten::fft_rfft' at "
+                                      "opset 17")
+    assert "probably depends on the sequence length in Python" not in str(info.value)
+    assert not out.exists()
