@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .commands.options import TOLERANCE
 from .errors import EdgeseqError
 
 
@@ -91,6 +92,16 @@ class _Group(click.Group):
             except (OSError, ValueError):
                 pass
             ctx.exit(141)
+        except OSError as exc:
+            if exc.errno not in _WRITE_ERRNOS:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            _err(f"Error: {where}could not write ({exc.strerror}); no partial output file was left")
+            ctx.exit(1)
+
+
+# the machine's, not edgeseq's: a full disk or /dev/full, a read-only or failing device, a quota
+_WRITE_ERRNOS = {28, 122, 30, 5, 27}  # ENOSPC, EDQUOT, EROFS, EIO, EFBIG
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,12 +124,12 @@ ALLOW_PICKLE_HELP = ("Trust the files: REF/--against may be a whole model saved 
 @click.option("--time-first/--batch-first", default=None,
               help="The model takes (seq, batch, features) / (batch, seq, features). Default: detected.")
 @click.option("--exporter", type=click.Choice(["auto", "torchscript", "dynamo"]), default="auto", show_default=True)
-@click.option("--opset", type=int, help="ONNX opset (default 17 for torchscript, 18 for dynamo).")
+@click.option("--opset", type=click.IntRange(min=14, max=21), help="ONNX opset, 14 to 21 (default 17 for torchscript, 18 for dynamo, which writes 18 at least).")
 @click.option("--check/--no-check", default=True, show_default=True, help="Run the parity gate before writing.")
 @click.option("--streaming", is_flag=True, help="Add every recurrent layer's state as inputs/outputs (for StreamingSession).")
 @click.option("--lengths", "with_lengths", is_flag=True, help="Add a 'lengths' input so zero-padded steps do not change results.")
-@click.option("--atol", type=click.FloatRange(min=0), help="Parity gate's absolute tolerance (default 1e-5).")
-@click.option("--rtol", type=click.FloatRange(min=0), help="Parity gate's relative tolerance (default 1e-5).")
+@click.option("--atol", type=TOLERANCE, help="Parity gate's absolute tolerance (default 1e-5).")
+@click.option("--rtol", type=TOLERANCE, help="Parity gate's relative tolerance (default 1e-5).")
 @click.option("--allow-pickle", is_flag=True, help=ALLOW_PICKLE_HELP)
 def export(ref: str, output: str, weights: str | None, input_shape: str | None, dynamic_axes: str | None,
            time_first: bool | None, exporter: str, opset: int | None, check: bool, streaming: bool, with_lengths: bool,
@@ -170,10 +181,10 @@ def export(ref: str, output: str, weights: str | None, input_shape: str | None, 
 @click.option("--weights", type=click.Path(dir_okay=False), help="State dict (.pt via weights_only=True, or .safetensors).")
 @click.option("--batch-sizes", default="1,3,16", show_default=True)
 @click.option("--lengths", default="1,2,17,100,1000", show_default=True)
-@click.option("--atol", type=float, help="Absolute tolerance (default per precision: 1e-5 for float32).")
-@click.option("--rtol", type=float, help="Relative tolerance (default per precision: 1e-5 for float32).")
+@click.option("--atol", type=TOLERANCE, help="Absolute tolerance (default per precision: 1e-5 for float32).")
+@click.option("--rtol", type=TOLERANCE, help="Relative tolerance (default per precision: 1e-5 for float32).")
 @click.option("--eval", "eval_data", type=click.Path(dir_okay=False), help="Eval set (.npz with x, y) to compare task metrics.")
-@click.option("--max-drop", type=float, help="Quantized files with --eval: largest metric drop (default 0.01 accuracy, 0.05 relative MAE).")
+@click.option("--max-drop", type=TOLERANCE, help="Quantized files with --eval: largest metric drop (default 0.01 accuracy, 0.05 relative MAE).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
 @click.option("--allow-pickle", is_flag=True, help=ALLOW_PICKLE_HELP)
@@ -184,8 +195,10 @@ def check(model: str, against: str, weights: str | None, batch_sizes: str, lengt
     from .export.check import check as do_check
     from .export.check import criteria
     from .inputs import parse_int_list
-    from .runtime.io import atomic_path
+    from .runtime.io import atomic_path, refuse_overwrite
 
+    refuse_overwrite(json_out, "--json", {"the model": model, "--against": against, "--weights": weights,
+                                          "--eval": eval_data})
     report = do_check(model, against, weights=weights, batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
                       lengths=parse_int_list(lengths, "--lengths"), atol=atol, rtol=rtol, device=device,
                       eval_data=eval_data, max_drop=max_drop, allow_pickle=allow_pickle)
@@ -258,6 +271,10 @@ def infer(model: str, input_path: str | None, output: str | None, device: str, b
     file renamed into place when complete: memory stays bounded for big inputs, and an error,
     Ctrl-C or SIGTERM leaves no partial output file. A progress bar shows when stderr is a terminal.
     """
+    if (stream or output is None) and (sys.stdout is None or sys.stdout.closed):  # `>&-`: results would vanish
+        from .errors import InputError
+
+        raise InputError("stdout is closed, so the results could not be printed; give -o FILE, or redirect stdout")
     if stream:
         ctx = click.get_current_context()
         ctx.meta["edgeseq.prints_results"] = True

@@ -139,6 +139,37 @@ def test_infer_refuses_to_overwrite_its_input(runner, gru_file, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), x)  # the input is intact
 
 
+def test_no_command_writes_over_what_it_reads(runner, gru_file, tmp_path):
+    import shutil
+
+    import torch
+
+    from models.families import FAMILIES
+
+    source = tmp_path / "net.py"
+    source.write_text("from models.families import gru as build\n")
+    weights = tmp_path / "w.onnx"  # named .onnx, so that only the overwrite rule can refuse it
+    torch.save(FAMILIES["gru"]().state_dict(), weights)
+    model = tmp_path / "m.onnx"
+    shutil.copy(gru_file, model)
+    before = {p: p.read_bytes() for p in (source, weights, model)}
+    cases = [
+        (["export", f"{source}:build", "-o", str(source)], "the output must be an .onnx file"),
+        (["export", f"{source}:build", "--weights", str(weights), "-o", str(weights)], "-o would overwrite --weights"),
+        (["check", str(model), "--against", REF, "--lengths", "1", "--json", str(model)],
+         "--json would overwrite the model"),
+        (["check", str(model), "--against", f"{source}:build", "--lengths", "1", "--json", str(source)],
+         "--json would overwrite --against"),
+        (["bench", str(model), "--json", str(model)], "--json would overwrite the model"),
+        (["infer", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(model)], "-o would overwrite the model"),
+    ]
+    np.save(tmp_path / "x.npy", np.zeros((1, 4, 12), np.float32))
+    for args, message in cases:
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1 and message in result.stderr, (args, result.output)
+    assert {p: p.read_bytes() for p in before} == before
+
+
 def test_infer_replaces_a_read_only_output_file(runner, gru_file, tmp_path):
     import os
 
@@ -214,3 +245,45 @@ def test_check_holds_a_file_to_the_tolerance_it_was_exported_with(runner, tmp_pa
     assert r.exit_code == 0 and "(atol 0.01, rtol 1e-05)" in r.stdout
     r = runner.invoke(main, ["check", str(out), "--against", REF, "--batch-sizes", "1", "--lengths", "3", "--atol", "1e-4"])
     assert "(atol 0.0001, rtol 1e-05)" in r.output  # an explicit --atol still wins
+
+
+@pytest.mark.parametrize("args, message", [
+    (["check", "{model}", "--against", REF, "--atol", "nan"], "'nan' must be a finite number >= 0"),
+    (["check", "{model}", "--against", REF, "--rtol", "inf"], "'inf' must be a finite number >= 0"),
+    (["check", "{model}", "--against", REF, "--atol", "-1"], "'-1' must be a finite number >= 0"),
+    (["export", REF, "-o", "{tmp}/m.onnx", "--atol", "nan"], "'nan' must be a finite number >= 0"),
+    (["export", REF, "-o", "{tmp}/m.onnx", "--opset", "99"], "99 is not in the range 14<=x<=21"),
+    (["bench", "{model}", "--runtimes", ""], "--runtimes names none"),
+    (["bench", "{model}", "--weights", "{tmp}/w.pt"], "--weights goes with --against"),
+])
+def test_options_that_would_switch_a_gate_off_or_do_nothing_are_refused(runner, gru_file, tmp_path, args, message):
+    args = [a.format(model=gru_file, tmp=tmp_path) for a in args]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_far_too_many_threads_are_refused_before_onnx_runtime_hangs(runner, gru_file, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((1, 4, 12), np.float32))
+    result = runner.invoke(main, ["infer", str(gru_file), "-i", str(tmp_path / "x.npy"), "--threads", "100000"])
+    assert result.exit_code == 1 and "threads=100000 is far more than this machine's" in result.stderr
+
+
+def test_a_bom_from_excel_is_not_data(runner, gru_file, tmp_path):
+    rows = np.random.default_rng(0).standard_normal((4, 12)).astype(np.float32)
+    text = "\n".join(",".join(f"{v:.6f}" for v in r) for r in rows)
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "plain.csv").write_text(text)
+    outs = [runner.invoke(main, ["infer", str(gru_file), "-i", str(tmp_path / n)]) for n in ("bom.csv", "plain.csv")]
+    assert outs[0].exit_code == 0, outs[0].output
+    assert outs[0].stdout == outs[1].stdout
+
+
+def test_write_errors_of_the_machine_are_one_line(gru_file, tmp_path):
+    """/dev/full: every write fails with ENOSPC, as on a full disk."""
+    np.save(tmp_path / "x.npy", np.zeros((2, 4, 12), np.float32))
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "edgeseq", "infer", str(gru_file), "-i", str(tmp_path / "x.npy")],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "could not write (No space left on device)" in done.stderr

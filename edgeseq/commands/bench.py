@@ -34,13 +34,19 @@ def bench(model: str, against: str | None, weights: str | None, batch_sizes: str
     from ..benchmark import bench_file, format_report, report_json
     from ..errors import InputError
     from ..inputs import parse_int_list
-    from ..runtime.io import atomic_path, read_input
+    from ..runtime.io import atomic_path, read_input, refuse_overwrite
 
+    refuse_overwrite(json_out, "--json", {"the model": model, "--against": against, "--weights": weights,
+                                          "--input": input_path})
     sample = None
     if input_path:
         batch = read_input(input_path)
         sample = [batch.x if batch.x.ndim > 1 else batch.x[None]]
     names = [r.strip() for r in runtimes.split(",") if r.strip()]
+    if not names:
+        raise click.UsageError("--runtimes names none; give some of edgeseq, onnxruntime-default, openvino")
+    if weights and not against:
+        raise click.UsageError("--weights goes with --against (the PyTorch model to time); add --against REF")
     report = bench_file(model, against, weights=weights, batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
                         lengths=parse_int_list(lengths, "--lengths"), threads=threads, runtimes=names, sample=sample,
                         budget_s=seconds, log=lambda m: click.echo(m, err=True), allow_pickle=allow_pickle)

@@ -6,6 +6,7 @@ import click
 
 from ..quantize.data import CALIBRATION_SAMPLES
 from ..quantize.modes import CALIBRATION_METHODS
+from .options import TOLERANCE
 
 
 @click.command()
@@ -18,7 +19,7 @@ from ..quantize.modes import CALIBRATION_METHODS
               help="Calibration inputs (.npz with x[, lengths], or .npy); --calibration-samples evenly spaced ones are used.")
 @click.option("--eval", "eval_data", type=click.Path(dir_okay=False),
               help="Eval set (.npz with x, y[, lengths]): refuse to write when the task metric drops more than --max-drop.")
-@click.option("--max-drop", type=float,
+@click.option("--max-drop", type=TOLERANCE,
               help="Largest acceptable loss: accuracy as a fraction (default 0.01 = 1 point) or relative MAE (default 0.05).")
 @click.option("--per-channel/--no-per-channel", default=False, show_default=True, help="One INT8 scale per output channel.")
 @click.option("--reduce-range", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,

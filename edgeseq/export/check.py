@@ -55,6 +55,8 @@ def check(
 
     session = Session(onnx_path, device=device)
     spec = parity.spec_of_session(session)
+    if eval_data is not None:
+        _eval_labels(eval_data)  # a missing or label-less eval set is said before the sweep, not after it
     carded = bool(session.card.get("inputs"))
     # a file edgeseq exported at one length (the model runs at that length only) is checked there; another
     # exporter's file is swept anyway, to see whether it froze a length the model does not have
@@ -74,6 +76,8 @@ def check(
                          f"checked at {most}")
         lengths = sorted({min(n, most) for n in lengths})
     precision = session.card.get("precision", "float32")
+    if max_drop is not None and (eval_data is None or not is_quantized(precision)):
+        notes.append("note: --max-drop ignored: it limits a quantized file's metric drop on --eval's data")
     base = tolerance_for(precision)
     if base.elementwise:  # a file exported with a looser --atol/--rtol is checked at that tolerance by default
         exported = session.card.get("parity") or {}

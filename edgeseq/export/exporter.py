@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ..card import set_card
-from ..errors import EdgeseqError, ExportError, ParityError, UnsupportedModelError, require
+from ..errors import EdgeseqError, ExportError, InputError, ParityError, UnsupportedModelError, require
 from ..inputs import InputSpec
-from ..runtime.io import atomic_path
+from ..runtime.io import atomic_path, refuse_overwrite
 from . import parity
 from .attention import exportable_attention
 from .cleanup import cleanup_record, loop_writes_carried_tensor, node_count, simplify
@@ -172,6 +172,18 @@ def _reset_rnn_dispatch_cache(torch: Any) -> None:
             cache.clear()
 
 
+def written_opset(proto: Any) -> int | None:
+    """The default-domain opset an exported file declares."""
+    return next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def check_output_path(output: str | Path, model_or_ref: Any, weights: str | Path | None) -> None:
+    """Refuse an output that is not an .onnx name, or that would overwrite the model's source or weights."""
+    if Path(output).suffix.lower() != ".onnx":
+        raise InputError(f"{output}: the output must be an .onnx file (name it like model.onnx)")
+    refuse_overwrite(output, "-o", {"the model": model_or_ref, "--weights": weights})
+
+
 _UNSUPPORTED_OP = re.compile(r"Exporting the operator '([^']+)' to ONNX opset version (\d+) is not supported")
 
 
@@ -298,6 +310,7 @@ def export(
     >>> export("models/motion_lstm.py:build", "m.onnx", streaming=True).card["state_inputs"][0]  # doctest: +SKIP
     'lstm.h_in.0'
     """
+    check_output_path(output, model_or_ref, weights)
     if streaming or lengths:
         from .stateful import export_with_extras
 
@@ -400,6 +413,10 @@ def export(
                 say(f"  {label} exporter failed: {text}")
                 continue
             proto = onnx.load(str(candidate))
+            written = written_opset(proto)
+            if written is not None and written != version:  # the dynamo exporter writes 18 at least
+                say(f"  the {name} exporter wrote opset {written}, not {version}")
+                version = written
             renamed = name_input_dims(proto, spec)  # batch/seq, as the TorchScript exporter names them
             probed = bool(getattr(exported, "packed_parameter", None))  # packing's lengths, a last output
             if probed:

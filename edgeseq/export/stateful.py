@@ -39,7 +39,7 @@ from ..tolerances import Tolerance, tolerance_for
 from . import parity
 from .cleanup import cleanup_record, node_count, simplify, split_layer_states
 from .conv_state import ConvLayer, conv_layers
-from .exporter import DEFAULT_OPSET, EXPORTERS, ExportResult, build_card, graph_problems
+from .exporter import DEFAULT_OPSET, EXPORTERS, ExportResult, build_card, graph_problems, written_opset
 from .layout import check_layout, detect_time_first
 from .lengths import (
     LENGTHS_CHECK_LENGTH,
@@ -363,7 +363,7 @@ def _export_streaming_candidate(model: Any, spec: InputSpec, examples: list[Any]
             attempts.append(f"{name}: {'; '.join(problems)}")
             say(f"  {attempts[-1]}")
             continue
-        return candidate, name, version, layers, data_outputs, attempts, mixing
+        return candidate, name, written_opset(proto) or version, layers, data_outputs, attempts, mixing
     raise ExportError("no exporter produced a streaming graph: " + " | ".join(attempts))
 
 
@@ -577,7 +577,9 @@ def export_with_extras(
     >>> export_with_extras("models/motion_lstm.py:build", "m.onnx", streaming=True).card["state_inputs"]  # doctest: +SKIP
     ['lstm.h_in.0', 'lstm.h_in.1', 'lstm.c_in.0', 'lstm.c_in.1']
     """
-    from .exporter import export
+    from .exporter import check_output_path, export
+
+    check_output_path(output, ref_or_model, weights)
 
     require("torch", "export")
     onnx = require("onnx", "export")

@@ -149,7 +149,9 @@ def quantize(
                (calibration_method != "minmax" and mode in ("dynamic", "fp16"),
                 f"--calibration-method {calibration_method} (only static calibrates)"),
                (target == "cuda" and mode in ("dynamic", "static"),
-                f"--target cuda ({mode} INT8 runs on the CPU provider only; fp16 is the CUDA choice)")]
+                f"--target cuda ({mode} INT8 runs on the CPU provider only; fp16 is the CUDA choice)"),
+               (max_drop is not None and eval_data is None, "--max-drop (it limits the drop on --eval's data)"),
+               (reduce_range in ("yes", True) and mode == "fp16", "--reduce-range (fp16 has no INT8 weights)")]
     for why in (why for on, why in ignored if on):
         say(f"warning: ignoring {why}")
     if mode == "auto":

@@ -41,6 +41,20 @@ class TensorSpec:
         return f"{self.name}: {np.dtype(self.dtype).name}[{dims}]"
 
 
+def thread_count(value: Any) -> int | None:
+    """``threads`` checked: a positive int, and not beyond what a machine can use (ONNX Runtime hangs on
+    thousands of threads and then ignores SIGTERM): at most 4 per core, or 64."""
+    import os
+
+    threads = positive_int(value, "threads")
+    cores = os.cpu_count() or 1
+    limit = max(64, 4 * cores)
+    if threads is not None and threads > limit:
+        raise InputError(f"threads={threads} is far more than this machine's {cores} cores can use (at most "
+                         f"{limit}); pass at most {cores}")
+    return threads
+
+
 def positive_int(value: Any, name: str) -> int | None:
     """``value`` as an int >= 1 (None passes through); InputError naming ``name`` otherwise.
 

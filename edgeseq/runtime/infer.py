@@ -20,7 +20,17 @@ import numpy as np
 
 from ..errors import InputError
 from .checks import TensorSpec, check_shape
-from .io import CHUNK_BYTES, InputSource, format_lines, npz_names, open_input, open_output, read_npz_inputs, write_npz
+from .io import (
+    CHUNK_BYTES,
+    InputSource,
+    format_lines,
+    npz_names,
+    open_input,
+    open_output,
+    read_npz_inputs,
+    refuse_overwrite,
+    write_npz,
+)
 from .session import MAX_LENGTH, Session
 
 Chunk = tuple[int, np.ndarray, "np.ndarray | None"]
@@ -73,6 +83,7 @@ def infer_file(
     """
     if output is not None and _same_file(input_path, output):
         raise InputError(f"{output}: the output would overwrite the input {input_path}; choose another -o")
+    refuse_overwrite(output, "-o", {"the model": model})
     session = session or Session(model, device=device, threads=threads, batch_size=batch_size,
                                  allow_nonfinite=allow_nonfinite, max_length=max_length)
     data = session.data_inputs()

@@ -23,7 +23,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -290,7 +290,7 @@ def _parse_number(path: Path, text: str, where: str) -> float:
 
 def _read_csv(path: Path) -> InputBatch:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise _fail(path, "is not a UTF-8 text CSV file") from None
     try:
@@ -342,7 +342,7 @@ def _not_number(cell: str) -> bool:
 def _read_jsonl(path: Path) -> InputBatch:
     seqs: list[np.ndarray] = []
     try:
-        with path.open(encoding="utf-8", errors="strict") as fh:
+        with path.open(encoding="utf-8-sig", errors="strict") as fh:
             for lineno, line in enumerate(fh, start=1):
                 if line.strip():
                     seqs.append(_jsonl_sequence(path, lineno, line, seqs[0] if seqs else None))
@@ -487,6 +487,28 @@ def open_input(path: str | Path) -> InputSource:
 
 
 # ------------------------------------------------------------------------------------- outputs
+def refuse_overwrite(output: str | Path | None, option: str, inputs: Mapping[str, Any]) -> None:
+    """InputError when ``output`` names one of ``inputs`` ({what: path or REF}; a REF ``file.py:factory``
+    counts as its file), so that no command writes its result over what it reads.
+
+    >>> refuse_overwrite("net.py", "-o", {"the model": "net.py:build"})      # doctest: +SKIP
+    InputError: net.py: -o would overwrite the model (net.py); choose another -o
+    """
+    if output is None:
+        return
+    for what, given in inputs.items():
+        if given is None or not isinstance(given, (str, Path)):
+            continue
+        text = str(given)
+        for candidate in dict.fromkeys([text, text.split(":", 1)[0]]):
+            try:
+                same = Path(output).samefile(candidate)
+            except OSError:  # the output does not exist yet, or the candidate is not a file
+                same = False
+            if same:
+                raise InputError(f"{output}: {option} would overwrite {what} ({candidate}); choose another {option}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only when the block succeeds."""

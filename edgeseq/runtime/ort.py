@@ -12,7 +12,7 @@ from typing import Any
 
 from ..card import read_card
 from ..errors import EdgeseqError, InputError, ModelFileError, OutOfMemoryError, ProviderError
-from .checks import positive_int
+from .checks import thread_count
 from .providers import DeviceChoice
 from .safety import check_model_file
 from .workarounds import disabled_optimizers
@@ -63,7 +63,7 @@ def session_options(threads: int | None = None, spinning: bool = False, memory_a
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = positive_int(threads, "threads") or default_threads()
+    opts.intra_op_num_threads = thread_count(threads) or default_threads()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.enable_cpu_mem_arena = memory_arena

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..card import card_from_metadata, forward_takes_lengths, recurrent_bytes_per_step
 from ..errors import EdgeseqError, InputError
-from .checks import TensorSpec, check_array, check_shape, positive_int, spec_of, untorch
+from .checks import TensorSpec, check_array, check_shape, positive_int, spec_of, thread_count, untorch
 from .ort import create_inference_session, open_model_file, run_failure
 from .providers import DeviceChoice, Placement, placement_of, resolve_device, settle_choice
 
@@ -86,7 +86,7 @@ class Session:
         self.path = open_model_file(path)
         self._init_args = (str(self.path.absolute()), device, threads, memory_arena)  # a copy loads this file wherever
         self.max_length = positive_int(max_length, "max_length")
-        self.threads = positive_int(threads, "threads")
+        self.threads = thread_count(threads)
         self.batch_size = positive_int(batch_size, "batch_size")
         self.allow_nonfinite = allow_nonfinite
         choice = resolve_device(device)

@@ -69,12 +69,11 @@ def stream_stdin(model: str | Path, stdin: TextIO | Iterable[str], stdout: TextI
     shape = [1 if a in (session.batch_axis, session.seq_axis) else int(d) for a, d in enumerate(spec.shape)]
     steps = 0
     for lineno, line in enumerate(stdin, start=1):
-        text = line.strip()
+        text = (line[1:] if lineno == 1 and line.startswith("\ufeff") else line).strip()  # a BOM (Excel's "CSV UTF-8")
         if not text:
             if reset_on_blank:
                 session.reset()
-                if not _emit(stdout, ""):
-                    break
+                _emit(stdout, "")
             continue
         if text.startswith("{"):
             values.update(_static_values(session, _json_object(text, lineno), f"stdin line {lineno}"))
@@ -99,8 +98,7 @@ def stream_stdin(model: str | Path, stdin: TextIO | Iterable[str], stdout: TextI
             ba = out_axes["batch_axis"] if out_axes["batch_axis"] is not None else 0
             row = np.take(row, 0, axis=seq - (1 if seq > ba else 0))
         steps += 1
-        if not _emit(stdout, json.dumps(np.asarray(row).tolist())):
-            break
+        _emit(stdout, json.dumps(np.asarray(row).tolist()))
     return steps
 
 
@@ -146,11 +144,8 @@ def _static_values(session: StreamingSession, given: Mapping[str, Any], where: s
     return out
 
 
-def _emit(stdout: TextIO, text: str) -> bool:
-    """Write one line and flush; False when the reader has gone away (e.g. piped into head)."""
-    try:
-        stdout.write(text + "\n")
-        stdout.flush()
-        return True
-    except BrokenPipeError:
-        return False
+def _emit(stdout: TextIO, text: str) -> None:
+    """Write one line and flush it at once; a reader that has gone away (piped into head) raises
+    BrokenPipeError, which the CLI turns into exit status 141, as a shell pipeline expects."""
+    stdout.write(text + "\n")
+    stdout.flush()
