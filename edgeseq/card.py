@@ -123,7 +123,14 @@ def read_card(path: str | Path) -> dict[str, Any]:
         card = json.loads(raw)
     except json.JSONDecodeError:
         raise ModelFileError(f"{path}: its edgeseq model card is not valid JSON") from None
-    return card if isinstance(card, dict) else {}
+    if not isinstance(card, dict):
+        return {}
+    from .card_schema import card_problem
+
+    problem = card_problem(card)
+    if problem:
+        raise ModelFileError(f"{path}: its edgeseq model card is damaged ({problem}); export the file again")
+    return card
 
 
 def card_from_metadata(props: dict[str, str]) -> dict[str, Any]:

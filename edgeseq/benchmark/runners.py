@@ -42,13 +42,10 @@ class Runner:
 
 def input_spec_of(path: str | Path) -> InputSpec:
     """The file's input signature: from its model card, else guessed from the graph's inputs."""
+    from ..export.parity import spec_of_session
     from ..runtime.session import Session
 
-    session = Session(path, device="cpu", threads=1)
-    entries = session.card.get("inputs")
-    if entries:
-        return InputSpec.from_card(entries)
-    return InputSpec.from_session_inputs(session.data_inputs())
+    return spec_of_session(Session(path, device="cpu", threads=1))
 
 
 def make_inputs(spec: InputSpec, batch: int, length: int, sample: Sequence[np.ndarray] | None = None,

@@ -480,30 +480,31 @@ def export(
                 onnx.save(proto, str(tmp_out))
             say(f"wrote {out_path} ({out_path.stat().st_size / 1024:.0f} KiB) with the {name} exporter")
             return ExportResult(out_path, name, card, report, attempts, time.perf_counter() - start)
+    specific = ""  # what is known to break both exporters, and its fix
+    if packs(model, examples):
+        specific = ("; forward packs its input (pack_padded_sequence) with lengths it computes itself, which torch.onnx "
+                    "cannot trace: take them as forward's second argument, forward(x, lengths), and edgeseq exports "
+                    "the model with a lengths input")
+    elif _is_torchscript(model) and any(getattr(m, "original_name", "") == "MultiheadAttention"
+                                        for m in model.modules()):
+        specific = ("; a TorchScript file's nn.MultiheadAttention is compiled code that torch.onnx cannot export: "
+                    "export the Python model instead (path/to/file.py:factory --weights weights.pt), where edgeseq "
+                    "traces an exportable attention")
     missing_op = next((m for a in attempts if (m := _UNSUPPORTED_OP.search(a))), None)
-    if missing_op:  # the cause; a frozen length from the other exporter is its side effect
+    if missing_op and not specific:  # the cause; a frozen length from the other exporter is its side effect
         op, version = missing_op.group(1), missing_op.group(2)
         raise UnsupportedModelError(
             f"refused: PyTorch's ONNX export has no form for operator {op!r} at opset {version}, which the model "
             f"uses; rewrite that step with operators ONNX has, or try another --opset"
             f"{' (the dynamo exporter got past it but froze the sequence length)' if frozen else ''} "
             f"[{' | '.join(attempts)}]")
-    if frozen:
+    if frozen and not specific:
         raise ExportError(
             f"refused: the sequence length is frozen or unrolled in the exported graph (exported at length "
             f"{spec.example_length}; other lengths fail or give wrong numbers)."
             f"{_cell_hint(model, exporter, _script_outcome(scripted, attempts))} [{' | '.join(attempts)}]"
         )
-    hint = hints[0] if hints and len(hints) == len(attempts) and all(hints) else ""
-    if not hint and packs(model, examples):
-        hint = ("; forward packs its input (pack_padded_sequence) with lengths it computes itself, which torch.onnx "
-                "cannot trace: take them as forward's second argument, forward(x, lengths), and edgeseq exports the "
-                "model with a lengths input")
-    if not hint and _is_torchscript(model) and any(getattr(m, "original_name", "") == "MultiheadAttention"
-                                                   for m in model.modules()):
-        hint = ("; a TorchScript file's nn.MultiheadAttention is compiled code that torch.onnx cannot export: export "
-                "the Python model instead (path/to/file.py:factory --weights weights.pt), where edgeseq traces an "
-                "exportable attention")
+    hint = specific or (hints[0] if hints and len(hints) == len(attempts) and all(hints) else "")
     raise ExportError("no exporter produced a correct file: " + " | ".join(attempts) + hint)
 
 

@@ -269,6 +269,10 @@ def spec_of_session(session: Any) -> InputSpec:
     """Input spec from the file's model card, or guessed from its symbolic dims."""
     if session.card.get("inputs"):
         return InputSpec.from_card(session.card["inputs"])
+    if not session.data_inputs():
+        from ..errors import ModelFileError
+
+        raise ModelFileError(f"{session.path}: the graph takes no inputs, so there is nothing to compare or time")
     return InputSpec.from_session_inputs(session.data_inputs())
 
 

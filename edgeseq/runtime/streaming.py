@@ -112,7 +112,7 @@ class StreamingSession:
                                allow_nonfinite=allow_nonfinite, memory_arena=False)
         card = self.session.card
         state_in, state_out = card.get("state_inputs") or [], card.get("state_outputs") or []
-        if not state_in or len(state_in) != len(state_out) or "streaming" not in card:
+        if not state_in or len(state_in) != len(state_out) or not card.get("streaming"):
             raise ModelFileError(f"{self.session.path}: not a streaming export (no state inputs in its model card); "
                                  "export it with 'edgeseq export REF --streaming -o FILE.onnx'")
         data = self.session.data_inputs()
@@ -139,7 +139,7 @@ class StreamingSession:
                                               int(s.get("batch_axis", 1)), initial_state(s, whole.dtype)))
         self.output_names = [o.name for o in self.session.outputs if o.name not in set(state_out)]
         self.output_axes: dict[str, dict[str, int | None]] = {
-            n: dict(card.get("output_axes", {}).get(n) or {"batch_axis": 0, "seq_axis": None})
+            n: dict((card.get("output_axes") or {}).get(n) or {"batch_axis": 0, "seq_axis": None})
             for n in self.output_names}
         self.batch_axis = self.session._batch_axis()
         self.seq_axis = self.session._seq_axis()
