@@ -565,6 +565,13 @@ def _complete_card(card: dict[str, Any], proto: Any, model: Any, spec: InputSpec
         card["loops"] = {"layers": projected_lstm_names(model),
                          "why": "nn.LSTM(proj_size>0): ONNX's LSTM operator has no projection"}
     axes = _output_axes_or_none(model, spec)
+    for i, a in (axes or {}).items():
+        if "drops_axes_at_batch_1" in a:
+            one, two = a["drops_axes_at_batch_1"]
+            raise UnsupportedModelError(
+                f"refused: output {outputs[i]!r} loses an axis when the batch is 1 (shape {one} at batch 1, {two} at "
+                f"batch 2): a bare .squeeze() in forward drops the batch axis too, so a batch of one comes back "
+                f"without it; squeeze by position instead, e.g. .squeeze(-1)")
     for i in merged_axes(axes or {}):
         say(f"warning: {merged_axes_message(outputs[i])}; Session.predict reads its first axis as samples")
     if axes:

@@ -227,17 +227,26 @@ def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]
 
     base = spec.fixed_length or max(spec.example_length, 4)
     own = {i.name: spec.length_of(i, base) for i in spec.inputs[1:] if i.own_length}
-    probes = {"base": (2, base, own), "batch": (3, base, own), "seq": (2, base + 1, own)}
+    # the length probe is twice the base and one more: a pooled axis (floor(T / 2)) may not move at base + 1
+    probes = {"base": (2, base, own), "batch": (3, base, own), "seq": (2, 2 * base + 1, own), "one": (1, base, own)}
     if spec.fixed_length:
         probes["seq"] = probes["base"]  # one length only: no output axis follows it
     for name, steps in own.items():  # each input with a length of its own, varied alone
         probes[name] = (2, base, {**own, name: steps + 1})
     shapes = {}
-    for key, (b, t, lengths) in probes.items():
+
+    def run(b: int, t: int, lengths: dict[str, int]) -> list[tuple[int, ...]]:
         arrays = spec.random(b, t, seed=3, own_lengths=lengths)
         with torch.inference_mode():
-            out = parity.flatten_outputs(model(*[torch.from_numpy(a) for a in arrays]))
-        shapes[key] = [tuple(o.shape) for o in out]
+            return [tuple(o.shape) for o in parity.flatten_outputs(model(*[torch.from_numpy(a) for a in arrays]))]
+
+    for key, (b, t, lengths) in probes.items():
+        try:
+            shapes[key] = run(b, t, lengths)
+        except Exception:  # noqa: BLE001 - a model with a longest length (a learned position table): one step more
+            if key != "seq":
+                raise
+            shapes[key] = run(b, base + 1, lengths)
     axes: dict[int, dict[str, Any]] = {}
     for i, shape in enumerate(shapes["base"]):
         def changed(other: tuple[int, ...], shape: tuple[int, ...] = shape) -> int | None:
@@ -245,6 +254,8 @@ def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]
             return diff[0] if len(diff) == 1 and len(other) == len(shape) else None
 
         axes[i] = {"batch_axis": changed(shapes["batch"][i]), "seq_axis": changed(shapes["seq"][i])}
+        if len(shapes["one"][i]) < len(shape):  # a bare .squeeze() took the batch axis with it
+            axes[i]["drops_axes_at_batch_1"] = (shapes["one"][i], shape)
         follows = {name: changed(shapes[name][i]) for name in own}
         if any(a is not None for a in follows.values()):
             # an axis that follows another input's own length (a decoder's output follows its target)
@@ -252,7 +263,7 @@ def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]
         # the other axes, where all runs agree: their sizes (a name the exporter made up becomes the number)
         taken = {axes[i]["batch_axis"], axes[i]["seq_axis"], *follows.values()}
         others = {a: d for a, d in enumerate(shape) if a not in taken
-                  and all(len(shapes[k][i]) == len(shape) and shapes[k][i][a] == d for k in shapes)}
+                  and all(len(shapes[k][i]) == len(shape) and shapes[k][i][a] == d for k in shapes if k != "one")}
         if others:
             axes[i]["fixed"] = {str(a): int(d) for a, d in others.items()}
     return axes

@@ -552,15 +552,18 @@ class Session:
             first = groups[0][2][k]
             shape = list(first.shape)
             shape[out_ba] = n
+            steps = padded
+            if out_sa is not None and any(ys[k].shape[out_sa] != length for _idx, length, ys in groups):
+                steps = max(ys[k].shape[out_sa] for _idx, _length, ys in groups)  # not step for step (pooled)
             if out_sa is not None:
-                shape[out_sa] = padded
+                shape[out_sa] = steps
             result = np.empty(shape, dtype=first.dtype)
             for idx, length, ys in groups:
                 y = ys[k]
                 if out_sa is not None:
                     # step for step with the input (its run's longest length): each sample holds its own last step
                     aligned = self._pads_like_pytorch and lengths is not None and y.shape[out_sa] == length
-                    y = _hold_each(y, out_ba, out_sa, lengths[idx], padded) if aligned else _hold_last(y, out_sa, padded)
+                    y = _hold_each(y, out_ba, out_sa, lengths[idx], steps) if aligned else _hold_last(y, out_sa, steps)
                 where: list[Any] = [slice(None)] * result.ndim
                 where[out_ba] = idx
                 result[tuple(where)] = y
