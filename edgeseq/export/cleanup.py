@@ -96,6 +96,40 @@ def simplify(proto: Any, say: Callable[[str], None] | None = None) -> tuple[Any,
     return (slim, by) if by else (proto, None)
 
 
+def explicit_same_pads(proto: Any) -> int:
+    """Write ``auto_pad=SAME_*`` of dilated, stride-1 Conv nodes as explicit pads; returns how many changed.
+
+    The TorchScript exporter writes ``nn.Conv1d(padding='same', dilation=2)`` as ``auto_pad=SAME_UPPER``,
+    which ONNX Runtime refuses to load ("Dilation not supported for AutoPadType::SAME_UPPER").  At stride 1
+    'same' is ``dilation * (kernel - 1)`` zeros, the odd one at the end (SAME_UPPER, PyTorch's choice) or the
+    start (SAME_LOWER): the same numbers, spelled so that every runtime takes them.
+    """
+    from onnx import helper
+
+    weights = {t.name: list(t.dims) for g in graphs(proto.graph) for t in g.initializer}
+    changed = 0
+    for node in nodes(proto.graph):
+        if node.op_type != "Conv":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("auto_pad", b"NOTSET")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        dilations = list(attrs.get("dilations") or [])
+        kernel = list(attrs.get("kernel_shape") or weights.get(node.input[1], [])[2:])
+        if mode not in ("SAME_UPPER", "SAME_LOWER") or not any(d > 1 for d in dilations) or not kernel \
+                or any(s != 1 for s in attrs.get("strides") or []) or len(dilations) != len(kernel):
+            continue
+        totals = [d * (k - 1) for d, k in zip(dilations, kernel)]
+        small = [t // 2 for t in totals]
+        begins = small if mode == "SAME_UPPER" else [t - b for t, b in zip(totals, small)]
+        ends = [t - b for t, b in zip(totals, begins)]
+        kept = [a for a in node.attribute if a.name not in ("auto_pad", "pads")]
+        del node.attribute[:]
+        node.attribute.extend([*kept, helper.make_attribute("pads", begins + ends)])
+        changed += 1
+    return changed
+
+
 def merge_duplicate_initializers(proto: Any) -> int:
     """Point every use of an initializer at the first identical one (same type, shape and values) and drop
     the copies; return how many went.

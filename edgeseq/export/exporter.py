@@ -27,7 +27,7 @@ from ..inputs import InputSpec
 from ..runtime.io import atomic_path, refuse_overwrite
 from . import parity
 from .attention import exportable_attention
-from .cleanup import cleanup_record, loop_writes_carried_tensor, node_count, simplify
+from .cleanup import cleanup_record, explicit_same_pads, loop_writes_carried_tensor, node_count, simplify
 from .conv_inputs import conv2d_hint, frame_channels
 from .layout import check_layout, detect_time_first
 from .lengths import LENGTHS_INPUT
@@ -421,7 +421,8 @@ def export(
             probed = bool(getattr(exported, "packed_parameter", None))  # packing's lengths, a last output
             if probed:
                 wire_lengths_probe(proto, spec.inputs[0])
-            if renamed or probed:  # the parity gate reads the file
+            padded = explicit_same_pads(proto)  # dilated 'same' convolutions, which ONNX Runtime refuses as auto_pad
+            if renamed or probed or padded:  # the parity gate reads the file
                 onnx.save(proto, str(candidate))
             try:
                 onnx.checker.check_model(proto)
@@ -455,8 +456,8 @@ def export(
                     if fails and not all(c.rounding_sized for c in fails):
                         # right at the example's length, wrong elsewhere: the length was baked into the graph
                         frozen = frozen or all(c.length != spec.example_length for c in fails)
-                    attempts.append(str(exc))
-                    say(f"  {exc}")
+                    attempts.append(" ".join(str(exc).split()))  # ONNX Runtime's texts may hold line breaks
+                    say(f"  {attempts[-1]}")
                     continue
             proto = cleaned
             if by:

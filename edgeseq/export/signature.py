@@ -398,6 +398,12 @@ def infer_signature(
         if isinstance(examples, torch.Tensor):
             examples = [examples]
         examples = list(examples)
+        nested = [i for i, t in enumerate(examples) if isinstance(t, (tuple, list))
+                  and t and all(isinstance(u, torch.Tensor) for u in t)]
+        if nested and _rnn_state_shapes(model):
+            params = forward_parameter_names(model)
+            name = params[nested[0]] if nested[0] < len(params) else f"input {nested[0]}"
+            raise ExportError(_state_input_message(name))
         if not examples or not all(isinstance(t, torch.Tensor) for t in examples):
             where = "model.example_inputs()" if callable(getattr(model, "example_inputs", None)) else \
                 "model.example_input_array"
@@ -405,6 +411,11 @@ def infer_signature(
         infos = []
         steps = examples[0].shape[seq_axis] if examples[0].dim() > seq_axis else None
         params = forward_parameter_names(model)
+        batches = tuple(examples[0].shape[:2])  # either layout's batch
+        states = _rnn_state_shapes(model)
+        for i, t in enumerate(examples[1:], start=1):  # (layers, batch, hidden): a recurrent layer's start state
+            if t.is_floating_point() and t.dim() == 3 and t.shape[1] in batches and (t.shape[0], t.shape[2]) in states:
+                raise ExportError(_state_input_message(params[i] if i < len(params) else f"input {i}"))
         for i, t in enumerate(examples):
             name = "x" if i == 0 else _later_input_name(params, i)
             dtype = str(t.dtype).replace("torch.", "")
@@ -449,6 +460,25 @@ def infer_signature(
         dtype = "float32"
     examples = [_example(shape, dtype, vocab)]
     return InputSpec([_info("x", dtype, shape, batch_axis, seq_axis, dynamic_axes, vocab)]), examples
+
+
+def _rnn_state_shapes(model: Any) -> set[tuple[int, int]]:
+    """(layers x directions, hidden) of every nn.LSTM/GRU/RNN: the shape of its state without the batch."""
+    import torch
+
+    shapes = set()
+    for m in model.modules():
+        if isinstance(m, (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)):
+            hidden = getattr(m, "proj_size", 0) or m.hidden_size
+            shapes |= {(m.num_layers * (2 if m.bidirectional else 1), h) for h in (hidden, m.hidden_size)}
+    return shapes
+
+
+def _state_input_message(name: str) -> str:
+    return (f"forward's input {name!r} is a recurrent layer's start state (layers, batch, hidden), whose batch is "
+            f"its second axis; edgeseq carries state itself: give it a default, forward(self, x, {name}=None) "
+            "(nn.LSTM/nn.GRU take None as zeros), and export with --streaming for a file that takes and returns the "
+            "state (StreamingSession carries it), or without to start every sequence from zeros")
 
 
 def runnable_signature(

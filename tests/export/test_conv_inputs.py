@@ -257,3 +257,28 @@ def test_an_input_shape_of_channels_then_steps_keeps_time_dynamic(tmp_path, trac
     assert list(s.inputs[0].shape) == ["batch", 6, "seq"]
     x = np.random.default_rng(1).standard_normal((1, 6, 23)).astype(np.float32)
     np.testing.assert_allclose(s.predict(x), _torch(model, x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kernel, dilation", [(3, 2), (4, 3), (5, 2)])
+def test_a_dilated_same_convolution_exports_with_explicit_pads(tmp_path, kernel, dilation):
+    """ONNX Runtime refuses auto_pad=SAME_UPPER with a dilation; the file spells the same zeros as pads."""
+    import onnx
+
+    class Dilated(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv1d(6, 8, kernel, dilation=dilation, padding="same")
+            self.pool = torch.nn.MaxPool1d(2)
+            self.rnn = torch.nn.LSTM(8, 16, batch_first=True)
+            self.fc = torch.nn.Linear(16, 3)
+
+        def forward(self, x):
+            z = self.pool(self.conv(x.transpose(1, 2))).transpose(1, 2)
+            return self.fc(self.rnn(z)[0][:, -1])
+
+    torch.manual_seed(0)
+    out = tmp_path / "d.onnx"
+    result = export(Dilated().eval(), out, input_shape=(2, 16, 6), exporter="torchscript")
+    assert result.report.passed
+    conv = next(n for n in onnx.load(str(out)).graph.node if n.op_type == "Conv")
+    assert "auto_pad" not in {a.name for a in conv.attribute}

@@ -310,3 +310,35 @@ def test_an_operator_with_no_onnx_form_is_named_first_not_blamed_on_a_frozen_len
                                       "opset 17")
     assert "probably depends on the sequence length in Python" not in str(info.value)
     assert not out.exists()
+
+
+class StateInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(5, 16, num_layers=3, batch_first=True)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x, h0, c0):
+        out, (h, c) = self.rnn(x, (h0, c0))
+        return self.fc(out), h, c
+
+    def example_inputs(self):
+        return torch.randn(4, 10, 5), torch.randn(3, 4, 16), torch.randn(3, 4, 16)
+
+
+class NestedStateInput(StateInputs):
+    def forward(self, x, hc):
+        return self.fc(self.rnn(x, hc)[0])
+
+    def example_inputs(self):
+        return torch.randn(4, 10, 5), (torch.randn(3, 4, 16), torch.randn(3, 4, 16))
+
+
+@pytest.mark.parametrize("model, name", [(StateInputs, "h0"), (NestedStateInput, "hc")])
+def test_state_given_as_inputs_points_to_a_default_and_streaming_not_to_a_fixed_batch(tmp_path, model, name):
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError) as info:
+        export(model(), out)
+    text = str(info.value)
+    assert f"forward's input {name!r} is a recurrent layer's start state" in text and "--streaming" in text
+    assert "runs at batch" not in text and not out.exists()
