@@ -26,17 +26,37 @@ STATE_PARAMETER = re.compile(r"hidden|state|carry|^(h|hx|h0|h_0|hc|h_c)$", re.I)
 DEFAULT_EXAMPLE_BATCH = 2
 
 
-def first_layer(model: Any) -> Any | None:
-    """The first leaf module that fixes the input's meaning (embedding, recurrent, conv, linear)."""
+def first_layer(model: Any, skip: Any = None) -> Any | None:
+    """The first leaf module that fixes the input's meaning (embedding, recurrent, conv, linear), ``skip`` aside."""
     import torch.nn as nn
 
     kinds = (nn.Embedding, nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell, nn.Conv1d, nn.Linear)
     names = {k.__name__ for k in kinds}
     for module in model.modules():
         # TorchScript keeps a submodule's class name in ``original_name`` and its size attributes
-        if isinstance(module, kinds) or getattr(module, "original_name", None) in names:
+        if module is not skip and (isinstance(module, kinds) or getattr(module, "original_name", None) in names):
             return module
     return None
+
+
+def embedding_reads_input(model: Any, embedding: Any, example: Any) -> bool:
+    """Whether ``embedding`` looks up the model's input itself, rather than positions it builds (a learned
+    position table over ``torch.arange(T)`` added to float features): one call, watching what it is given."""
+    import torch
+
+    seen: list[Any] = []
+    hook = embedding.register_forward_pre_hook(lambda _m, args: seen.append(args[0] if args else None))
+    try:
+        with torch.inference_mode():
+            model(example)
+    except Exception:  # noqa: BLE001 - ids fed to a float model fail after the lookup; what it was given is known
+        pass
+    finally:
+        hook.remove()
+    if not seen:
+        return True  # not reached: nothing says otherwise
+    given = seen[0]
+    return isinstance(given, torch.Tensor) and given.shape == example.shape and bool(torch.equal(given, example))
 
 
 def vocab_size(model: Any) -> int | None:
@@ -362,6 +382,12 @@ def infer_signature(
     vocab = vocab_size(model)
     layer = first_layer(model)
     is_tokens = isinstance(layer, torch.nn.Embedding) or getattr(layer, "original_name", None) == "Embedding"
+    if is_tokens and isinstance(layer, torch.nn.Embedding) and declared_examples(model) is None:
+        b, t = DEFAULT_EXAMPLE_BATCH, DEFAULT_EXAMPLE_LENGTH
+        ids = _example([t, b] if time_first else [b, t], "int64", vocab)
+        if not embedding_reads_input(model, layer, ids):  # a position table: the input is float features
+            is_tokens, vocab = False, None
+            layer = first_layer(model, skip=layer)
 
     required = forward_parameter_names(model, required=True)
     if (len(required) == 2 and declared_examples(model) is None

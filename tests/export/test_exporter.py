@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
+import torch
 
 from edgeseq.card import read_card
-from edgeseq.export import parity
+from edgeseq.export import export, parity
 from models.families import FAMILIES
 
 EXPORTERS = ["torchscript", "dynamo"]
@@ -55,3 +57,27 @@ def test_the_python_export_takes_the_streaming_and_lengths_flags(tmp_path):
 
     result = public_export(FAMILIES["gru"](), tmp_path / "s.onnx", streaming=True, lengths=True)
     assert result.card["state_inputs"] and result.card["lengths_input"] == "lengths"
+
+
+class PositionTable(torch.nn.Module):
+    """A learned position table over arange(T), added to float features: the Embedding never sees the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos = torch.nn.Embedding(32, 4)
+        self.lstm = torch.nn.LSTM(4, 16, batch_first=True)
+        self.fc = torch.nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.fc(self.lstm(x + self.pos(torch.arange(x.size(1))))[0][:, -1])
+
+
+@pytest.mark.parametrize("shape", [None, (2, 10, 4)])
+def test_an_embedding_of_positions_leaves_the_input_float(tmp_path, shape):
+    from edgeseq import Session
+
+    out = tmp_path / "pos.onnx"
+    result = export(PositionTable().eval(), out, input_shape=shape)
+    assert result.card["inputs"][0]["dtype"] == "float32" and result.card["max_steps"] == 32
+    x = np.random.default_rng(0).standard_normal((3, 20, 4)).astype(np.float32)
+    assert Session(out, device="cpu").predict(x).shape == (3, 2)
