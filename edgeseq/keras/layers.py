@@ -52,14 +52,14 @@ def _dense(cfg: dict[str, Any], c: dict[str, Any], ctx: BuildContext) -> nn.Modu
     return then(lin, activation_of(cfg, ctx))
 
 
+MASK_ZERO_REFUSAL = ("mask_zero=True is not supported: Keras then skips padded (id 0) steps in later layers, which a "
+                     "fixed ONNX graph cannot reproduce; re-save with mask_zero=False (and trim or bucket padding, or "
+                     "feed lengths) to import it")
+
+
 def _embedding(cfg: dict[str, Any], c: dict[str, Any], ctx: BuildContext) -> nn.Module:
     if c.get("mask_zero"):
-        raise refuse(
-            cfg,
-            "mask_zero=True is not supported: Keras then skips padded (id 0) steps in later "
-            "layers, which a fixed ONNX graph cannot reproduce; re-save with mask_zero=False "
-            "(and trim or bucket padding, or feed lengths) to import it",
-        )
+        raise refuse(cfg, MASK_ZERO_REFUSAL)
     (w,) = ctx.bag.take(layer_name(cfg), [(int(c["input_dim"]), int(c["output_dim"]))])
     return Embedding(to_tensor(w))
 

@@ -53,6 +53,17 @@ def test_refusals(keras, tmp_path, layers, words) -> None:
         assert w in str(err.value)
 
 
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_mask_zero_in_a_functional_model_names_the_embedding(keras, tmp_path, suffix) -> None:
+    L = keras.layers
+    i = keras.Input((None,), dtype="int32")
+    m = keras.Model(i, L.Dense(2)(L.LSTM(8)(L.Embedding(30, 8, mask_zero=True, name="tokens")(i))))
+    with pytest.raises(UnsupportedModelError) as err:
+        load_keras(_save(m, tmp_path / f"mask{suffix}"))
+    assert str(err.value).startswith("Keras layer 'tokens' (Embedding): mask_zero=True is not supported")
+    assert "mask_zero=False" in str(err.value)
+
+
 def test_stateful_is_refused(keras, tmp_path) -> None:
     L = keras.layers
     m = keras.Sequential([keras.Input(batch_shape=(2, None, 3)), L.LSTM(4, stateful=True), L.Dense(1)])
