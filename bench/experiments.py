@@ -1,7 +1,8 @@
 """Tuning experiments behind bench/README.md's "what was tried" table (run: python -m bench.experiments).
 
 Each experiment times variants of one thing in the same process, interleaved in rounds, and prints
-medians; it reuses the files the suite built in bench/build/.  Timings: per-call medians of
+medians; it reuses the files the suite built in bench/build/, building the missing ones first (export and
+quantize of each --models entry, as the suite does).  Timings: per-call medians of
 ``time.perf_counter`` (wall) over interleaved rounds.
 """
 
@@ -938,8 +939,20 @@ def main() -> None:
     unknown = set(args.experiments) - set(EXPERIMENTS)
     if unknown:
         ap.error(f"unknown experiment(s) {', '.join(sorted(unknown))}; choose from {', '.join(EXPERIMENTS)}")
+    _ensure_built(models)
     for name in args.experiments or list(EXPERIMENTS):
         EXPERIMENTS[name](models)
+
+
+def _ensure_built(models: list[str]) -> None:
+    """The suite's files for ``models`` in bench/build/ (a fresh checkout has none): built where missing."""
+    from bench import artifacts
+    from bench.suite import zoo_recipes
+
+    for recipe in zoo_recipes(models):
+        if not (BUILD / recipe.name / "float.onnx").exists():
+            print(f"building bench/build/{recipe.name}/ (export and quantize, once) ...", file=sys.stderr)
+        artifacts.build(recipe, lambda m: print(m, file=sys.stderr))
 
 
 if __name__ == "__main__":
