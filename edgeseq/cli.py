@@ -69,7 +69,14 @@ class _Group(click.Group):
             raise
 
     def invoke(self, ctx: click.Context) -> Any:
+        import warnings
+
         from .signals import sigterm_as_interrupt
+
+        # PyTorch's own warnings (deprecations, "LSTM with projections is not supported with oneDNN") are about its
+        # internals, not the user's command: they broke the one-line output around edgeseq's messages
+        for category in (UserWarning, DeprecationWarning, FutureWarning):
+            warnings.filterwarnings("ignore", category=category, module=r"torch(\.|$)")
 
         try:
             with sigterm_as_interrupt():  # `kill` cleans up like Ctrl-C: no temporary or partial files left

@@ -117,3 +117,19 @@ def test_cli_says_the_layer_became_a_loop(tmp_path):
 def test_the_dynamo_exporter_is_refused_for_the_loop_with_the_way_that_works(tmp_path):
     with pytest.raises(UnsupportedModelError, match="TorchScript exporter only; use --exporter torchscript"):
         export(_model(), tmp_path / "m.onnx", input_shape=(1, 10, 12), exporter="dynamo")
+
+
+def test_pytorchs_own_warnings_stay_out_of_the_cli_output(tmp_path):
+    """torch warns "LSTM with projections is not supported with oneDNN" on every projected forward."""
+    import subprocess
+    import sys
+
+    (tmp_path / "proj.py").write_text(
+        "import torch\nfrom torch import nn\n\nclass P(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.rnn = nn.LSTM(6, 16, proj_size=8, batch_first=True)\n        self.fc = nn.Linear(8, 3)\n\n"
+        "    def forward(self, x):\n        return self.fc(self.rnn(x)[0][:, -1])\n\n"
+        "def build():\n    torch.manual_seed(0)\n    return P()\n")
+    done = subprocess.run([sys.executable, "-m", "edgeseq", "export", f"{tmp_path / 'proj.py'}:build", "-o",
+                           str(tmp_path / "p.onnx")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr and "_VF" not in done.stderr
