@@ -342,3 +342,20 @@ def test_state_given_as_inputs_points_to_a_default_and_streaming_not_to_a_fixed_
     text = str(info.value)
     assert f"forward's input {name!r} is a recurrent layer's start state" in text and "--streaming" in text
     assert "runs at batch" not in text and not out.exists()
+
+
+def test_a_dynamic_axis_the_model_cannot_vary_is_refused(tmp_path):
+    out = tmp_path / "m.onnx"
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(4, 8, batch_first=True)
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc(self.lstm(x)[0][:, -1])
+
+    with pytest.raises(ExportError, match=r"--dynamic-axes 2: axis 2 of the input \(4\) cannot vary: PyTorch fails at 5"):
+        export(Net(), out, input_shape=(2, 8, 4), dynamic_axes=[2])
+    assert not out.exists()
