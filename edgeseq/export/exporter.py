@@ -545,6 +545,9 @@ def _example_failure(exc: BaseException, model: Any, spec: InputSpec, examples: 
         sizes = rnn_input_sizes(first)
         if sizes and spec.inputs[0].shape[-1] != sizes[1]:
             hint += " (forward adds or drops features before its first recurrent layer)"
+    wanted = re.search(r"not enough values to unpack \(expected (\d+), got (\d+)\)", first)
+    if wanted and int(wanted.group(2)) == len(spec.inputs[0].shape):  # forward unpacks more axes than given
+        hint += f" (forward unpacks {wanted.group(1)} axes from the input: give that many, e.g. BATCH,LENGTH,K)"
     return ExportError(f"the model fails on its example input {[tuple(e.shape) for e in examples]}: "
                        f"{type(exc).__name__}: {first}; pass --input-shape {hint}{traced}")
 

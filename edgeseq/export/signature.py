@@ -30,7 +30,8 @@ def first_layer(model: Any, skip: Any = None) -> Any | None:
     """The first leaf module that fixes the input's meaning (embedding, recurrent, conv, linear), ``skip`` aside."""
     import torch.nn as nn
 
-    kinds = (nn.Embedding, nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell, nn.Conv1d, nn.Linear)
+    kinds = (nn.Embedding, nn.EmbeddingBag, nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell, nn.Conv1d,
+             nn.Linear)
     names = {k.__name__ for k in kinds}
     for module in model.modules():
         # TorchScript keeps a submodule's class name in ``original_name`` and its size attributes
@@ -56,14 +57,19 @@ def embedding_reads_input(model: Any, embedding: Any, example: Any) -> bool:
     if not seen:
         return True  # not reached: nothing says otherwise
     given = seen[0]
-    return isinstance(given, torch.Tensor) and given.shape == example.shape and bool(torch.equal(given, example))
+    if not isinstance(given, torch.Tensor):
+        return False
+    if given.untyped_storage().data_ptr() == example.untyped_storage().data_ptr():
+        return True  # the input itself, or a view of it (reshaped, sliced)
+    return given.numel() == example.numel() and bool(torch.equal(given.flatten(), example.flatten()))
 
 
 def vocab_size(model: Any) -> int | None:
     import torch.nn as nn
 
     for module in model.modules():
-        if isinstance(module, nn.Embedding) or getattr(module, "original_name", None) == "Embedding":
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) or getattr(module, "original_name", None) in (
+                "Embedding", "EmbeddingBag"):
             return embedding_rows(module)
     return None
 
@@ -381,8 +387,9 @@ def infer_signature(
     batch_axis, seq_axis = _axes(time_first)
     vocab = vocab_size(model)
     layer = first_layer(model)
-    is_tokens = isinstance(layer, torch.nn.Embedding) or getattr(layer, "original_name", None) == "Embedding"
-    if is_tokens and isinstance(layer, torch.nn.Embedding) and declared_examples(model) is None:
+    is_tokens = (isinstance(layer, (torch.nn.Embedding, torch.nn.EmbeddingBag))
+                 or getattr(layer, "original_name", None) in ("Embedding", "EmbeddingBag"))
+    if is_tokens and isinstance(layer, (torch.nn.Embedding, torch.nn.EmbeddingBag)) and declared_examples(model) is None:
         b, t = DEFAULT_EXAMPLE_BATCH, DEFAULT_EXAMPLE_LENGTH
         ids = _example([t, b] if time_first else [b, t], "int64", vocab)
         if not embedding_reads_input(model, layer, ids):  # a position table: the input is float features

@@ -81,3 +81,38 @@ def test_an_embedding_of_positions_leaves_the_input_float(tmp_path, shape):
     assert result.card["inputs"][0]["dtype"] == "float32" and result.card["max_steps"] == 32
     x = np.random.default_rng(0).standard_normal((3, 20, 4)).astype(np.float32)
     assert Session(out, device="cpu").predict(x).shape == (3, 2)
+
+
+class BagOfIds(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bag = torch.nn.EmbeddingBag(50, 8, mode="sum")
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.bag(x))
+
+
+class BagPerStep(torch.nn.Module):
+    """K ids per step, each step's bag averaged, then a GRU: (batch, steps, K) int64."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bag = torch.nn.EmbeddingBag(50, 8, mode="mean")
+        self.rnn = torch.nn.GRU(8, 16, batch_first=True)
+        self.fc = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        b, t, k = x.shape
+        return self.fc(self.rnn(self.bag(x.reshape(b * t, k)).reshape(b, t, -1))[0][:, -1])
+
+
+def test_an_embedding_bag_first_takes_token_ids(tmp_path):
+    from edgeseq.errors import ExportError
+
+    first = export(BagOfIds().eval(), tmp_path / "bag.onnx")
+    assert first.card["inputs"][0]["dtype"] == "int64" and first.card["inputs"][0]["vocab_size"] == 50
+    with pytest.raises(ExportError, match=r"forward unpacks 3 axes from the input: give that many"):
+        export(BagPerStep().eval(), tmp_path / "steps.onnx")
+    per_step = export(BagPerStep().eval(), tmp_path / "steps.onnx", input_shape=(2, 8, 4))
+    assert per_step.card["inputs"][0]["dtype"] == "int64"
