@@ -54,6 +54,11 @@ def bench(model: str, against: str | None, weights: str | None, batch_sizes: str
     if json_out:
         with atomic_path(json_out) as tmp:
             tmp.write_text(json.dumps(report_json(report), indent=2) + "\n")
+    torch_cases = [c for c in report.cases if c.runtime == "pytorch"]
+    if against and (not torch_cases or all(c.skipped for c in torch_cases)):  # asked for a comparison, got none
+        reason = report.runtimes.get("pytorch", {}).get("skipped") or (torch_cases[0].skipped if torch_cases else "")
+        raise InputError(f"PyTorch ({against}) ran no case, so nothing was compared ({reason[:200]}); is --against "
+                         f"the model {model} was exported from?")
     if report.cases and all(c.skipped for c in report.cases):  # a CI step must not read this as a measurement
         raise InputError(f"nothing was timed: every case was skipped ({report.cases[0].skipped}); give --batch-sizes "
                          "and --lengths the file takes, or --input with real data")

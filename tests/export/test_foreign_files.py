@@ -187,3 +187,11 @@ def test_sizes_count_the_external_data_file(foreign, tmp_path):
     result = CliRunner().invoke(main, ["quantize", str(moved), "-o", str(tmp_path / "q.onnx"), "--mode", "fp16"])
     assert result.exit_code == 0, result.output
     assert f"of {whole / 1024:.0f} KiB" in result.output
+
+
+def test_bench_against_a_model_that_cannot_run_the_files_inputs_is_an_error(foreign):
+    path, _ = foreign["with_state"]  # takes x, h0, c0
+    _, plain = foreign["length_frozen"]  # forward(x)
+    result = CliRunner().invoke(main, ["bench", str(path), "--against", plain, "--lengths", "5", "--batch-sizes", "1",
+                                       "--seconds", "0.05", "--runtimes", "edgeseq"])
+    assert result.exit_code == 1 and "ran no case, so nothing was compared" in result.stderr
