@@ -556,7 +556,12 @@ def _complete_card(card: dict[str, Any], proto: Any, model: Any, spec: InputSpec
                    loops: str | None, say: Callable[[str], None]) -> dict[int, dict[str, int | None]] | None:
     """Add what the export learned to ``card`` (loops over time, output axes; their names go into ``proto``'s
     outputs too) and say what the user should know; returns the output axes by position."""
-    if loops == "scripted":
+    if loops == "scripted" and not any(n.op_type == "Loop" for n in proto.graph.node):
+        # scripted for another reason than a loop: a shape used as a number (len(out), x.size(1) in arithmetic)
+        card["loops"] = {"layers": [], "why": "forward uses the sequence length as a number: exported scripted"}
+        say("note: forward uses the sequence length as a Python number (len(x), x.size(1) in arithmetic), which "
+            "tracing fixes at the example's; exported it scripted (torch.jit.script), where it stays the input's")
+    elif loops == "scripted":
         card["loops"] = {"layers": cell_names(model) or ["forward"],
                          "why": "forward steps through time in a Python loop: exported scripted, as an ONNX Loop"}
         say(f"note: forward loops over time in Python{cells_phrase(model)}; exported it scripted "

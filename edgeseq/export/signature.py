@@ -409,6 +409,11 @@ def infer_signature(
             f"edgeseq carries state itself: give it a default, def forward(self, x, {required[1]}=None) (nn.LSTM/"
             "nn.GRU take None as zeros), then export (with --streaming to step through a sequence with "
             "StreamingSession)")
+    numbers = _number_parameters(model, required[1:])
+    if numbers:
+        raise ExportError(
+            f"forward's {numbers[0]!r} is a Python number, not a tensor: give it a default (def forward(self, x, "
+            f"{numbers[0]}=4)); the file is exported at that value, and a number is not an input of an ONNX file")
     if len(required) > 1 and declared_examples(model) is None:
         raise ExportError(
             f"forward takes {len(required)} inputs ({', '.join(required)}) and edgeseq can only guess one: give the "
@@ -493,6 +498,18 @@ def infer_signature(
         dtype = "float32"
     examples = [_example(shape, dtype, vocab)]
     return InputSpec([_info("x", dtype, shape, batch_axis, seq_axis, dynamic_axes, vocab)]), examples
+
+
+def _number_parameters(model: Any, names: Sequence[str]) -> list[str]:
+    """Those of forward's ``names`` annotated as a Python int, float or bool."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return []
+    kinds = (int, float, bool, "int", "float", "bool")
+    return [n for n in names if n in params and params[n].annotation in kinds]
 
 
 def _rnn_state_shapes(model: Any) -> set[tuple[int, int]]:

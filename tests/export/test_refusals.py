@@ -359,3 +359,38 @@ def test_a_dynamic_axis_the_model_cannot_vary_is_refused(tmp_path):
     with pytest.raises(ExportError, match=r"--dynamic-axes 2: axis 2 of the input \(4\) cannot vary: PyTorch fails at 5"):
         export(Net(), out, input_shape=(2, 8, 4), dynamic_axes=[2])
     assert not out.exists()
+
+
+class StepsArgument(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(6, 16, batch_first=True)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x, steps: int):
+        return self.fc(self.rnn(x)[0][:, -steps:])
+
+
+def test_a_required_python_number_argument_gets_the_default_fix(tmp_path):
+    with pytest.raises(ExportError, match=r"forward's 'steps' is a Python number, not a tensor: give it a default"):
+        export(StepsArgument(), tmp_path / "m.onnx")
+
+
+class LengthAsNumber(nn.Module):
+    """Time-first, averaged over time with len(out): no loop, but a length used as a Python number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(6, 16)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.fc(out.sum(0) / len(out))
+
+
+def test_a_length_used_as_a_number_is_not_called_a_loop(tmp_path):
+    said: list[str] = []
+    export(LengthAsNumber(), tmp_path / "m.onnx", log=said.append)
+    assert any("uses the sequence length as a Python number" in line for line in said)
+    assert not any("loops over time" in line for line in said)
