@@ -20,6 +20,8 @@ from .workarounds import disabled_optimizers
 
 def open_model_file(path: str | Path) -> Path:
     """Check that ``path`` exists and looks like an ONNX file; return it as a Path."""
+    if not isinstance(path, (str, Path)):
+        raise ModelFileError(f"the model must be a path to an .onnx file, got {type(path).__name__}")
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"{path}: no such file; export one with 'edgeseq export'")

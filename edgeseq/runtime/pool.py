@@ -80,6 +80,8 @@ class StreamPool:
         batch axis: ``pool.join("sensor-7", meta=m)``; every tick then passes them for the stream.
         """
         values = self._stream_static(static)
+        if key is not None and not isinstance(key, Hashable):
+            raise InputError(f"a stream key must be hashable (a str, an int, a tuple), got {type(key).__name__}")
         if key is None:
             while self._counter in self._members:
                 self._counter += 1

@@ -252,6 +252,9 @@ class Session:
         >>> s.run({"x": x})["y"]         # doctest: +SKIP
         """
         specs = self._specs
+        if not isinstance(feed, Mapping):
+            raise InputError(f"run() takes a dict of inputs by name, {{{', '.join(repr(n) for n in specs)}: ...}}; got "
+                             f"{type(feed).__name__} (predict(x) takes one array)")
         unknown = sorted(n for n in feed if n not in specs)
         if unknown:
             raise InputError(f"unknown input(s) {', '.join(unknown)}; the model takes {', '.join(specs)}")
@@ -269,6 +272,9 @@ class Session:
                 raise InputError(f"input {name!r} holds each sample's length of {of!r}, 1 to its {steps} steps; got "
                                  f"{value.min()}..{value.max()}")
         names = list(outputs) if outputs else self._output_names
+        absent = [n for n in names if n not in self._output_names]
+        if absent:
+            raise InputError(f"unknown output(s) {', '.join(absent)}; the model gives {', '.join(self._output_names)}")
         try:
             values = self._sess.run(names, prepared)
         except Exception as exc:  # ORT's own runtime errors (shape mismatch inside the graph, no memory, ...)

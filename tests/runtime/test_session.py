@@ -213,3 +213,14 @@ def test_long_sequences_run_few_samples_at_a_time_on_the_cpu(exported):
     assert s._rows(None, 28) == 73  # short sequences: the cache rule (2048 sample-steps, at least 64 samples)
     x = np.random.default_rng(0).standard_normal((3, filled // 2, 28)).astype(np.float32)
     np.testing.assert_allclose(s.predict(x), np.concatenate([s.predict(x[i : i + 1]) for i in range(3)]), atol=1e-6)
+
+
+def test_api_misuse_is_an_edgeseq_error_not_a_type_error(lstm_path):
+    with pytest.raises(ModelFileError, match="must be a path to an .onnx file, got NoneType"):
+        Session(None)
+    s = Session(lstm_path, device="cpu")
+    x = np.zeros((1, 5, 28), np.float32)
+    with pytest.raises(InputError, match=r"run\(\) takes a dict of inputs by name"):
+        s.run(x)
+    with pytest.raises(InputError, match="unknown output.*nope; the model gives"):
+        s.run({"x": x}, outputs=["nope"])

@@ -196,3 +196,8 @@ def test_step_all_with_the_keys_it_was_laid_out_by_refuses_a_changed_pool(gru_st
     with pytest.raises(InputError, match="the pool's streams changed since these keys were read"):
         pool.step_all(np.ones((2, 1, 12), np.float32), keys=keys)
     assert pool.step_all(np.ones((2, 1, 12), np.float32), keys=pool.keys).shape[0] == 2
+
+
+def test_an_unhashable_stream_key_is_said(gru_stream):
+    with pytest.raises(InputError, match="a stream key must be hashable"):
+        StreamPool(gru_stream, device="cpu").join(["a"])
