@@ -33,6 +33,7 @@ fraction (0.01 = 1 point) for classifiers, relative MAE increase (0.05 = 5 %) fo
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, replace
 
 from .errors import InputError
@@ -50,6 +51,12 @@ class Tolerance:
         >>> TOLERANCES["float32"].overridden(atol=1e-3)
         Tolerance(atol=0.001, rtol=1e-05, min_sqnr_db=None)
         """
+        for name, value in (("atol", atol), ("rtol", rtol)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                      or not math.isfinite(value) or value < 0):
+                from .errors import InputError
+
+                raise InputError(f"{name} must be a finite number >= 0, got {value!r} (nan would turn the gate off)")
         return replace(self, atol=self.atol if atol is None else atol, rtol=self.rtol if rtol is None else rtol)
 
     @property

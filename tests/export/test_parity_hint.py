@@ -82,3 +82,14 @@ def test_check_against_a_factory_of_random_weights_says_so(tmp_path):
     result = CliRunner().invoke(main, ["check", str(out), "--against", f"{factory}:build", "--lengths", "1,20"])
     assert result.exit_code == 1
     assert "builds different random weights on each call" in result.stderr and "--weights" in result.stderr
+
+
+def test_a_nan_tolerance_from_python_is_refused_too():
+    import pytest
+
+    from edgeseq.errors import InputError
+    from edgeseq.tolerances import TOLERANCES
+
+    for bad in (float("nan"), float("inf"), -1.0, "1e-3"):
+        with pytest.raises(InputError, match="must be a finite number >= 0"):
+            TOLERANCES["float32"].overridden(atol=bad)
