@@ -45,7 +45,7 @@ def task_metric(outputs: np.ndarray, y: np.ndarray, threshold: float | None = No
     labels = class_labels(out, y)
     if labels is None:
         if out.size != y.size:
-            if y.dtype.kind == "f" and y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            if y.dtype.kind == "f" and y.ndim == 1 and y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
                 raise InputError(f"eval labels 'y' are {y.dtype} whole numbers, one per sample, for an output of shape "
                                  f"{out.shape}: class ids must be integers; save them with y.astype(int)")
             raise InputError(f"eval labels 'y' have shape {y.shape}, but the model's first output has shape "

@@ -64,3 +64,8 @@ def test_a_mae_increase_over_an_exact_float_model_is_read_against_the_targets():
     # labels made from the float model's own outputs: its MAE is ~0, so any change was "+2,700,000 %"
     assert metric_drop("mae", 1e-8, 0.003, target_scale=0.5) == pytest.approx(0.006, rel=1e-3)
     assert metric_drop("mae", 1e-8, 0.003) > 1e4  # (without the targets' scale)
+
+
+def test_float_class_ids_are_told_to_be_integers():
+    with pytest.raises(InputError, match=r"'y' are float64 whole numbers, one per sample.*y.astype\(int\)"):
+        task_metric(np.zeros((4, 3)), np.array([0.0, 2.0, 1.0, 1.0]))

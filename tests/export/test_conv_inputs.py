@@ -259,6 +259,7 @@ def test_an_input_shape_of_channels_then_steps_keeps_time_dynamic(tmp_path, trac
     np.testing.assert_allclose(s.predict(x), _torch(model, x), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel lengths")
 @pytest.mark.parametrize("kernel, dilation", [(3, 2), (4, 3), (5, 2)])
 def test_a_dilated_same_convolution_exports_with_explicit_pads(tmp_path, kernel, dilation):
     """ONNX Runtime refuses auto_pad=SAME_UPPER with a dilation; the file spells the same zeros as pads."""
