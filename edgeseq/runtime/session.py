@@ -102,7 +102,7 @@ class Session:
         self.inputs: list[TensorSpec] = [spec_of(i) for i in self._sess.get_inputs()]
         self.outputs: list[TensorSpec] = [spec_of(o) for o in self._sess.get_outputs()]
         self.card: dict[str, Any] = card_from_metadata(self._sess.get_modelmeta().custom_metadata_map)
-        self._step_bytes = recurrent_bytes_per_step(self.path)  # memory a run keeps per sample and step
+        self._step_bytes: int | None = None  # memory a run keeps per sample and step, read at the first long run
         self._index()
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -436,8 +436,11 @@ class Session:
         rows = min(positive_int(batch_size, "batch_size") or self.batch_size, STEP_BUDGET // max(1, steps))
         if not self.device_choice.is_cuda:
             rows = min(rows, max(CPU_MIN_ROWS, CPU_RUN_SAMPLE_STEPS // max(1, steps)))
-            if self._step_bytes:
-                rows = min(rows, CPU_RUN_BYTES // (self._step_bytes * max(1, steps)))
+            if rows * steps > CPU_RUN_SAMPLE_STEPS:  # past the cache-sized runs: read the file's figure once
+                if self._step_bytes is None:
+                    self._step_bytes = recurrent_bytes_per_step(self.path)
+                if self._step_bytes:
+                    rows = min(rows, CPU_RUN_BYTES // (self._step_bytes * max(1, steps)))
         return max(1, rows)
 
     def _predict_one_run(self, x: Any, lengths: Any, batch_size: int | None) -> np.ndarray | None:
