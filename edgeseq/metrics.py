@@ -35,11 +35,12 @@ def binary_threshold(reference: np.ndarray) -> float:
 
 
 def task_metric(outputs: np.ndarray, y: np.ndarray, threshold: float | None = None,
-                lengths: np.ndarray | None = None) -> tuple[str, float]:
+                lengths: np.ndarray | None = None, steps: int | None = None) -> tuple[str, float]:
     """Return (name, value): accuracy for class labels (see the module docstring), else mean absolute error.
 
     ``threshold`` is the binary cut (default :func:`binary_threshold` of ``outputs``); ``lengths`` (one per
-    sample) leaves out per-step labels past each sample's length.
+    sample) leaves out per-step labels past each sample's length; for regression targets, those whose axis 1
+    is the inputs' padded length ``steps`` (a forecast horizon of another size is scored whole).
     """
     out, y = np.asarray(outputs), np.asarray(y)
     labels = class_labels(out, y)
@@ -50,7 +51,11 @@ def task_metric(outputs: np.ndarray, y: np.ndarray, threshold: float | None = No
                                  f"{out.shape}: class ids must be integers; save them with y.astype(int)")
             raise InputError(f"eval labels 'y' have shape {y.shape}, but the model's first output has shape "
                              f"{out.shape}: give one target per output value (or integer class ids for a classifier)")
-        diff = np.abs(out.astype(np.float64).reshape(len(y), -1) - y.astype(np.float64).reshape(len(y), -1))
+        diff = np.abs(out.astype(np.float64).reshape(y.shape) - y.astype(np.float64))
+        if lengths is not None and steps is not None and y.ndim >= 2 and y.shape[1] == steps:  # per-step targets
+            lengths = np.asarray(lengths).reshape(-1)
+            valid = np.arange(y.shape[1])[None, :] < lengths[:, None]
+            return "mae", float(np.mean(diff[valid]))
         return "mae", float(np.mean(diff))
     pred = predictions(out, binary_threshold(out) if threshold is None else threshold).reshape(labels.shape)
     scored = labels != IGNORE_INDEX

@@ -263,10 +263,16 @@ def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callabl
     y = _eval_labels(eval_data)
     inputs = session.data_inputs()
     if len(inputs) > 1:  # several inputs, each an array of the .npz named after it
-        arrays = read_npz_inputs(eval_data, [i.name for i in inputs])
-        onnx_out, ref_out = _several_inputs_outputs(session, run_ref, arrays)
+        lengths_name = session.lengths_input
+        arrays = read_npz_inputs(eval_data, [i.name for i in inputs], optional=[lengths_name] if lengths_name else [])
+        lengths = arrays.pop(lengths_name, None) if lengths_name else None
         x = arrays[inputs[0].name]
-        lengths = None
+        if lengths is None:
+            onnx_out, ref_out = _several_inputs_outputs(session, run_ref, arrays)
+        else:  # a --lengths file: each sample as if alone, its static inputs beside it
+            onnx_out, _ = _several_inputs_outputs(session, None, {**arrays, lengths_name: lengths})
+            ref_out = reference_outputs(run_ref, np.require(x, requirements=["W"]), lengths,
+                                        others=[arrays[i.name] for i in inputs[1:]])
     else:
         batch = read_input(eval_data)
         batch.x = np.require(batch.x, requirements=["W"])  # torch.from_numpy warns on read-only arrays
@@ -278,8 +284,10 @@ def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callabl
         x, lengths = batch.x, batch.lengths
     length = int(x.shape[1]) if x.ndim > 1 else 1
     threshold = binary_threshold(ref_out)  # a one-output model: probability or logit, read from PyTorch's outputs
-    name, onnx_value = task_metric(onnx_out, y, threshold, lengths)
-    _, ref_value = task_metric(ref_out, y, threshold, lengths)
+    seq_axis = session._seq_axis() if len(inputs) == 1 else 1
+    steps = int(x.shape[seq_axis]) if x.ndim > seq_axis else None  # the padded length, which per-step targets follow
+    name, onnx_value = task_metric(onnx_out, y, threshold, lengths, steps=steps)
+    _, ref_value = task_metric(ref_out, y, threshold, lengths, steps=steps)
     agree = (float(np.mean(predictions(onnx_out, threshold) == predictions(ref_out, threshold)))
              if name == "accuracy" else None)
     report.extra["metrics"] = {"metric": name, "pytorch": ref_value, "onnx": onnx_value, "agreement": agree,
@@ -301,17 +309,18 @@ def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callabl
     report.extra["metric_lines"].append(("ok: " if ok else "FAIL: ") + note)
 
 
-def _several_inputs_outputs(session: Any, run_ref: Callable[..., list[np.ndarray]], arrays: dict[str, np.ndarray],
-                            batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """First output of ONNX Runtime and of the reference for a multi-input model, in batches."""
+def _several_inputs_outputs(session: Any, run_ref: Callable[..., list[np.ndarray]] | None,
+                            arrays: dict[str, np.ndarray], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+    """First output of ONNX Runtime and of the reference (None: not run) for a multi-input model, in batches."""
     out = session.data_outputs()[0].name
     n = len(next(iter(arrays.values())))
     onnx_parts, ref_parts = [], []
     for i in range(0, n, batch_size):
         part = {k: np.require(v[i : i + batch_size], requirements=["W"]) for k, v in arrays.items()}
         onnx_parts.append(session.run(part, outputs=[out])[out])
-        ref_parts.append(run_ref(list(part.values()))[0])
-    return np.concatenate(onnx_parts), np.concatenate(ref_parts)
+        if run_ref is not None:
+            ref_parts.append(run_ref(list(part.values()))[0])
+    return np.concatenate(onnx_parts), (np.concatenate(ref_parts) if run_ref is not None else None)
 
 
 def reference_each(run_ref: Callable[..., list[np.ndarray]], x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
@@ -326,16 +335,17 @@ def reference_each(run_ref: Callable[..., list[np.ndarray]], x: np.ndarray, leng
 
 
 def reference_outputs(run_ref: Callable[..., list[np.ndarray]], x: np.ndarray, lengths: np.ndarray | None,
-                      batch_size: int = 256, batch_axis: int = 0) -> np.ndarray:
+                      batch_size: int = 256, batch_axis: int = 0, others: list[np.ndarray] | None = None) -> np.ndarray:
     """First output of the reference on x; samples with lengths run unpadded, grouped by length.
 
     A per-step output comes back at the padded length, each sample's last valid step held over its padding
     (as :meth:`Session.predict` gives it), so the two line up step for step. ``batch_axis`` 1: ``x`` is a
-    time-first model's ``(steps, samples, ...)``; the result has samples first.
+    time-first model's ``(steps, samples, ...)``; the result has samples first. ``others``: the model's
+    per-sample inputs after ``x`` (``forward(x, meta)``), samples first, passed beside each group.
     """
     def run(part: np.ndarray, steps: int) -> np.ndarray:
         chunk = x[:steps, part] if batch_axis == 1 else x[part, :steps]
-        y = run_ref([np.ascontiguousarray(chunk)])[0]
+        y = run_ref([np.ascontiguousarray(chunk), *[np.require(o[part], requirements=["W", "C"]) for o in others or []]])[0]
         if batch_axis == 1 and y.ndim >= 2 and y.shape[0] != len(part) and y.shape[1] == len(part):
             y = np.swapaxes(y, 0, 1)  # (steps, samples, ...) outputs: samples first, like the labels
         return y

@@ -87,6 +87,8 @@ def predict(path: str | Path, data: Dataset, threads: int | None = None) -> np.n
         return session.predict(data.x, lengths=data.lengths)
     out = session.data_outputs()[0].name  # several inputs: the first is x, the others come by name
     feeds = {inputs[0].name: data.x, **data.others}
+    if session.lengths_input and data.lengths is not None:  # a --lengths file: the padding is not data
+        feeds[session.lengths_input] = data.lengths
     step = session.batch_size
     return np.concatenate([session.run({k: v[i : i + step] for k, v in feeds.items()}, outputs=[out])[out]
                            for i in range(0, len(data.x), step)])
@@ -98,8 +100,11 @@ def compare_metric(float_path: str | Path, quant_path: str | Path, data: Dataset
     assert data.y is not None, "eval data needs labels"
     ref = predict(float_path, data) if float_outputs is None else float_outputs
     threshold = binary_threshold(ref)  # a one-output model: probability or logit, read from the float model
-    name, ref_value = task_metric(ref, data.y, threshold, data.lengths)
-    _, value = task_metric(predict(quant_path, data), data.y, threshold, data.lengths)
+    # the padded length, which per-step targets follow (a time-first set's lengths count its axis 1)
+    time_first = data.lengths is not None and len(data.lengths) != len(data.x)
+    steps = int(data.x.shape[0] if time_first else data.x.shape[1]) if data.x.ndim > 1 else None
+    name, ref_value = task_metric(ref, data.y, threshold, data.lengths, steps=steps)
+    _, value = task_metric(predict(quant_path, data), data.y, threshold, data.lengths, steps=steps)
     scale = target_scale(data.y) if name == "mae" else None
     drop = metric_drop(name, ref_value, value, scale) if math.isfinite(value) else math.inf
     basis = "the targets' mean |y|" if name == "mae" and mae_basis(ref_value, scale) != abs(ref_value) else ""

@@ -268,7 +268,8 @@ def _check_lengths(path: Path, lengths: np.ndarray, x: np.ndarray) -> np.ndarray
     lengths = np.asarray(lengths)
     time_first = (x.ndim >= 2 and lengths.ndim == 1 and len(lengths) != len(x) and len(lengths) == x.shape[1]
                   and lengths.size > 0 and lengths.max() <= x.shape[0])
-    samples, steps = (x.shape[1], x.shape[0]) if time_first else (len(x), x.shape[1] if x.ndim > 1 else 0)
+    # the time axis is the model's to say (a spectrogram's is axis 2 or 3): here, only the longest one can bound it
+    samples, steps = (x.shape[1], x.shape[0]) if time_first else (len(x), max(x.shape[1:]) if x.ndim > 1 else 0)
     if lengths.dtype.kind not in "iu" or lengths.ndim != 1 or len(lengths) != samples:
         raise _fail(path, f"'lengths' must be 1-D integers, one per sample ({len(x)}); "
                           f"got shape {lengths.shape} dtype {lengths.dtype}")
