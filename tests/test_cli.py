@@ -265,8 +265,10 @@ def test_options_that_would_switch_a_gate_off_or_do_nothing_are_refused(runner, 
 
 def test_far_too_many_threads_are_refused_before_onnx_runtime_hangs(runner, gru_file, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((1, 4, 12), np.float32))
-    result = runner.invoke(main, ["infer", str(gru_file), "-i", str(tmp_path / "x.npy"), "--threads", "100000"])
-    assert result.exit_code == 1 and "threads=100000 is far more than this machine's" in result.stderr
+    for args in (["infer", str(gru_file), "-i", str(tmp_path / "x.npy"), "--threads", "100000"],
+                 ["bench", str(gru_file), "--threads", "100000", "--seconds", "0.01"]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1 and "threads=100000 is far more than this machine's" in result.stderr
 
 
 def test_a_bom_from_excel_is_not_data(runner, gru_file, tmp_path):

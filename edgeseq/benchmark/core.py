@@ -152,6 +152,7 @@ def bench_file(
     ...     "edgeseq", "pytorch", 1, 100)
     2.1
     """
+    from ..runtime.checks import thread_count
     from ..runtime.ort import open_model_file
 
     say = log or (lambda _m: None)
@@ -159,6 +160,7 @@ def bench_file(
     if unknown:
         raise InputError(f"unknown runtime(s) {', '.join(unknown)}; choose from "
                          f"{', '.join(n for n in R.RUNTIMES if n != 'pytorch')} (PyTorch joins with --against)")
+    threads = thread_count(threads) or 1  # thousands hang ONNX Runtime, and PyTorch's own pool with it
     path = open_model_file(model)
     spec: InputSpec = R.input_spec_of(path)
     if spec.fixed_length and list(lengths) != [spec.fixed_length]:

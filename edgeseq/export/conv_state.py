@@ -122,8 +122,12 @@ def conv_layers(model: Any, examples: list[Any], longer: list[Any], batch: int) 
     layers, others = [], []
     for name, m in watched.items():
         shapes = seen[name]
-        if len(shapes) != 2 or shapes[0][0] != batch or shapes[0][-1] == shapes[1][-1]:
-            continue  # not once per forward over (batch, channels, time): e.g. inside each time step
+        if len(shapes) != 2 or shapes[0][0] != batch:
+            continue  # not once per forward: e.g. inside each time step
+        if shapes[0][-1] == shapes[1][-1]:
+            if _two_d_over_time(m, shapes):  # a Conv2d/pooling over (batch, channels, time, bins): no carried context
+                others.append(f"'{name}' ({type(m).__name__}, 2-D over time: only a causal nn.Conv1d streams)")
+            continue  # time is not its last axis
         mode, context = _causal_form(m)
         if mode:
             layers.append(ConvLayer(name, m, m.in_channels, context, mode))
@@ -131,6 +135,23 @@ def conv_layers(model: Any, examples: list[Any], longer: list[Any], batch: int) 
             own = type(m).__name__  # a user's subclass by its own name; weight_norm's wrapper by what it wraps
             others.append(f"'{name}' ({layer_kind(m) if own.startswith('Parametrized') else own})")
     return layers, others
+
+
+def _two_d_over_time(m: Any, shapes: list[tuple[int, ...]]) -> bool:
+    """A 2-D convolution or pooling whose kernel or stride spans more than one step of the axis that follows
+    the sequence length (its input's other axes stay)."""
+    kind = type(m).__name__
+    if not (kind.endswith("2d") and ("Conv" in kind or "Pool" in kind)) or len(shapes[0]) != 4:
+        return False
+    changed = [a for a in (2, 3) if shapes[0][a] != shapes[1][a]]
+    if len(changed) != 1:
+        return False
+    i = changed[0] - 2
+
+    def along(value: Any) -> int:
+        return int(value[i] if isinstance(value, (tuple, list)) else value)
+
+    return along(getattr(m, "kernel_size", 1)) > 1 or along(getattr(m, "stride", 1) or 1) > 1
 
 
 def _causal_form(m: Any) -> tuple[str | None, int]:

@@ -26,7 +26,7 @@ LENGTHS_INPUT = "lengths"
 RECURRENT_NODE_OPS = ("LSTM", "GRU", "RNN")
 LENGTHS_CHECK_LENGTH = 13
 # layers that look across time steps; named in refusals when padding or stepping changes the result
-TIME_MIXING = ("Conv1d", "Conv2d", "ConvTranspose1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d",
+TIME_MIXING = ("Conv1d", "Conv2d", "ConvTranspose1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d", "MaxPool2d", "AvgPool2d",
                "AdaptiveMaxPool1d", "MultiheadAttention", "TransformerEncoderLayer", "BatchNorm1d")
 
 

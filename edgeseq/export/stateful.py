@@ -48,6 +48,7 @@ from .lengths import (
     check_lengths_layers,
     lengths_refusal,
     sample_of_others,
+    time_mixing_layers,
     verify_lengths,
 )
 from .loading import model_and_source
@@ -416,6 +417,15 @@ def verify_streaming(path: str | Path, model: Any, spec: InputSpec, axes: dict[s
     whole = ref_at(length)
     session = StreamingSession(path, device="cpu", threads=1, allow_nonfinite=True)
     names = session.output_names
+    for i, n in enumerate(names):  # a per-step output with fewer steps than the input: pooled or strided over time
+        seq_axis = axes[n]["seq_axis"]
+        if seq_axis is not None and not isinstance(whole, str) and whole[i].shape[seq_axis] != length:
+            layers = time_mixing_layers(model)
+            raise UnsupportedModelError(
+                f"refused --streaming: output {n!r} has {whole[i].shape[seq_axis]} steps for {length} input steps"
+                f"{' (' + ', '.join(layers[:3]) + ' change the time resolution)' if layers else ''}: a chunk's "
+                "outputs cannot line up with its steps; export without --streaming, or keep one output per step "
+                "(stride 1, no pooling over time)")
     cases: list[parity.ParityCase] = []
     for chunk in sorted(set(chunks) | {length}):
         session.reset()

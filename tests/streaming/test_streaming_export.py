@@ -311,3 +311,45 @@ def test_state_is_guarded_like_a_step(extras):
         s.state = {"gru.h": "abc"}
     with pytest.raises(InputError, match="state needs exactly the keys gru.h; got none"):
         s.run_with_state(np.zeros((1, 2, 12), np.float32), {})
+
+
+class _PooledFrames(torch.nn.Module):
+    """Causal conv, then MaxPool1d(2) over time: a per-frame output at half the input's steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(8, 16, 3)
+        self.pool = torch.nn.MaxPool1d(2)
+        self.gru = torch.nn.GRU(16, 16, batch_first=True)
+        self.fc = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        z = self.pool(torch.relu(self.conv(torch.nn.functional.pad(x.transpose(1, 2), (2, 0)))))
+        return self.fc(self.gru(z.transpose(1, 2))[0])
+
+
+class _Causal2d(torch.nn.Module):
+    """A Conv2d over (time, bins), padded on the left in time only: causal, but 2-D."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.gru = torch.nn.GRU(4 * 6, 16, batch_first=True)
+        self.fc = torch.nn.Linear(16, 4)
+
+    def forward(self, x):  # (batch, time, 8 bins)
+        z = torch.relu(self.conv(torch.nn.functional.pad(x.unsqueeze(1), (0, 0, 2, 0))))  # (b, 4, time, 6)
+        b, c, t, f = z.shape
+        return self.fc(self.gru(z.permute(0, 2, 1, 3).reshape(b, t, c * f))[0])
+
+
+@pytest.mark.parametrize("model, words", [
+    (_PooledFrames, "has 8 steps for 17 input steps"),
+    (_Causal2d, "'conv' (Conv2d, 2-D over time: only a causal nn.Conv1d streams)"),
+])
+def test_time_resolution_changes_and_2d_convolutions_are_refused_by_name(tmp_path, model, words):
+    torch.manual_seed(0)
+    out = tmp_path / "s.onnx"
+    with pytest.raises(UnsupportedModelError, match="refused --streaming") as info:
+        export_with_extras(model().eval(), out, input_shape=(2, 16, 8), streaming=True)
+    assert words in str(info.value) and not out.exists()
