@@ -449,6 +449,7 @@ def infer_signature(
         infos = []
         steps = examples[0].shape[seq_axis] if examples[0].dim() > seq_axis else None
         params = forward_parameter_names(model)
+        batch = examples[0].shape[batch_axis] if examples[0].dim() > batch_axis else None
         batches = tuple(examples[0].shape[:2])  # either layout's batch
         states = _rnn_state_shapes(model)
         for i, t in enumerate(examples[1:], start=1):  # (layers, batch, hidden): a recurrent layer's start state
@@ -459,9 +460,20 @@ def infer_signature(
             dtype = str(t.dtype).replace("torch.", "")
             sa = seq_axis if t.dim() >= 2 else None
             own = False
-            if i > 0 and sa is not None and t.shape[sa] != steps:
+            ba = batch_axis if t.dim() >= 1 else None
+            if i > 0 and batch is not None and ba is not None:  # its batch is the axis of x's batch size
+                if ba >= t.dim() or t.shape[ba] != batch:
+                    ba = next((a for a in range(t.dim()) if t.shape[a] == batch), None)
+                    if ba is None:
+                        raise ExportError(f"x's batch of {batch} (axis {batch_axis}) is on no axis of "
+                                          f"{_later_input_name(params, i)} {tuple(t.shape)}: example_inputs() must "
+                                          "give every input the same batch")
+                    sa = None if sa == ba else sa
+            if i > 0 and sa is not None and (t.shape[sa] != steps or _runs_with_x_alone_longer(model, examples,
+                                                                                              seq_axis)):
                 # a sequence of another length (an encoder-decoder's target) when the model takes it at other
-                # lengths too; else static per-sample data, e.g. (batch, 3)
+                # lengths too; else static per-sample data, e.g. (batch, 3) -- also when its size happens to
+                # equal the example's length, as long as x runs at another length without it
                 own = dynamic_axes is None and _own_length(model, examples, i, sa, dtype)
                 sa = sa if own else None
             axes = dynamic_axes if i == 0 or dynamic_axes is None else [a for a in dynamic_axes if a < t.dim()
@@ -470,7 +482,7 @@ def infer_signature(
             if lengths_of:
                 name = "lengths" if i < len(params) and params[i] == "lengths" else name
             ids = _token_range(model, examples, i) if dtype.startswith("int") and not lengths_of else None
-            info = _info(name, dtype, list(t.shape), batch_axis if t.dim() >= 1 else None, sa, axes, ids)
+            info = _info(name, dtype, list(t.shape), ba, sa, axes, ids)
             info.lengths_of = "x" if lengths_of else None
             if own:
                 info.dynamic[sa] = f"{name}_seq"
@@ -498,6 +510,18 @@ def infer_signature(
         dtype = "float32"
     examples = [_example(shape, dtype, vocab)]
     return InputSpec([_info("x", dtype, shape, batch_axis, seq_axis, dynamic_axes, vocab)]), examples
+
+
+def _runs_with_x_alone_longer(model: Any, examples: list[Any], seq_axis: int) -> bool:
+    """Whether the model runs with the first input a step longer and the others as they are: then an input
+    whose size equals the example's length is not tied to it."""
+    import torch
+
+    x = examples[0]
+    if x.dim() <= seq_axis:
+        return False
+    pad = torch.narrow(x, seq_axis, 0, 1)
+    return _failure(model, [torch.cat([x, pad], dim=seq_axis), *examples[1:]]) is None
 
 
 def _number_parameters(model: Any, names: Sequence[str]) -> list[str]:

@@ -314,3 +314,68 @@ def test_a_nan_in_static_data_is_named_by_sample_only(model_path):
     data["meta"][1, 2] = np.nan
     with pytest.raises(InputError, match=r"input 'meta' has NaN/Inf at index \(1, 2\) \(sample 1\);"):
         Session(model_path, device="cpu").run(data)
+
+
+class _TimeFirstWithMeta(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 32)
+        self.meta = nn.Linear(3, 32)
+        self.head = nn.Linear(32, 1)
+
+    def forward(self, x, meta):  # x: (seq, batch, 4), meta: (batch, 3)
+        return self.head(self.lstm(x)[0][-1] + self.meta(meta))
+
+    def example_inputs(self):
+        return torch.zeros(100, 2, 4), torch.zeros(2, 3)
+
+
+class _MetaAsLongAsTheExample(nn.Module):
+    """meta has 3 features and the example 3 steps: meta is not a sequence for all that."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 32, batch_first=True)
+        self.meta = nn.Linear(3, 32)
+        self.head = nn.Linear(32, 1)
+
+    def forward(self, x, meta):
+        return self.head(self.gru(x)[0][:, -1] + self.meta(meta))
+
+    def example_inputs(self):
+        return torch.zeros(2, 3, 4), torch.zeros(2, 3)
+
+
+class _EncDecSameLengths(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.GRU(4, 16, batch_first=True)
+        self.dec = nn.GRU(1, 16, batch_first=True)
+        self.out = nn.Linear(16, 1)
+
+    def forward(self, x, tgt):
+        _, h = self.enc(x)
+        return self.out(self.dec(tgt, h)[0])
+
+    def example_inputs(self):
+        return torch.zeros(2, 24, 4), torch.zeros(2, 24, 1)
+
+
+@pytest.mark.parametrize("model, shapes", [
+    (_TimeFirstWithMeta, {"x": ["seq", "batch", 4], "meta": ["batch", 3]}),
+    (_MetaAsLongAsTheExample, {"x": ["batch", "seq", 4], "meta": ["batch", 3]}),
+    (_EncDecSameLengths, {"x": ["batch", "seq", 4], "tgt": ["batch", "tgt_seq", 1]}),
+])
+def test_each_input_gets_its_own_axes(tmp_path, model, shapes):
+    torch.manual_seed(0)
+    net = model().eval()
+    path = tmp_path / "m.onnx"
+    export(net, path)
+    s = Session(path, device="cpu")
+    assert {i.name: list(i.shape) for i in s.inputs} == shapes
+    rng = np.random.default_rng(0)
+    feed = {i.name: rng.standard_normal([{"batch": 7, "seq": 33, "tgt_seq": 5}.get(d, d) for d in i.shape])
+            .astype(np.float32) for i in s.inputs}
+    with torch.inference_mode():
+        want = net(*[torch.from_numpy(feed[i.name]) for i in s.inputs]).numpy()
+    np.testing.assert_allclose(s.run(feed)[s.outputs[0].name], want, atol=1e-5)
