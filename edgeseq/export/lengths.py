@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ExportError, UnsupportedModelError, require
+from ..errors import ExportError, InputError, UnsupportedModelError, require
 from ..inputs import InputSpec
 from ..tolerances import Tolerance, tolerance_for
 from . import parity
@@ -152,7 +152,16 @@ def verify_lengths(path: str | Path, model: Any, spec: InputSpec, axes: dict[str
     arrays = [x, *arrays[1:]]
     session = Session(path, device="cpu", threads=1, allow_nonfinite=True)
     names = [o.name for o in session.outputs if o.name not in set(session.card.get("state_outputs", []))]
-    got = session.run({**dict(zip(spec.names, arrays)), session.card["lengths_input"]: lengths})
+    try:
+        got = session.run({**dict(zip(spec.names, arrays)), session.card["lengths_input"]: lengths})
+    except InputError as exc:
+        if "sequence_lens" not in str(exc):
+            raise
+        mixing = time_mixing_layers(model)
+        raise UnsupportedModelError(
+            "refused --lengths: the recurrent layer gets fewer steps than the input has"
+            f"{' (' + ', '.join(mixing[:3]) + ' change the time resolution)' if mixing else ''}, so a sample's "
+            "length in input steps is not its length there; export without --lengths") from None
     cases: list[parity.ParityCase] = []
     for i, n_steps in enumerate(lengths):
         sample = np.take(np.take(x, [i], axis=ba), range(int(n_steps)), axis=sa)

@@ -173,3 +173,22 @@ def test_dynamo_exports_take_lengths_too(tmp_path):
     data = np.load("models/data/vowels_bigru-test.npz")
     x, lengths = data["x"][:40], data["lengths"][:40]
     np.testing.assert_allclose(Session(path, device="cpu").predict(x, lengths=lengths), alone(build(), x, lengths), **TOL)
+
+
+class _PooledBeforeGru(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = torch.nn.MaxPool1d(2)
+        self.gru = torch.nn.GRU(8, 16, batch_first=True)
+        self.fc = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc(self.gru(self.pool(x.transpose(1, 2)).transpose(1, 2))[0][:, -1])
+
+
+def test_lengths_on_a_model_that_pools_time_before_its_rnn_is_refused_by_name(tmp_path):
+    out = tmp_path / "l.onnx"
+    with pytest.raises(UnsupportedModelError, match=r"refused --lengths: the recurrent layer gets fewer steps than the "
+                                                     r"input has \('pool' \(MaxPool1d\) change the time resolution\)"):
+        export_with_extras(_PooledBeforeGru().eval(), out, input_shape=(2, 16, 8), lengths=True)
+    assert not out.exists()
