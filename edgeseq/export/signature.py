@@ -512,6 +512,23 @@ def infer_signature(
     return InputSpec([_info("x", dtype, shape, batch_axis, seq_axis, dynamic_axes, vocab)]), examples
 
 
+def _say_if_features_are_free(model: Any, spec: InputSpec, examples: list[Any], log: Any) -> None:
+    """A note when the guessed feature count is not fixed by any layer (the model also runs with one more):
+    a Conv2d front-end that pools its bins away runs on any, so the guess, a later layer's size, may not be
+    the user's data (a spectrogram's mel count), or that axis may even be time."""
+    import torch
+
+    info = spec.inputs[0]
+    x = examples[0]
+    if log is None or not info.dtype.startswith("float") or x.dim() != 3:
+        return
+    wider = torch.randn([*x.shape[:-1], x.shape[-1] + 1], generator=torch.Generator().manual_seed(0))
+    if _failure(model, [wider]) is None:
+        log(f"note: the model also runs with {x.shape[-1] + 1} features on the last axis, so no layer fixes that "
+            f"count: exported x as [batch, seq, {x.shape[-1]}], a guess; if your data has another size there (mel "
+            "bins), or its time is that axis, pass --input-shape (and --dynamic-axes) for it")
+
+
 def _runs_with_x_alone_longer(model: Any, examples: list[Any], seq_axis: int) -> bool:
     """Whether the model runs with the first input a step longer and the others as they are: then an input
     whose size equals the example's length is not tied to it."""
@@ -598,7 +615,10 @@ def runnable_signature(
         found = channels_first_reading(model, list(input_shape), dynamic_axes, log)
         if found is not None:
             return found
-    if not guessed or len(spec.inputs) != 1 or _failure(model, examples) is None:
+    if not guessed or len(spec.inputs) != 1:
+        return spec, examples
+    if _failure(model, examples) is None:
+        _say_if_features_are_free(model, spec, examples, log)
         return spec, examples
     # the guess fails: try the other readings of the first layer
     if info.dtype.startswith("int"):

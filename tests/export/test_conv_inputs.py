@@ -283,3 +283,26 @@ def test_a_dilated_same_convolution_exports_with_explicit_pads(tmp_path, kernel,
     assert result.report.passed
     conv = next(n for n in onnx.load(str(out)).graph.node if n.op_type == "Conv")
     assert "auto_pad" not in {a.name for a in conv.attribute}
+
+
+class _MelAgnostic(nn.Module):
+    """(batch, time, mels) through a Conv2d whose output is averaged over the bins: any mel count runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.gru = nn.GRU(8, 16, batch_first=True)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        z = torch.relu(self.conv(x.unsqueeze(1))).mean(3)  # (batch, 8, time)
+        return self.fc(self.gru(z.transpose(1, 2))[0][:, -1])
+
+
+def test_a_guessed_feature_count_no_layer_fixes_is_said(tmp_path):
+    said: list[str] = []
+    export(_MelAgnostic().eval(), tmp_path / "m.onnx", log=said.append)
+    assert any("the model also runs with 9 features on the last axis, so no layer fixes that count" in s for s in said)
+    said.clear()
+    export(_MelAgnostic().eval(), tmp_path / "m.onnx", input_shape=(2, 50, 40), log=said.append)
+    assert not any("no layer fixes" in s for s in said)  # the user said what the data is
