@@ -356,6 +356,12 @@ def export(
     check_layout(model, spec, time_first, say)
     check_batch_not_fixed(model, spec)
     only = runs_at_one_length_only(model, spec)
+    if only and input_shape is not None and len(input_shape) >= 4 and dynamic_axes is None:
+        # (batch, 1, time, mels) read with the default axes: axis 1 is a channel, not the time the user meant
+        raise ExportError(
+            f"--input-shape {','.join(map(str, input_shape))}: axis 1 ({input_shape[1]}) is read as the sequence, and "
+            f"the model runs at no other size there (PyTorch fails {only}); name the batch and time axes with "
+            "--dynamic-axes, e.g. --dynamic-axes 0,2 for (batch, channels, time, bins)")
     if only:
         spec = spec.with_fixed_length()
         say(f"note: the model runs at {spec.example_length} steps only (PyTorch fails {only}); exported with a "

@@ -306,3 +306,29 @@ def test_a_guessed_feature_count_no_layer_fixes_is_said(tmp_path):
     said.clear()
     export(_MelAgnostic().eval(), tmp_path / "m.onnx", input_shape=(2, 50, 40), log=said.append)
     assert not any("no layer fixes" in s for s in said)  # the user said what the data is
+
+
+class _Spectrogram2d(nn.Module):
+    """(batch, 1, time, 40 bins) through a Conv2d that wants one channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.gru = nn.GRU(4 * 40, 16, batch_first=True)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        z = torch.relu(self.conv(x))
+        b, c, t, f = z.shape
+        return self.fc(self.gru(z.permute(0, 2, 1, 3).reshape(b, t, c * f))[0][:, -1])
+
+
+def test_a_rank_4_shape_whose_axis_1_is_a_channel_asks_for_the_time_axis(tmp_path):
+    from edgeseq.errors import ExportError
+
+    out = tmp_path / "s.onnx"
+    with pytest.raises(ExportError, match=r"axis 1 \(1\) is read as the sequence.*--dynamic-axes 0,2"):
+        export(_Spectrogram2d().eval(), out, input_shape=(1, 1, 98, 40))
+    assert not out.exists()
+    result = export(_Spectrogram2d().eval(), out, input_shape=(1, 1, 98, 40), dynamic_axes=(0, 2))
+    assert result.card["inputs"][0]["symbolic_shape"] == ["batch", 1, "seq", 40]
