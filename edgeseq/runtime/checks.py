@@ -103,7 +103,12 @@ def check_shape(x: Any, spec: TensorSpec) -> np.ndarray:
     if x.dtype.kind not in "biuf":
         raise InputError(f"input {spec.name!r}: dtype {x.dtype} is not numeric")
     if x.ndim != spec.rank:
-        hint = " (add a batch axis, e.g. x[None])" if x.ndim == spec.rank - 1 else ""
+        hint = ""
+        if x.ndim == spec.rank - 1:
+            # a fixed axis of 1 after the batch (a spectrogram's channel) that the data lacks: insert that one
+            ones = [a for a, d in enumerate(spec.shape) if a > 0 and d == 1]
+            hint = (f" (add the axis of 1, e.g. np.expand_dims(x, {ones[0]}))" if ones and x.shape[0] != 1
+                    else " (add a batch axis, e.g. x[None])")
         raise InputError(
             f"input {spec.name!r} expects rank {spec.rank} [{', '.join(map(str, spec.shape))}], "
             f"got shape {tuple(x.shape)}{hint}"

@@ -28,3 +28,13 @@ def test_jsonl_booleans_are_refused_and_nested_lines_explained(tmp_path):
         read_input(tmp_path / "b.jsonl")
     (tmp_path / "n.jsonl").write_text("[[1, 2, 3], [3, 4, 5]]\n")
     assert "a .jsonl line is one sequence: [id, id, ...] of token ids" in read_input(tmp_path / "n.jsonl").hint
+
+
+def test_a_missing_channel_axis_gets_the_channel_hint_not_the_batch_one():
+    from edgeseq.runtime.checks import TensorSpec, check_shape
+
+    spec = TensorSpec("x", np.float32, ("batch", 1, 40, "seq"))
+    with pytest.raises(InputError, match=r"add the axis of 1, e.g. np.expand_dims\(x, 1\)"):
+        check_shape(np.zeros((32, 40, 101), np.float32), spec)
+    with pytest.raises(InputError, match=r"add a batch axis, e.g. x\[None\]"):
+        check_shape(np.zeros((40, 101), np.float32), TensorSpec("x", np.float32, ("batch", 40, "seq")))
