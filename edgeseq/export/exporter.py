@@ -351,8 +351,9 @@ def export(
         raise UnsupportedModelError(
             f"refused: forward packs a sequence (pack_padded_sequence) and takes {len(spec.inputs)} inputs "
             f"({', '.join(forward_parameter_names(model)[:len(spec.inputs)])}); edgeseq turns packing into a 'lengths' "
-            "input for forward(x, lengths) only: export the part that packs as a model of its own (an encoder, "
-            "forward(x, lengths) returning its final state) and the rest (the decoder) as another")
+            "input for forward(x, lengths) only: read each sample's last valid step instead of packing "
+            "(out[torch.arange(len(x)), lengths - 1]), which exports with a lengths input beside the other inputs, "
+            "or export the part that packs as a model of its own, forward(x, lengths)")
     check_layout(model, spec, time_first, say)
     check_batch_not_fixed(model, spec)
     only = runs_at_one_length_only(model, spec)
