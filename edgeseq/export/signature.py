@@ -280,6 +280,9 @@ def output_axes(model: Any, spec: InputSpec) -> dict[int, dict[str, int | None]]
             return diff[0] if len(diff) == 1 and len(other) == len(shape) else None
 
         axes[i] = {"batch_axis": changed(shapes["batch"][i]), "seq_axis": changed(shapes["seq"][i])}
+        sa_out = axes[i]["seq_axis"]
+        if sa_out is not None and shape[sa_out] != base:  # pooled or strided: its own number of steps
+            axes[i]["seq_resampled"] = True
         if len(shapes["one"][i]) < len(shape):  # a bare .squeeze() took the batch axis with it
             axes[i]["drops_axes_at_batch_1"] = (shapes["one"][i], shape)
         follows = {name: changed(shapes[name][i]) for name in own}
@@ -350,7 +353,9 @@ def name_output_dims(proto: Any, names: Sequence[str], axes: dict[int, dict[str,
             axis = axes[i].get(key)
             if axis is None or src is None or axis >= len(out_dims) or not in_dims[src].dim_param:
                 continue
-            out_dims[axis].dim_param = in_dims[src].dim_param
+            resampled = key == "seq_axis" and axes[i].get("seq_resampled")
+            # a pooled time axis follows the input's but is not as long: a name of its own says so
+            out_dims[axis].dim_param = f"{in_dims[src].dim_param}_out" if resampled else in_dims[src].dim_param
         input_names = {d.dim_param for v in proto.graph.input for d in v.type.tensor_type.shape.dim if d.dim_param}
         for axis, source in (axes[i].get("seq_of") or {}).items():
             if int(axis) < len(out_dims) and f"{source}_seq" in input_names:

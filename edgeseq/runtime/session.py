@@ -624,7 +624,12 @@ class Session:
 
         def named(axis: int) -> int | None:
             name = spec.shape[axis] if axis < len(spec.shape) else None
-            return dims.index(name) if isinstance(name, str) and name in dims else None
+            if not isinstance(name, str):
+                return None
+            for candidate in (name, f"{name}_out"):  # "seq_out": pooled over time, fewer steps than the input
+                if candidate in dims:
+                    return dims.index(candidate)
+            return None
 
         def follows(index: int, exclude: int | None = None) -> int | None:
             if index == 1 and len({g[1] for g in shapes}) < 2:
