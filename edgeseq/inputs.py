@@ -190,6 +190,12 @@ class InputSpec:
             dims = list(spec.shape)
             batch_axis: int | None = batch_pos
             seq_axis: int | None = seq_pos if len(dims) > 1 else None
+            fixed_batch = first_dims[batch_pos] if batch_pos < len(first_dims) else None
+            if index > 0 and batch_name is None and isinstance(fixed_batch, int) and fixed_batch > 0:
+                # a fixed batch: the others hold it where their size is the same (h0: [1, 2, 16] at batch 2)
+                batch_axis = (batch_pos if batch_pos < len(dims) and dims[batch_pos] == fixed_batch
+                              else next((a for a, d in enumerate(dims) if d == fixed_batch), None))
+                seq_axis = None if seq_axis == batch_axis else seq_axis
             if index > 0 and batch_name is not None:  # the first input's names say where the others' axes are
                 batch_axis = dims.index(batch_name) if batch_name in dims else None
                 named = [a for a, d in enumerate(dims) if isinstance(d, str) and d and a != batch_axis]

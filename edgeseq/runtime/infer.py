@@ -170,6 +170,12 @@ def _plan(source: InputSource, spec: TensorSpec, session: Session,
     steps_last = (source.path.suffix.lower() in (".csv", ".jsonl") and (batch_axis, session._seq_axis()) == (0, 2)
                   and spec.rank == 3 and len(source.shape) == 3)
     shape = (source.shape[0], source.shape[2], source.shape[1]) if steps_last else source.shape
+    # a spectrogram model's (batch, 1, time, bins) or (batch, 1, bins, time): rows are time steps, the 1 is added
+    channel = (source.path.suffix.lower() in (".csv", ".jsonl") and spec.rank == 4 and len(source.shape) == 3
+               and batch_axis == 0 and spec.shape[1] == 1 and session._seq_axis() in (2, 3))
+    if channel:
+        n, t, f = source.shape
+        shape = (n, 1, t, f) if session._seq_axis() == 2 else (n, 1, f, t)
     # a .csv of token ids (or any [batch, seq] input): one value per row, read as (1, T, 1)
     one_column = (source.path.suffix.lower() == ".csv" and spec.rank == 2 and len(source.shape) == 3)
     if one_column:
@@ -185,13 +191,15 @@ def _plan(source: InputSource, spec: TensorSpec, session: Session,
         seq_axis -= 1  # the file has no batch axis
     if 0 <= seq_axis < len(shape):
         session.check_length(spec, shape[seq_axis])
-    if not single and batch_axis == 0 and not steps_last and not one_column:
+    if not single and batch_axis == 0 and not steps_last and not one_column and not channel:
         rows = source.default_rows(batch_size)
         return len(source), lambda: source.chunks(rows)
     x = source.read_all()
     lengths = source.lengths
     if steps_last:
         x = np.ascontiguousarray(np.swapaxes(x, 1, 2))
+    if channel:
+        x = np.ascontiguousarray((x if session._seq_axis() == 2 else np.swapaxes(x, 1, 2))[:, None])
     if one_column:
         x = np.expand_dims(x[0, :, 0], batch_axis)
     if source.path.suffix.lower() == ".jsonl" and batch_axis == 1 and not single:

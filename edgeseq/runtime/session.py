@@ -149,6 +149,13 @@ class Session:
         ba, sa = first.get("batch_axis"), first.get("seq_axis")
         if isinstance(ba, int) and isinstance(sa, int) and ba != sa:  # e.g. a spectrogram's (batch, 1, bins, seq)
             self._ba, self._sa = ba, sa
+        elif not card.get("inputs") and self._data:  # another exporter's file: its axis names, when it has them
+            dims = [str(d).lower() if isinstance(d, str) else d for d in self._data[0].shape]
+            named_ba = dims.index("batch") if "batch" in dims else None
+            named_sa = next((dims.index(n) for n in ("seq", "sequence", "time", "steps") if n in dims), None)
+            if named_ba is not None and named_sa is not None and named_ba != named_sa:
+                self._ba, self._sa = named_ba, named_sa
+                self._layout_name = "time_first" if (named_sa, named_ba) == (0, 1) else self._layout_name
         # forward(x, lengths) and --lengths files: their lengths input too (a streaming chunk may advance 0 steps)
         if (self._lengths_name and not self._state_specs and self._data
                 and all(name != self._lengths_name for name, _, _ in self._lengths_of)):
@@ -323,7 +330,9 @@ class Session:
         if y is not None:
             return y
         chunks = list(self.iter_predict(x, lengths, batch_size))
-        return np.concatenate(chunks, axis=0) if len(chunks) > 1 else chunks[0]
+        if len(chunks) == 1:
+            return chunks[0]
+        return np.concatenate(chunks, axis=self.batch_axis_of(self._output_names[0]))  # (steps, batch, ...) too
 
     def _empty_result(self, x: np.ndarray) -> np.ndarray:
         """predict() of a batch of no samples: the first output with no samples, shaped by one run of zeros."""

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import nn
 
 from edgeseq.cli import main
 
@@ -195,3 +196,38 @@ def test_bench_against_a_model_that_cannot_run_the_files_inputs_is_an_error(fore
     result = CliRunner().invoke(main, ["bench", str(path), "--against", plain, "--lengths", "5", "--batch-sizes", "1",
                                        "--seconds", "0.05", "--runtimes", "edgeseq"])
     assert result.exit_code == 1 and "ran no case, so nothing was compared" in result.stderr
+
+
+def test_a_time_first_file_from_another_exporter_runs_along_its_named_batch_axis(tmp_path):
+    """dynamic_axes {"x": {0: "seq", 1: "batch"}}: its samples are axis 1, past one chunk too."""
+    from edgeseq import Session
+
+    class TimeFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.GRU(20, 16)
+            self.fc = nn.Linear(16, 3)
+
+        def forward(self, x):
+            o, h = self.rnn(x)
+            return self.fc(o), h
+
+    torch.manual_seed(0)
+    net = TimeFirst().eval()
+    path = tmp_path / "tf.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(7, 2, 20),), str(path), input_names=["x"], output_names=["out", "hn"],
+                          dynamic_axes={"x": {0: "seq", 1: "batch"}, "out": {0: "seq", 1: "batch"}, "hn": {1: "batch"}},
+                          dynamo=False, opset_version=17)
+    x = np.random.default_rng(0).standard_normal((40, 9, 20)).astype(np.float32)
+    with torch.inference_mode():
+        want = [t.numpy() for t in net(torch.from_numpy(x))]
+    np.testing.assert_allclose(Session(path, batch_size=4).predict(x), want[0], atol=1e-5)
+    np.save(tmp_path / "x.npy", x)
+    result = CliRunner().invoke(main, ["infer", str(path), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"),
+                                       "--batch-size", "4"])
+    assert result.exit_code == 0 and "9 sample(s)" in result.stderr, result.output
+    with np.load(tmp_path / "y.npz") as got:
+        np.testing.assert_allclose(got["out"], want[0], atol=1e-5)
+        np.testing.assert_allclose(got["hn"], want[1], atol=1e-5)
