@@ -162,6 +162,14 @@ def verify_lengths(path: str | Path, model: Any, spec: InputSpec, axes: dict[str
             "refused --lengths: the recurrent layer gets fewer steps than the input has"
             f"{' (' + ', '.join(mixing[:3]) + ' change the time resolution)' if mixing else ''}, so a sample's "
             "length in input steps is not its length there; export without --lengths") from None
+    for n in names:  # a per-step output with fewer steps than the input: pooled or strided over time
+        o_sa = axes[n]["seq_axis"]
+        if o_sa is not None and got[n].shape[o_sa] != length:
+            mixing = time_mixing_layers(model)
+            raise UnsupportedModelError(
+                f"refused --lengths: output {n!r} has {got[n].shape[o_sa]} steps for {length} input steps"
+                f"{' (' + ', '.join(mixing[:3]) + ' change the time resolution)' if mixing else ''}, so a sample's "
+                "length does not say which of its steps are padding; export without --lengths")
     cases: list[parity.ParityCase] = []
     for i, n_steps in enumerate(lengths):
         sample = np.take(np.take(x, [i], axis=ba), range(int(n_steps)), axis=sa)

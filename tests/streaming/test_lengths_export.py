@@ -192,3 +192,21 @@ def test_lengths_on_a_model_that_pools_time_before_its_rnn_is_refused_by_name(tm
                                                      r"input has \('pool' \(MaxPool1d\) change the time resolution\)"):
         export_with_extras(_PooledBeforeGru().eval(), out, input_shape=(2, 16, 8), lengths=True)
     assert not out.exists()
+
+
+class _PooledAfterGru(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = torch.nn.GRU(4, 16, batch_first=True)
+        self.pool = torch.nn.MaxPool1d(2)
+        self.fc = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.rnn(x)[0].transpose(1, 2)).transpose(1, 2))
+
+
+def test_lengths_on_an_output_pooled_over_time_is_refused_by_name(tmp_path):
+    out = tmp_path / "l.onnx"
+    with pytest.raises(UnsupportedModelError, match=r"refused --lengths: output 'y' has \d+ steps for \d+ input steps"):
+        export_with_extras(_PooledAfterGru().eval(), out, input_shape=(2, 16, 4), lengths=True)
+    assert not out.exists()
