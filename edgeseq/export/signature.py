@@ -40,9 +40,10 @@ def first_layer(model: Any, skip: Any = None) -> Any | None:
     return None
 
 
-def embedding_reads_input(model: Any, embedding: Any, example: Any) -> bool:
+def embedding_reads_input(model: Any, embedding: Any, example: Any) -> bool | None:
     """Whether ``embedding`` looks up the model's input itself, rather than positions it builds (a learned
-    position table over ``torch.arange(T)`` added to float features): one call, watching what it is given."""
+    position table over ``torch.arange(T)`` added to float features): one call, watching what it is given;
+    None when the call failed before reaching it."""
     import torch
 
     seen: list[Any] = []
@@ -55,7 +56,7 @@ def embedding_reads_input(model: Any, embedding: Any, example: Any) -> bool:
     finally:
         hook.remove()
     if not seen:
-        return True  # not reached: nothing says otherwise
+        return None  # never reached: the model failed on ids before any lookup
     given = seen[0]
     if not isinstance(given, torch.Tensor):
         return False
@@ -397,9 +398,16 @@ def infer_signature(
     if is_tokens and isinstance(layer, (torch.nn.Embedding, torch.nn.EmbeddingBag)) and declared_examples(model) is None:
         b, t = DEFAULT_EXAMPLE_BATCH, DEFAULT_EXAMPLE_LENGTH
         ids = _example([t, b] if time_first else [b, t], "int64", vocab)
-        if not embedding_reads_input(model, layer, ids):  # a position table: the input is float features
+        reads = embedding_reads_input(model, layer, ids)
+        other = first_layer(model, skip=layer)
+        if reads is None and other is not None and not isinstance(other, torch.nn.Embedding):
+            # ids failed before any lookup (a Linear over the features first): do float features run?
+            features = _features_of(other)
+            floats = _example([t, b, features] if time_first else [b, t, features], "float32", None)
+            reads = False if features and _failure(model, [floats]) is None else True
+        if reads is False:  # a position table: the input is float features
             is_tokens, vocab = False, None
-            layer = first_layer(model, skip=layer)
+            layer = other
 
     required = forward_parameter_names(model, required=True)
     if (len(required) == 2 and declared_examples(model) is None

@@ -116,3 +116,22 @@ def test_an_embedding_bag_first_takes_token_ids(tmp_path):
         export(BagPerStep().eval(), tmp_path / "steps.onnx")
     per_step = export(BagPerStep().eval(), tmp_path / "steps.onnx", input_shape=(2, 8, 4))
     assert per_step.card["inputs"][0]["dtype"] == "int64"
+
+
+class PositionTableAfterALinear(torch.nn.Module):
+    """The features go through a Linear before the position lookup: ids fail before any Embedding runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos = torch.nn.Embedding(64, 16)
+        self.inp = torch.nn.Linear(4, 16)
+        self.rnn = torch.nn.GRU(16, 16, batch_first=True)
+        self.fc = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc(self.rnn(self.inp(x) + self.pos(torch.arange(x.size(1))))[0][:, -1])
+
+
+def test_an_embedding_of_positions_after_a_linear_leaves_the_input_float(tmp_path):
+    result = export(PositionTableAfterALinear().eval(), tmp_path / "pos.onnx")
+    assert result.card["inputs"][0]["dtype"] == "float32" and result.card["inputs"][0]["shape"][-1] == 4
