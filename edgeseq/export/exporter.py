@@ -37,6 +37,7 @@ from .projected import projected_lstm_names, with_projected_lstms
 from .scripted import cell_names, cells_phrase, script
 from .signature import (
     card_axes,
+    check_axes_can_vary,
     check_batch_not_fixed,
     check_not_frozen,
     check_supported,
@@ -170,6 +171,12 @@ def _reset_rnn_dispatch_cache(torch: Any) -> None:
         cache = getattr(op, "_dispatch_cache", None)
         if cache is not None:
             cache.clear()
+
+
+def _failure_free(model: Any, examples: list[Any]) -> bool:
+    from .signature import _failure
+
+    return _failure(model, examples) is None
 
 
 def written_opset(proto: Any) -> int | None:
@@ -355,6 +362,8 @@ def export(
             "(out[torch.arange(len(x)), lengths - 1]), which exports with a lengths input beside the other inputs, "
             "or export the part that packs as a model of its own, forward(x, lengths)")
     check_layout(model, spec, time_first, say)
+    if dynamic_axes is not None and _failure_free(model, examples):
+        check_axes_can_vary(model, examples, dynamic_axes, time_first)
     check_batch_not_fixed(model, spec)
     only = runs_at_one_length_only(model, spec)
     if only and input_shape is not None and len(input_shape) >= 4 and dynamic_axes is None:

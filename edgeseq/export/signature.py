@@ -585,21 +585,36 @@ def _state_input_message(name: str) -> str:
             "state (StreamingSession carries it), or without to start every sequence from zeros")
 
 
-def _check_axes_can_vary(model: Any, examples: list[Any], dynamic_axes: Sequence[int], time_first: bool) -> None:
+def check_axes_can_vary(model: Any, examples: list[Any], dynamic_axes: Sequence[int], time_first: bool) -> None:
     """Refuse a --dynamic-axes axis that the model cannot take at another size (the features a layer is built
     for): exported as dynamic, the file would claim sizes it fails at."""
     import torch
 
     natural = _axes(time_first)  # the layout's batch and sequence axes: a fixed-length model is said otherwise
-    for axis in dynamic_axes:
-        if axis in natural or axis >= examples[0].dim():
-            continue
+
+    def grown_failure(axis: int) -> str | None:
         grown = list(examples)
         size = list(grown[0].shape)
         size[axis] += 1
         grown[0] = (torch.zeros(size, dtype=grown[0].dtype) if not grown[0].is_floating_point()
                     else torch.randn(size, generator=torch.Generator().manual_seed(0)))
-        failure = _failure(model, grown)
+        return _failure(model, grown)
+
+    seq = natural[1]
+    if seq in dynamic_axes and seq < examples[0].dim():  # the named time axis may be the channels (batch, C, T)
+        failure = grown_failure(seq)
+        movable = [a for a in range(2, examples[0].dim()) if a not in dynamic_axes and grown_failure(a) is None]
+        if failure is not None and movable:
+            fix = ",".join(str(a) for a in sorted({*(a for a in dynamic_axes if a != seq), movable[0]}))
+            raise ExportError(f"--dynamic-axes: axis {seq} ({examples[0].shape[seq]}) cannot vary (PyTorch fails at "
+                              f"{examples[0].shape[seq] + 1}: {failure[:120]}), and axis {movable[0]} can: if that is "
+                              f"the time axis (batch, channels, time), pass --dynamic-axes {fix}")
+    for axis in dynamic_axes:
+        if axis in natural or axis >= examples[0].dim():
+            continue
+        size = list(examples[0].shape)
+        size[axis] += 1
+        failure = grown_failure(axis)
         if failure is not None:
             raise ExportError(f"--dynamic-axes {axis}: axis {axis} of the input ({examples[0].shape[axis]}) cannot vary: "
                               f"PyTorch fails at {size[axis]} ({failure[:160]}); the batch and sequence axes are "
@@ -619,8 +634,6 @@ def runnable_signature(
     ``(batch, length)`` (a series split per step into ``nn.LSTMCell(1, H)``, or unsqueezed in ``forward``)."""
     spec, examples = infer_signature(model, input_shape, dynamic_axes, time_first)
     info = spec.inputs[0]
-    if dynamic_axes is not None and _failure(model, examples) is None:
-        _check_axes_can_vary(model, examples, dynamic_axes, time_first)
     guessed = input_shape is None and declared_examples(model) is None
     if input_shape is not None and not time_first and len(spec.inputs) == 1 and info.dtype.startswith("float"):
         from .conv_inputs import channels_first_reading

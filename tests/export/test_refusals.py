@@ -394,3 +394,21 @@ def test_a_length_used_as_a_number_is_not_called_a_loop(tmp_path):
     export(LengthAsNumber(), tmp_path / "m.onnx", log=said.append)
     assert any("uses the sequence length as a Python number" in line for line in said)
     assert not any("loops over time" in line for line in said)
+
+
+def test_a_channels_axis_named_as_time_points_to_the_real_time_axis(tmp_path):
+    class ChannelsFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(4, 8, 3, padding=1)
+            self.rnn = nn.GRU(8, 16, batch_first=True)
+            self.fc = nn.Linear(16, 3)
+
+        def forward(self, x):  # (batch, channels, time)
+            return self.fc(self.rnn(self.conv(x).transpose(1, 2))[0][:, -1])
+
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match=r"axis 1 \(4\) cannot vary .* and axis 2 can: .*--dynamic-axes 0,2"):
+        export(ChannelsFirst(), out, input_shape=(2, 4, 10), dynamic_axes=[0, 1])
+    assert not out.exists()
+    assert export(ChannelsFirst(), out, input_shape=(2, 4, 10), dynamic_axes=[0, 2]).report.passed
