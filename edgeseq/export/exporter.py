@@ -563,7 +563,8 @@ def _example_failure(exc: BaseException, model: Any, spec: InputSpec, examples: 
             hint += " (forward adds or drops features before its first recurrent layer)"
     wanted = re.search(r"not enough values to unpack \(expected (\d+), got (\d+)\)", first)
     if wanted and int(wanted.group(2)) == len(spec.inputs[0].shape):  # forward unpacks more axes than given
-        hint += f" (forward unpacks {wanted.group(1)} axes from the input: give that many, e.g. BATCH,LENGTH,K)"
+        parts = ["BATCH", "LENGTH", *(f"D{k}" for k in range(1, int(wanted.group(1)) - 1))]
+        hint += f" (forward unpacks {wanted.group(1)} axes from the input: give that many, e.g. {','.join(parts)})"
     return ExportError(f"the model fails on its example input {[tuple(e.shape) for e in examples]}: "
                        f"{type(exc).__name__}: {first}; pass --input-shape {hint}{traced}")
 

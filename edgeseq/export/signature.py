@@ -424,9 +424,12 @@ def infer_signature(
             "StreamingSession)")
     numbers = _number_parameters(model, required[1:])
     if numbers:
+        name, kind = numbers[0]
+        example = {"bool": "False", "float": "1.0"}.get(kind, "4")
         raise ExportError(
-            f"forward's {numbers[0]!r} is a Python number, not a tensor: give it a default (def forward(self, x, "
-            f"{numbers[0]}=4)); the file is exported at that value, and a number is not an input of an ONNX file")
+            f"forward's {name!r} is a Python {kind}, not a tensor: give it a default (def forward(self, x, "
+            f"{name}: {kind} = {example})); the file is exported at that value: a Python number is not an input of an "
+            "ONNX file")
     if len(required) > 1 and declared_examples(model) is None:
         raise ExportError(
             f"forward takes {len(required)} inputs ({', '.join(required)}) and edgeseq can only guess one: give the "
@@ -554,16 +557,17 @@ def _runs_with_x_alone_longer(model: Any, examples: list[Any], seq_axis: int) ->
     return _failure(model, [torch.cat([x, pad], dim=seq_axis), *examples[1:]]) is None
 
 
-def _number_parameters(model: Any, names: Sequence[str]) -> list[str]:
-    """Those of forward's ``names`` annotated as a Python int, float or bool."""
+def _number_parameters(model: Any, names: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, type name) of those of forward's ``names`` annotated as a Python int, float or bool."""
     import inspect
 
     try:
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return []
-    kinds = (int, float, bool, "int", "float", "bool")
-    return [n for n in names if n in params and params[n].annotation in kinds]
+    kinds = {int: "int", float: "float", bool: "bool", "int": "int", "float": "float", "bool": "bool"}
+    return [(n, kinds[params[n].annotation]) for n in names
+            if n in params and isinstance(params[n].annotation, (type, str)) and params[n].annotation in kinds]
 
 
 def _rnn_state_shapes(model: Any) -> set[tuple[int, int]]:

@@ -163,6 +163,8 @@ class StreamPool:
         self._dirty = True
 
     def _require(self, key: Hashable) -> None:
+        if not isinstance(key, Hashable):
+            raise InputError(f"a stream key must be hashable (a str, an int, a tuple), got {type(key).__name__}")
         if key not in self._members:
             raise InputError(f"stream {key!r} is not in the pool")
 

@@ -279,9 +279,10 @@ class Session:
                 raise InputError(f"input {name!r} holds each sample's length of {of!r}, 1 to its {steps} steps; got "
                                  f"{value.min()}..{value.max()}")
         names = list(outputs) if outputs else self._output_names
-        absent = [n for n in names if n not in self._output_names]
+        absent = [n for n in names if not isinstance(n, str) or n not in self._output_names]
         if absent:
-            raise InputError(f"unknown output(s) {', '.join(absent)}; the model gives {', '.join(self._output_names)}")
+            raise InputError(f"unknown output(s) {', '.join(map(repr, absent))}; the model gives "
+                             f"{', '.join(self._output_names)}")
         try:
             values = self._sess.run(names, prepared)
         except Exception as exc:  # ORT's own runtime errors (shape mismatch inside the graph, no memory, ...)

@@ -372,7 +372,7 @@ class StepsArgument(nn.Module):
 
 
 def test_a_required_python_number_argument_gets_the_default_fix(tmp_path):
-    with pytest.raises(ExportError, match=r"forward's 'steps' is a Python number, not a tensor: give it a default"):
+    with pytest.raises(ExportError, match=r"forward's 'steps' is a Python int, not a tensor: give it a default \(def forward\(self, x, steps: int = 4\)\)"):
         export(StepsArgument(), tmp_path / "m.onnx")
 
 

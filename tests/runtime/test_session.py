@@ -222,5 +222,5 @@ def test_api_misuse_is_an_edgeseq_error_not_a_type_error(lstm_path):
     x = np.zeros((1, 5, 28), np.float32)
     with pytest.raises(InputError, match=r"run\(\) takes a dict of inputs by name"):
         s.run(x)
-    with pytest.raises(InputError, match="unknown output.*nope; the model gives"):
+    with pytest.raises(InputError, match="unknown output.*'nope'; the model gives"):
         s.run({"x": x}, outputs=["nope"])

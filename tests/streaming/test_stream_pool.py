@@ -201,3 +201,10 @@ def test_step_all_with_the_keys_it_was_laid_out_by_refuses_a_changed_pool(gru_st
 def test_an_unhashable_stream_key_is_said(gru_stream):
     with pytest.raises(InputError, match="a stream key must be hashable"):
         StreamPool(gru_stream, device="cpu").join(["a"])
+
+
+def test_every_pool_call_says_an_unhashable_key_in_one_line(gru_stream):
+    pool = StreamPool(gru_stream, device="cpu")
+    for call in (pool.leave, pool.reset, pool.get_state, lambda k: pool.set_state(k, {})):
+        with pytest.raises(InputError, match="a stream key must be hashable"):
+            call([1])
