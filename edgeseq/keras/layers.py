@@ -282,12 +282,12 @@ def _identity(cfg: dict[str, Any], c: dict[str, Any], ctx: BuildContext) -> None
     return None
 
 
+MASKING_REFUSAL = ("masking is not supported: Keras skips masked steps in later RNN layers, which a fixed ONNX graph "
+                   "cannot reproduce; remove the Masking layer (trim or bucket padded inputs) to import it")
+
+
 def _masking(cfg: dict[str, Any], c: dict[str, Any], ctx: BuildContext) -> None:
-    raise refuse(
-        cfg,
-        "masking is not supported: Keras skips masked steps in later RNN layers, which a fixed "
-        "ONNX graph cannot reproduce; remove the Masking layer (trim or bucket padded inputs) to import it",
-    )
+    raise refuse(cfg, MASKING_REFUSAL)
 
 
 BUILDERS: dict[str, Builder] = {

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelLoadError, UnsupportedModelError
-from .layers import MASK_ZERO_REFUSAL, MERGE_LAYERS, BuildContext, build_layer, refuse
+from .layers import MASK_ZERO_REFUSAL, MASKING_REFUSAL, MERGE_LAYERS, BuildContext, build_layer, refuse
 from .modules import Embedding, Graph
 from .reader import KerasFile, layer_name, model_layers
 from .weights import WeightBag
@@ -164,9 +164,11 @@ def _functional(cfg: dict[str, Any], build: Build) -> Graph:
         raise UnsupportedModelError(
             f"Keras model {model!r} has {len(outputs)} outputs; edgeseq imports single-output models only"
         )
-    for layer_cfg in by_name.values():  # said of the Embedding, before a later layer refuses the mask it gets
+    for layer_cfg in by_name.values():  # said of the masking layer, before a later layer refuses the mask it gets
         if layer_cfg.get("class_name") == "Embedding" and (layer_cfg.get("config") or {}).get("mask_zero"):
             raise refuse(layer_cfg, MASK_ZERO_REFUSAL)
+        if layer_cfg.get("class_name") == "Masking":
+            raise refuse(layer_cfg, MASKING_REFUSAL)
     slots: dict[tuple[str, int], int] = {(inputs[0][0], inputs[0][1]): 0}
     modules: list[nn.Module] = []
     module_of: dict[str, int | None] = {}

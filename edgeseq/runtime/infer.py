@@ -165,14 +165,14 @@ def _plan(source: InputSource, spec: TensorSpec, session: Session,
           batch_size: int) -> tuple[int, Callable[[], Iterator[Chunk]]]:
     """How many samples the input has, and a function yielding ``(first sample, x, lengths)`` chunks."""
     batch_axis = session._batch_axis()
-    single = len(source.shape) == spec.rank - 1 and source.path.suffix.lower() != ".csv"
+    # a spectrogram model's (batch, 1, time, bins) or (batch, 1, bins, time): rows are time steps, the 1 is added
+    channel = (source.path.suffix.lower() in (".csv", ".jsonl") and spec.rank == 4 and len(source.shape) == 3
+               and batch_axis == 0 and spec.shape[1] == 1 and session._seq_axis() in (2, 3))
+    single = len(source.shape) == spec.rank - 1 and source.path.suffix.lower() != ".csv" and not channel
     # .csv/.jsonl hold a step per row; a (batch, channels, seq) file takes them transposed
     steps_last = (source.path.suffix.lower() in (".csv", ".jsonl") and (batch_axis, session._seq_axis()) == (0, 2)
                   and spec.rank == 3 and len(source.shape) == 3)
     shape = (source.shape[0], source.shape[2], source.shape[1]) if steps_last else source.shape
-    # a spectrogram model's (batch, 1, time, bins) or (batch, 1, bins, time): rows are time steps, the 1 is added
-    channel = (source.path.suffix.lower() in (".csv", ".jsonl") and spec.rank == 4 and len(source.shape) == 3
-               and batch_axis == 0 and spec.shape[1] == 1 and session._seq_axis() in (2, 3))
     if channel:
         n, t, f = source.shape
         shape = (n, 1, t, f) if session._seq_axis() == 2 else (n, 1, f, t)

@@ -332,3 +332,22 @@ def test_a_rank_4_shape_whose_axis_1_is_a_channel_asks_for_the_time_axis(tmp_pat
     assert not out.exists()
     result = export(_Spectrogram2d().eval(), out, input_shape=(1, 1, 98, 40), dynamic_axes=(0, 2))
     assert result.card["inputs"][0]["symbolic_shape"] == ["batch", 1, "seq", 40]
+
+
+def test_jsonl_clips_feed_a_spectrogram_model_with_a_channel_axis(tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    net = _Spectrogram2d().eval()
+    path = tmp_path / "s.onnx"
+    export(net, path, input_shape=(1, 1, 98, 40), dynamic_axes=(0, 2))
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal((n, 40)).astype(np.float32) for n in (49, 98, 7)]
+    (tmp_path / "clips.jsonl").write_text("".join(json.dumps(c.tolist()) + "\n" for c in clips))
+    result = CliRunner().invoke(main, ["infer", str(path), "-i", str(tmp_path / "clips.jsonl"), "-o",
+                                       str(tmp_path / "y.npy")])
+    assert result.exit_code == 0, result.output
+    got = np.load(tmp_path / "y.npy")
+    with torch.inference_mode():
+        want = np.concatenate([net(torch.from_numpy(c[None, None])).numpy() for c in clips])
+    np.testing.assert_allclose(got, want, atol=1e-5)

@@ -64,6 +64,15 @@ def test_mask_zero_in_a_functional_model_names_the_embedding(keras, tmp_path, su
     assert "mask_zero=False" in str(err.value)
 
 
+def test_masking_in_a_functional_model_names_the_masking_layer(keras, tmp_path) -> None:
+    L = keras.layers
+    i = keras.Input((None, 4))
+    m = keras.Model(i, L.Dense(2)(L.LSTM(8)(L.Masking(0.0, name="pad_mask")(i))))
+    with pytest.raises(UnsupportedModelError) as err:
+        load_keras(_save(m, tmp_path / "masking.keras"))
+    assert str(err.value).startswith("Keras layer 'pad_mask' (Masking): masking is not supported")
+
+
 def test_stateful_is_refused(keras, tmp_path) -> None:
     L = keras.layers
     m = keras.Sequential([keras.Input(batch_shape=(2, None, 3)), L.LSTM(4, stateful=True), L.Dense(1)])
