@@ -35,7 +35,7 @@ SCHEMA: dict[str, Any] = {
                      "float_model": ({"file": (STR, OPTIONAL), "sha256": (STR, OPTIONAL)}, OPTIONAL)},
     "graph_cleanup": {"by": [STR], "nodes": [INT]}, "loops": ({"*": "any"}, OPTIONAL),
     "precision": STR, "layout": STR, "exporter": STR, "source": STR, "lengths_input": (STR, OPTIONAL),
-    "lengths_parameter": (STR, OPTIONAL), "packed_by": (STR, OPTIONAL), "max_steps": (INT, OPTIONAL),
+    "lengths_parameter": (STR, OPTIONAL), "packed_by": (STR, OPTIONAL), "max_steps": (INT, OPTIONAL), "min_steps": (INT, OPTIONAL),
     "opset": INT, "example_length": INT, "features": (INT, OPTIONAL), "versions": {"*": "any"},
 }
 

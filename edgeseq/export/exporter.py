@@ -53,6 +53,7 @@ from .signature import (
     rnn_input_sizes,
     runnable_signature,
     runs_at_one_length_only,
+    shortest_length,
     state_batch,
 )
 from .symbolics import cell_symbolics
@@ -379,6 +380,10 @@ def export(
     else:
         check_not_frozen(model, spec)
     limit = None if only else longest_length(model, spec)
+    floor = None if only else shortest_length(model, spec)
+    if floor:
+        say(f"note: the model needs at least {floor[0]} steps (PyTorch fails at {floor[0] - 1}: {floor[1][:100]}); "
+            "the file refuses shorter sequences")
     if limit:
         say(f"note: the model runs on at most {limit[0]} steps (PyTorch fails at {limit[0] + 1}: {limit[1][:120]}); "
             "recorded in the file, where Session refuses longer sequences with that reason")
@@ -481,6 +486,8 @@ def export(
             card = build_card(spec, outputs, name, version, source, report, time_first)
             if limit:
                 card["max_steps"] = limit[0]
+            if floor:
+                card["min_steps"] = floor[0]
             loops = "scripted" if scripted else "projected" if traced is not model else None
             axes = _complete_card(card, proto, model, spec, outputs, loops, say)
             card["graph_cleanup"] = cleanup_record(raw_nodes, proto, [by] if by else [])

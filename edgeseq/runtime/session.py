@@ -137,6 +137,8 @@ class Session:
         self._output_names = [o.name for o in self.outputs]
         steps = card.get("max_steps")  # the model's own longest length (a learned position table), if any
         self._max_steps: int | None = steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+        fewest = card.get("min_steps")  # and shortest (a kernel or pooling window over time)
+        self._min_steps: int | None = fewest if isinstance(fewest, int) and not isinstance(fewest, bool) else None
         ins = card.get("inputs") or [{}]
         # inputs that hold each sample's length of a sequence input (forward(x, lengths, meta)): run() checks 1..steps
         axes_of = {e.get("name"): e.get("seq_axis") for e in ins if isinstance(e, dict)}
@@ -270,7 +272,7 @@ class Session:
         if missing:
             raise InputError(f"missing input(s) {', '.join(missing)}; the model takes {', '.join(s.describe() for s in self.inputs)}")
         prepared = {n: self.check_input(v, specs[n]) for n, v in feed.items()}
-        if self._max_steps is not None and self._data and self._data[0].name in prepared:
+        if (self._max_steps is not None or self._min_steps is not None) and self._data and self._data[0].name in prepared:
             self.check_length(self._data[0], prepared[self._data[0].name].shape[self._sa])
         self._check_shared_dims(prepared)
         for name, of, axis in self._lengths_of:
@@ -468,7 +470,8 @@ class Session:
                 return None
         n = shape[self._ba]
         steps = shape[self._sa] if self._sa < len(shape) else 1
-        if steps > min(self.max_length, self._max_steps or steps) or (n > 1 and n > self._rows(batch_size, steps)):
+        if steps > min(self.max_length, self._max_steps or steps) or steps < (self._min_steps or 0) or (
+                n > 1 and n > self._rows(batch_size, steps)):
             return None
         kind = x.dtype.kind
         if kind == "f":
@@ -672,6 +675,10 @@ class Session:
         t = x.shape[self._seq_axis()]
         if lengths.min() < 1 or lengths.max() > t:
             raise InputError(f"lengths must be between 1 and the padded length {t}; got {lengths.min()}..{lengths.max()}")
+        if self._min_steps is not None and lengths.min() < self._min_steps:
+            i = int(np.argmin(lengths))
+            raise InputError(f"sample {i} has {int(lengths[i])} steps; this model needs at least {self._min_steps} "
+                             "(PyTorch fails below: a window over time longer than the sequence); pad it to that length")
         fixed = self._data[0].shape[self._seq_axis()] if self._data else None
         if isinstance(fixed, int) and (lengths != fixed).any():  # a file exported at one length
             i = int(np.flatnonzero(lengths != fixed)[0])
@@ -685,6 +692,10 @@ class Session:
             raise InputError(f"input {spec.name!r} has sequences of {steps} steps; this model takes at most "
                              f"{self._max_steps} (its forward fails beyond, e.g. a learned table of "
                              f"{self._max_steps} positions): split or truncate them")
+        if self._min_steps is not None and steps < self._min_steps and spec is self._data[0]:
+            raise InputError(f"input {spec.name!r} has sequences of {steps} steps; this model needs at least "
+                             f"{self._min_steps} (PyTorch fails below: a window over time longer than the sequence); "
+                             "pad them to that length")
         if steps > self.max_length:
             raise InputError(
                 f"input {spec.name!r} has sequences of {steps} steps, over the limit of {self.max_length} "

@@ -58,3 +58,19 @@ def test_a_bare_squeeze_that_drops_the_batch_axis_at_batch_1_is_refused(tmp_path
     with pytest.raises(UnsupportedModelError, match=r"loses an axis when the batch is 1 .*\.squeeze\(-1\)"):
         export(SqueezedHead(), out, input_shape=(2, 8, 4))
     assert not out.exists()
+
+
+def test_a_model_that_needs_a_few_steps_records_them_and_refuses_shorter(tmp_path):
+    """MaxPool1d(2) fails on one step in PyTorch; ONNX Runtime would answer it."""
+    from edgeseq.errors import InputError
+
+    torch.manual_seed(0)
+    path = tmp_path / "p.onnx"
+    export(PooledTagger().eval(), path, input_shape=(2, 8, 6))
+    s = Session(path, device="cpu")
+    assert s.card["min_steps"] == 2
+    with pytest.raises(InputError, match="has sequences of 1 steps; this model needs at least 2"):
+        s.predict(np.zeros((3, 1, 6), np.float32))
+    with pytest.raises(InputError, match="sample 0 has 1 steps; this model needs at least 2"):
+        s.predict([np.zeros((1, 6), np.float32), np.zeros((9, 6), np.float32)])
+    assert s.predict(np.zeros((3, 2, 6), np.float32)).shape == (3, 1, 3)
