@@ -92,6 +92,8 @@ def _check(value: Any, kind: Any, where: str) -> str | None:
 def _axes_problem(card: dict[str, Any]) -> str | None:
     """Axes that point outside their input's shape (the types are right, the numbers are not)."""
     for i, entry in enumerate(card.get("inputs") or []):
+        if entry.get("dtype") is not None and entry["dtype"] not in _DTYPES:
+            return f"inputs[{i}].dtype must be one of {', '.join(_DTYPES)}, got {entry['dtype']!r}"
         rank = len(entry.get("shape") or [])
         for axis in ("batch_axis", "seq_axis"):
             value = entry.get(axis)
@@ -104,6 +106,9 @@ def _axes_problem(card: dict[str, Any]) -> str | None:
     if isinstance(card.get("max_steps"), int) and card["max_steps"] < 1:
         return f"max_steps must be at least 1, got {card['max_steps']}"
     return None
+
+
+_DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 
 
 def _name(kind: Any) -> str:

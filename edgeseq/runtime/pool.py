@@ -109,7 +109,8 @@ class StreamPool:
             if a.ndim != len(fixed) or any(isinstance(d, int) and d != n for d, n in zip(fixed, a.shape)):
                 raise InputError(f"{spec.name!r} for one stream must have shape ({', '.join(map(str, fixed))}), "
                                  f"got {a.shape}")
-            out[spec.name] = check_array(a[None], spec, self.stream.allow_nonfinite,
+            timed = len(spec.shape) > 1 and isinstance(spec.shape[1], str)  # (batch, 3) meta has no steps to name
+            out[spec.name] = check_array(a[None], spec, self.stream.allow_nonfinite, seq_axis=1 if timed else None,
                                          vocab_size=self.stream.session._vocab.get(spec.name))[0]
         return out
 
