@@ -35,7 +35,8 @@ def _with_card(src, dst, edit):
     (lambda c: c.update(output_axes={"y": []}), "output_axes.y must be an object, got list"),
     (lambda c: c.update(graph_cleanup=True), "graph_cleanup must be an object, got True"),
     (lambda c: c["parity"].update(max_abs="abc"), "parity.max_abs must be a number or null, got 'abc'"),
-    (lambda c: c["inputs"][0].update(dtype="complex"), "inputs[0].dtype must be one of float32, float16"),
+    (lambda c: c["inputs"][0].update(dtype="complex"),
+     "inputs[0].dtype must be one of float32, float16, float64, int64, int32, int16, int8, uint8, bool, got 'complex'"),
 ])
 def test_a_damaged_card_is_named_in_one_line(tiny_model, tmp_path, edit, problem):
     bad = _with_card(tiny_model, tmp_path / "bad.onnx", edit)
