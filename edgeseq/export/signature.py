@@ -424,6 +424,9 @@ def infer_signature(
             layer = other
 
     required = forward_parameter_names(model, required=True)
+    if (len(required) > 2 and declared_examples(model) is None and STATE_PARAMETER.search(required[1])
+            and any(isinstance(m, (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)) for m in model.modules())):
+        raise ExportError(_state_input_message(required[1]))
     if (len(required) == 2 and declared_examples(model) is None
             and (STATE_PARAMETER.search(required[1]) or callable(getattr(model, "init_hidden", None)))):
         if not any(isinstance(m, (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)) for m in model.modules()):

@@ -169,6 +169,9 @@ def _plan(source: InputSource, spec: TensorSpec, session: Session,
     channel = (source.path.suffix.lower() in (".csv", ".jsonl") and spec.rank == 4 and len(source.shape) == 3
                and batch_axis == 0 and spec.shape[1] == 1 and session._seq_axis() in (2, 3))
     single = len(source.shape) == spec.rank - 1 and source.path.suffix.lower() != ".csv" and not channel
+    if single and spec.rank == 4 and spec.shape[1] == 1 and source.shape[0] != 1 and batch_axis == 0:
+        raise InputError(f"{source.path}: holds {tuple(source.shape)}, and the model takes "
+                         f"[{', '.join(map(str, spec.shape))}]: add the channel axis, np.expand_dims(x, 1)")
     # .csv/.jsonl hold a step per row; a (batch, channels, seq) file takes them transposed
     steps_last = (source.path.suffix.lower() in (".csv", ".jsonl") and (batch_axis, session._seq_axis()) == (0, 2)
                   and spec.rank == 3 and len(source.shape) == 3)

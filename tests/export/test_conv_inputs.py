@@ -351,3 +351,11 @@ def test_jsonl_clips_feed_a_spectrogram_model_with_a_channel_axis(tmp_path):
     with torch.inference_mode():
         want = np.concatenate([net(torch.from_numpy(c[None, None])).numpy() for c in clips])
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_an_npy_without_the_channel_axis_says_to_add_it(tmp_path):
+    path = tmp_path / "s.onnx"
+    export(_Spectrogram2d().eval(), path, input_shape=(1, 1, 98, 40), dynamic_axes=(0, 2))
+    np.save(tmp_path / "x.npy", np.zeros((4, 98, 40), np.float32))
+    result = CliRunner().invoke(main, ["infer", str(path), "-i", str(tmp_path / "x.npy")])
+    assert result.exit_code == 1 and "add the channel axis, np.expand_dims(x, 1)" in result.stderr

@@ -412,3 +412,17 @@ def test_a_channels_axis_named_as_time_points_to_the_real_time_axis(tmp_path):
         export(ChannelsFirst(), out, input_shape=(2, 4, 10), dynamic_axes=[0, 1])
     assert not out.exists()
     assert export(ChannelsFirst(), out, input_shape=(2, 4, 10), dynamic_axes=[0, 2]).report.passed
+
+
+def test_state_inputs_without_an_example_get_the_state_advice(tmp_path):
+    class NoExample(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(5, 16, batch_first=True)
+            self.fc = nn.Linear(16, 3)
+
+        def forward(self, x, h0, c0):
+            return self.fc(self.rnn(x, (h0, c0))[0])
+
+    with pytest.raises(ExportError, match=r"forward's input 'h0' is a recurrent layer's start state"):
+        export(NoExample(), tmp_path / "m.onnx")
