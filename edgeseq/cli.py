@@ -6,6 +6,7 @@ Library code raises :class:`edgeseq.EdgeseqError`; only this module turns it int
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import sys
@@ -108,7 +109,7 @@ class _Group(click.Group):
 
 
 # the machine's, not edgeseq's: a full disk or /dev/full, a read-only or failing device, a quota
-_WRITE_ERRNOS = {28, 122, 30, 5, 27}  # ENOSPC, EDQUOT, EROFS, EIO, EFBIG
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

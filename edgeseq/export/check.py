@@ -55,8 +55,7 @@ def check(
 
     session = Session(onnx_path, device=device)
     spec = parity.spec_of_session(session)
-    if eval_data is not None:
-        _eval_labels(eval_data)  # a missing or label-less eval set is said before the sweep, not after it
+    labels = _eval_labels(eval_data) if eval_data is not None else None  # said before the sweep, not after it
     carded = bool(session.card.get("inputs"))
     # a file edgeseq exported at one length (the model runs at that length only) is checked there; another
     # exporter's file is swept anyway, to see whether it froze a length the model does not have
@@ -127,7 +126,7 @@ def check(
         if warning:
             report.extra.setdefault("metric_lines", []).append(f"warning: {warning}")
     if eval_data is not None:
-        _compare_metrics(report, session, run_ref, eval_data, precision, max_drop)
+        _compare_metrics(report, session, run_ref, eval_data, labels, precision, max_drop)
     if not carded:
         _name_frozen_axes(report, spec, session.data_inputs()[0])
     if not report.passed and "hint" not in report.extra and weights is None and isinstance(against, (str, Path)) and not is_keras_ref(str(against)):
@@ -252,7 +251,8 @@ def _eval_labels(path: str | Path) -> np.ndarray:
 
 
 def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callable[..., list[np.ndarray]],
-                     eval_data: str | Path, precision: str = "float32", max_drop: float | None = None) -> None:
+                     eval_data: str | Path, y: np.ndarray, precision: str = "float32",
+                     max_drop: float | None = None) -> None:
     """Add the task metric of PyTorch and ONNX on an eval set (x, y[, lengths]) to the report.
 
     For quantized precisions the metric is also a verdict: a drop beyond the gate fails the report.
@@ -260,7 +260,6 @@ def _compare_metrics(report: parity.ParityReport, session: Any, run_ref: Callabl
     from ..metrics import binary_threshold, metric_drop, predictions, target_scale, task_metric
     from ..runtime.io import read_input, read_npz_inputs
 
-    y = _eval_labels(eval_data)
     inputs = session.data_inputs()
     if len(inputs) > 1:  # several inputs, each an array of the .npz named after it
         lengths_name = session.lengths_input

@@ -174,12 +174,6 @@ def _reset_rnn_dispatch_cache(torch: Any) -> None:
             cache.clear()
 
 
-def _failure_free(model: Any, examples: list[Any]) -> bool:
-    from .signature import _failure
-
-    return _failure(model, examples) is None
-
-
 def written_opset(proto: Any) -> int | None:
     """The default-domain opset an exported file declares."""
     return next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -363,7 +357,7 @@ def export(
             "(out[torch.arange(len(x)), lengths - 1]), which exports with a lengths input beside the other inputs, "
             "or export the part that packs as a model of its own, forward(x, lengths)")
     check_layout(model, spec, time_first, say)
-    if dynamic_axes is not None and _failure_free(model, examples):
+    if dynamic_axes is not None:
         check_axes_can_vary(model, examples, dynamic_axes, time_first)
     check_batch_not_fixed(model, spec)
     only = runs_at_one_length_only(model, spec)

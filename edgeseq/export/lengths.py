@@ -44,6 +44,12 @@ def time_mixing_layers(model: Any) -> list[str]:
     return [f"'{n}' ({layer_kind(m)})" for n, m in model.named_modules() if layer_kind(m) in TIME_MIXING]
 
 
+def resolution_layers(model: Any) -> str:
+    """`` ('pool' (MaxPool1d) change the time resolution)``, naming the layers that may, or '' when none."""
+    mixing = time_mixing_layers(model)
+    return f" ({', '.join(mixing[:3])} change the time resolution)" if mixing else ""
+
+
 def add_lengths_input(proto: Any, name: str = LENGTHS_INPUT, data_input: str | None = None,
                       batch_axis: int = 0, reuse: bool = False) -> int:
     """Add an int64 ``name`` [batch] input wired into every recurrent node; return how many nodes it feeds.
@@ -157,19 +163,16 @@ def verify_lengths(path: str | Path, model: Any, spec: InputSpec, axes: dict[str
     except InputError as exc:
         if "sequence_lens" not in str(exc):
             raise
-        mixing = time_mixing_layers(model)
         raise UnsupportedModelError(
-            "refused --lengths: the recurrent layer gets fewer steps than the input has"
-            f"{' (' + ', '.join(mixing[:3]) + ' change the time resolution)' if mixing else ''}, so a sample's "
-            "length in input steps is not its length there; export without --lengths") from None
+            f"refused --lengths: the recurrent layer gets fewer steps than the input has{resolution_layers(model)}, "
+            "so a sample's length in input steps is not its length there; export without --lengths") from None
     for n in names:  # a per-step output with fewer steps than the input: pooled or strided over time
         o_sa = axes[n]["seq_axis"]
         if o_sa is not None and got[n].shape[o_sa] != length:
-            mixing = time_mixing_layers(model)
             raise UnsupportedModelError(
                 f"refused --lengths: output {n!r} has {got[n].shape[o_sa]} steps for {length} input steps"
-                f"{' (' + ', '.join(mixing[:3]) + ' change the time resolution)' if mixing else ''}, so a sample's "
-                "length does not say which of its steps are padding; export without --lengths")
+                f"{resolution_layers(model)}, so a sample's length does not say which of its steps are padding; "
+                "export without --lengths")
     cases: list[parity.ParityCase] = []
     for i, n_steps in enumerate(lengths):
         sample = np.take(np.take(x, [i], axis=ba), range(int(n_steps)), axis=sa)

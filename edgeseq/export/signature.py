@@ -608,9 +608,12 @@ def _state_input_message(name: str) -> str:
 
 def check_axes_can_vary(model: Any, examples: list[Any], dynamic_axes: Sequence[int], time_first: bool) -> None:
     """Refuse a --dynamic-axes axis that the model cannot take at another size (the features a layer is built
-    for): exported as dynamic, the file would claim sizes it fails at."""
+    for): exported as dynamic, the file would claim sizes it fails at.  (A model that fails on the example
+    itself is said elsewhere.)"""
     import torch
 
+    if _failure(model, examples) is not None:
+        return
     natural = _axes(time_first)  # the layout's batch and sequence axes: a fixed-length model is said otherwise
 
     def grown_failure(axis: int) -> str | None:
@@ -633,13 +636,11 @@ def check_axes_can_vary(model: Any, examples: list[Any], dynamic_axes: Sequence[
     for axis in dynamic_axes:
         if axis in natural or axis >= examples[0].dim():
             continue
-        size = list(examples[0].shape)
-        size[axis] += 1
         failure = grown_failure(axis)
         if failure is not None:
             raise ExportError(f"--dynamic-axes {axis}: axis {axis} of the input ({examples[0].shape[axis]}) cannot vary: "
-                              f"PyTorch fails at {size[axis]} ({failure[:160]}); the batch and sequence axes are "
-                              f"{natural[0]} and {natural[1]}")
+                              f"PyTorch fails at {examples[0].shape[axis] + 1} ({failure[:160]}); the batch and sequence "
+                              f"axes are {natural[0]} and {natural[1]}")
 
 
 def runnable_signature(

@@ -47,8 +47,8 @@ from .lengths import (
     add_lengths_input,
     check_lengths_layers,
     lengths_refusal,
+    resolution_layers,
     sample_of_others,
-    time_mixing_layers,
     verify_lengths,
 )
 from .loading import model_and_source
@@ -420,12 +420,10 @@ def verify_streaming(path: str | Path, model: Any, spec: InputSpec, axes: dict[s
     for i, n in enumerate(names):  # a per-step output with fewer steps than the input: pooled or strided over time
         seq_axis = axes[n]["seq_axis"]
         if seq_axis is not None and not isinstance(whole, str) and whole[i].shape[seq_axis] != length:
-            layers = time_mixing_layers(model)
             raise UnsupportedModelError(
                 f"refused --streaming: output {n!r} has {whole[i].shape[seq_axis]} steps for {length} input steps"
-                f"{' (' + ', '.join(layers[:3]) + ' change the time resolution)' if layers else ''}: a chunk's "
-                "outputs cannot line up with its steps; export without --streaming, or keep one output per step "
-                "(stride 1, no pooling over time)")
+                f"{resolution_layers(model)}: a chunk's outputs cannot line up with its steps; export without "
+                "--streaming, or keep one output per step (stride 1, no pooling over time)")
     cases: list[parity.ParityCase] = []
     for chunk in sorted(set(chunks) | {length}):
         session.reset()

@@ -48,14 +48,6 @@ class InferResult:
     device_reason: str = ""
 
 
-def _same_file(a: str | Path, b: str | Path) -> bool:
-    """Whether two paths name one file (hard links and other spellings included)."""
-    try:
-        return Path(a).samefile(b)
-    except OSError:  # the output does not exist yet
-        return False
-
-
 def infer_file(
     model: str | Path,
     input_path: str | Path,
@@ -81,9 +73,7 @@ def infer_file(
     >>> infer_file("model.onnx", "x.npy", "y.npy", device="cpu").samples     # doctest: +SKIP
     1000000
     """
-    if output is not None and _same_file(input_path, output):
-        raise InputError(f"{output}: the output would overwrite the input {input_path}; choose another -o")
-    refuse_overwrite(output, "-o", {"the model": model})
+    refuse_overwrite(output, "-o", {"the input": input_path, "the model": model})
     session = session or Session(model, device=device, threads=threads, batch_size=batch_size,
                                  allow_nonfinite=allow_nonfinite, max_length=max_length)
     data = session.data_inputs()

@@ -105,8 +105,6 @@ def _loads_on_cpu(path: Path, threads: int | None) -> bool:
     return True
 
 
-
-
 _NO_MEMORY = re.compile(r"Failed to allocate memory|bad_alloc|out of memory|ALLOC_FAILED", re.IGNORECASE)
 
 

@@ -30,6 +30,11 @@ def _locked(method: Any) -> Any:
     return wrapper
 
 
+def _check_hashable(key: Any) -> None:
+    if not isinstance(key, Hashable):
+        raise InputError(f"a stream key must be hashable (a str, an int, a tuple), got {type(key).__name__}")
+
+
 class StreamPool:
     """Many independent streams, one batched run per tick; streams join and leave at any time.
 
@@ -80,8 +85,8 @@ class StreamPool:
         batch axis: ``pool.join("sensor-7", meta=m)``; every tick then passes them for the stream.
         """
         values = self._stream_static(static)
-        if key is not None and not isinstance(key, Hashable):
-            raise InputError(f"a stream key must be hashable (a str, an int, a tuple), got {type(key).__name__}")
+        if key is not None:
+            _check_hashable(key)
         if key is None:
             while self._counter in self._members:
                 self._counter += 1
@@ -164,8 +169,7 @@ class StreamPool:
         self._dirty = True
 
     def _require(self, key: Hashable) -> None:
-        if not isinstance(key, Hashable):
-            raise InputError(f"a stream key must be hashable (a str, an int, a tuple), got {type(key).__name__}")
+        _check_hashable(key)
         if key not in self._members:
             raise InputError(f"stream {key!r} is not in the pool")
 

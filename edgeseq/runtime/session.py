@@ -326,12 +326,12 @@ class Session:
             if not x:
                 raise InputError(f"input {self._data[0].name!r}: no sequences given (an empty list)")
             x, lengths = self._pad_ragged(x, lengths)
-        if (type(x) is np.ndarray and len(self._data) == 1 and x.ndim == self._data[0].rank and x.ndim > self._ba
-                and x.shape[self._ba] == 0):
-            return self._empty_result(x)
         y = self._predict_one_run(x, lengths, batch_size)
         if y is not None:
             return y
+        if (type(x) is np.ndarray and len(self._data) == 1 and x.ndim == self._data[0].rank and x.ndim > self._ba
+                and x.shape[self._ba] == 0):  # after the one-run path, which declines it: off the hot path
+            return self._empty_result(x)
         chunks = list(self.iter_predict(x, lengths, batch_size))
         if len(chunks) == 1:
             return chunks[0]
@@ -470,7 +470,7 @@ class Session:
                 return None
         n = shape[self._ba]
         steps = shape[self._sa] if self._sa < len(shape) else 1
-        if steps > min(self.max_length, self._max_steps or steps) or steps < (self._min_steps or 0) or (
+        if n == 0 or steps > min(self.max_length, self._max_steps or steps) or steps < (self._min_steps or 0) or (
                 n > 1 and n > self._rows(batch_size, steps)):
             return None
         kind = x.dtype.kind
